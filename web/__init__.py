@@ -1,0 +1,1 @@
+"""Admin plane: REST API, persistence and operators' console."""
