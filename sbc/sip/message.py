@@ -1,0 +1,661 @@
+"""The SIP message model: ordered raw headers with lazy, cached typed views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .errors import SipParseError
+from .headers import (
+    Challenge,
+    Credentials,
+    CSeq,
+    MediaType,
+    NameAddr,
+    RAck,
+    SessionExpires,
+    Via,
+    parse_bounded_int,
+    parse_challenge,
+    parse_contact,
+    parse_credentials,
+    parse_cseq,
+    parse_delta_seconds,
+    parse_media_type,
+    parse_name_addr,
+    parse_name_addr_list,
+    parse_option_tags,
+    parse_rack,
+    parse_session_expires,
+    parse_via,
+    split_list,
+)
+from .uri import AbsoluteUri, Params, SipUri, TelUri, Uri, parse_uri
+
+T = TypeVar("T")
+
+__all__ = [
+    "COMPACT_FORMS",
+    "AbsoluteUri",
+    "CSeq",
+    "Challenge",
+    "Credentials",
+    "Headers",
+    "MediaType",
+    "NameAddr",
+    "Params",
+    "RAck",
+    "Request",
+    "Response",
+    "SessionExpires",
+    "SipUri",
+    "TelUri",
+    "Uri",
+    "Via",
+    "header_key",
+    "make_response",
+    "reason_phrase",
+]
+
+# RFC 3261 §7.3.3 and the registries of later RFCs: compact form -> name.
+COMPACT_FORMS = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "c": "content-type",
+    "f": "from",
+    "s": "subject",
+    "k": "supported",
+    "t": "to",
+    "v": "via",
+    "o": "event",
+    "r": "refer-to",
+    "b": "referred-by",
+    "u": "allow-events",
+    "x": "session-expires",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+    "y": "identity",
+    "n": "identity-info",
+}
+
+# Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1); only
+# these are split by Headers.values(). Unknown headers are never split.
+LIST_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-contact",
+        "accept-encoding",
+        "accept-language",
+        "alert-info",
+        "allow",
+        "allow-events",
+        "call-info",
+        "contact",
+        "content-encoding",
+        "content-language",
+        "error-info",
+        "history-info",
+        "in-reply-to",
+        "p-asserted-identity",
+        "p-associated-uri",
+        "p-preferred-identity",
+        "path",
+        "proxy-require",
+        "reason",
+        "record-route",
+        "reject-contact",
+        "request-disposition",
+        "require",
+        "route",
+        "security-client",
+        "security-server",
+        "security-verify",
+        "service-route",
+        "supported",
+        "unsupported",
+        "via",
+        "warning",
+    }
+)
+
+
+def header_key(name: str) -> str:
+    """The look-up key of a header name: lower case, compact form expanded."""
+    lname = name.lower()
+    return COMPACT_FORMS.get(lname, lname)
+
+
+class Headers:
+    """Header fields in the order received, values raw (unfolded) text.
+
+    Name look-ups are case-insensitive and know the compact forms. Typed
+    values parsed from the fields are cached here and dropped on any change.
+    """
+
+    __slots__ = ("_fields", "_parsed")
+
+    def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
+        self._fields: list[tuple[str, str, str]] = []
+        self._parsed: dict[str, Any] = {}
+        for name, value in fields or ():
+            self.add(name, value)
+
+    @classmethod
+    def _from_parsed(cls, fields: list[tuple[str, str, str]]) -> Headers:
+        """Adopt (key, name, value) triples built by the parser."""
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        headers._parsed = {}
+        return headers
+
+    def get(self, name: str) -> str | None:
+        key = header_key(name)
+        for field_key, _, value in self._fields:
+            if field_key == key:
+                return value
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        key = header_key(name)
+        return [value for field_key, _, value in self._fields if field_key == key]
+
+    def values(self, name: str) -> list[str]:
+        """Every element of the named header, split where its grammar allows."""
+        key = header_key(name)
+        raw = self.get_all(key)
+        if key not in LIST_HEADERS:
+            return raw
+        return [item for value in raw for item in split_list(value, name)]
+
+    def add(self, name: str, value: str) -> None:
+        self._fields.append((header_key(name), name, _checked(name, value)))
+        self._parsed.clear()
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert before the first field of that name, or at the top."""
+        key = header_key(name)
+        index = next(
+            (i for i, (field_key, _, _) in enumerate(self._fields) if field_key == key),
+            0,
+        )
+        self._fields.insert(index, (key, name, _checked(name, value)))
+        self._parsed.clear()
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field of that name by one, at the first one's place."""
+        key = header_key(name)
+        field = (key, name, _checked(name, value))
+        index = next(
+            (i for i, (field_key, _, _) in enumerate(self._fields) if field_key == key),
+            None,
+        )
+        self.remove(name)
+        if index is None:
+            self._fields.append(field)
+        else:
+            self._fields.insert(index, field)
+
+    def remove(self, name: str) -> int:
+        key = header_key(name)
+        kept = [field for field in self._fields if field[0] != key]
+        removed = len(self._fields) - len(kept)
+        self._fields = kept
+        self._parsed.clear()
+        return removed
+
+    def copy(self) -> Headers:
+        return Headers._from_parsed(list(self._fields))
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = header_key(name)
+        return any(field_key == key for field_key, _, _ in self._fields)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((name, value) for _, name, value in self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        mine = [(key, value) for key, _, value in self._fields]
+        return mine == [(key, value) for key, _, value in other._fields]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+
+def _checked(name: str, value: str) -> str:
+    # A CR or LF in a value set by code would split the header on the wire.
+    if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+        raise ValueError(f"line break in header {name!r}")
+    return value
+
+
+class _Message:
+    """Typed header accessors shared by Request and Response.
+
+    Each accessor parses its header on first use, caches the result in the
+    Headers object and raises SipParseError (400) when the header is bad.
+    """
+
+    __slots__ = ()
+    headers: Headers
+    body: bytes
+
+    def _typed(self, key: str, parse: Callable[[str], T]) -> T | None:
+        parsed = self.headers._parsed
+        if key in parsed:
+            return parsed[key]  # type: ignore[no-any-return]
+        value = self.headers.get(key)
+        result = None if value is None else self._parse(parse, value)
+        parsed[key] = result
+        return result
+
+    def _typed_all(self, key: str, parse: Callable[[str], list[T]]) -> list[T]:
+        parsed = self.headers._parsed
+        if key in parsed:
+            return parsed[key]  # type: ignore[no-any-return]
+        result = [
+            item
+            for value in self.headers.get_all(key)
+            for item in self._parse(parse, value)
+        ]
+        parsed[key] = result
+        return result
+
+    def _parse(self, parse: Callable[[str], T], value: str) -> T:
+        try:
+            return parse(value)
+        except SipParseError as exc:
+            raise self._error(exc.reason) from None
+
+    def _error(self, reason: str) -> SipParseError:
+        if isinstance(self, Response):
+            return SipParseError(reason, is_response=True)
+        return SipParseError(reason)
+
+    def _required(self, key: str, display: str) -> str:
+        value = self.headers.get(key)
+        if value is None:
+            raise self._error(f"Bad Request: missing {display} header")
+        return value
+
+    @property
+    def via(self) -> list[Via]:
+        return self._typed_all("via", parse_via)
+
+    @property
+    def top_via(self) -> Via:
+        cached = self.headers._parsed.get("\0top-via")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        vias = self.via
+        if not vias:
+            raise self._error("Bad Request: missing Via header")
+        self.headers._parsed["\0top-via"] = vias[0]
+        return vias[0]
+
+    @property
+    def call_id(self) -> str:
+        return self._required("call-id", "Call-ID")
+
+    @property
+    def cseq(self) -> CSeq:
+        cseq = self._typed("cseq", parse_cseq)
+        if cseq is None:
+            raise self._error("Bad Request: missing CSeq header")
+        return cseq
+
+    @property
+    def from_(self) -> NameAddr:
+        value = self._typed("from", _parse_from)
+        if value is None:
+            raise self._error("Bad Request: missing From header")
+        return value
+
+    @property
+    def to(self) -> NameAddr:
+        value = self._typed("to", _parse_to)
+        if value is None:
+            raise self._error("Bad Request: missing To header")
+        return value
+
+    @property
+    def from_tag(self) -> str | None:
+        return self.from_.tag
+
+    @property
+    def to_tag(self) -> str | None:
+        return self.to.tag
+
+    @property
+    def max_forwards(self) -> int | None:
+        return self._typed("max-forwards", _parse_max_forwards)
+
+    @property
+    def expires(self) -> int | None:
+        """The Expires header, values over 2**32-1 clamped to it."""
+        return self._typed("expires", _parse_expires)
+
+    @property
+    def min_expires(self) -> int | None:
+        return self._typed("min-expires", _parse_min_expires)
+
+    @property
+    def contact(self) -> list[NameAddr]:
+        return self._typed_all("contact", parse_contact)
+
+    @property
+    def route(self) -> list[NameAddr]:
+        return self._typed_all("route", _parse_route)
+
+    @property
+    def record_route(self) -> list[NameAddr]:
+        return self._typed_all("record-route", _parse_record_route)
+
+    @property
+    def content_type(self) -> MediaType | None:
+        return self._typed("content-type", parse_media_type)
+
+    @property
+    def require(self) -> list[str]:
+        return self._typed_all("require", _parse_require)
+
+    @property
+    def supported(self) -> list[str]:
+        return self._typed_all("supported", _parse_supported)
+
+    @property
+    def proxy_require(self) -> list[str]:
+        return self._typed_all("proxy-require", _parse_proxy_require)
+
+    @property
+    def unsupported(self) -> list[str]:
+        return self._typed_all("unsupported", _parse_unsupported)
+
+    @property
+    def rseq(self) -> int | None:
+        return self._typed("rseq", _parse_rseq)
+
+    @property
+    def rack(self) -> RAck | None:
+        return self._typed("rack", parse_rack)
+
+    @property
+    def session_expires(self) -> SessionExpires | None:
+        return self._typed("session-expires", parse_session_expires)
+
+    @property
+    def min_se(self) -> int | None:
+        return self._typed("min-se", _parse_min_se)
+
+    @property
+    def authorization(self) -> list[Credentials]:
+        return self._typed_all("authorization", _parse_authorization)
+
+    @property
+    def proxy_authorization(self) -> list[Credentials]:
+        return self._typed_all("proxy-authorization", _parse_proxy_authorization)
+
+    @property
+    def www_authenticate(self) -> list[Challenge]:
+        return self._typed_all("www-authenticate", _parse_www_authenticate)
+
+    @property
+    def proxy_authenticate(self) -> list[Challenge]:
+        return self._typed_all("proxy-authenticate", _parse_proxy_authenticate)
+
+    def _serialize(self, start_line: str) -> bytes:
+        """Start line, headers as held, Content-Length set from the body."""
+        body = self.body
+        lines = [start_line]
+        length_written = False
+        for key, name, value in self.headers._fields:
+            if key == "content-length":
+                if length_written:
+                    continue
+                value = str(len(body))
+                length_written = True
+            lines.append(f"{name}: {value}")
+        if not length_written:
+            lines.append(f"Content-Length: {len(body)}")
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+
+
+def _parse_from(value: str) -> NameAddr:
+    return parse_name_addr(value, "From")
+
+
+def _parse_to(value: str) -> NameAddr:
+    return parse_name_addr(value, "To")
+
+
+def _parse_max_forwards(value: str) -> int:
+    # RFC 3261 §20.22: Max-Forwards is an integer in the range 0-255.
+    return parse_bounded_int(value, "Max-Forwards", 255)
+
+
+def _parse_expires(value: str) -> int:
+    return parse_delta_seconds(value, "Expires")
+
+
+def _parse_min_expires(value: str) -> int:
+    return parse_delta_seconds(value, "Min-Expires")
+
+
+def _parse_min_se(value: str) -> int:
+    return parse_delta_seconds(value.partition(";")[0], "Min-SE")
+
+
+def _parse_rseq(value: str) -> int:
+    # RFC 3262 §7.1: 1 to 2**32-1.
+    return parse_bounded_int(value, "RSeq", 2**32 - 1)
+
+
+def _parse_route(value: str) -> list[NameAddr]:
+    return parse_name_addr_list(value, "Route")
+
+
+def _parse_record_route(value: str) -> list[NameAddr]:
+    return parse_name_addr_list(value, "Record-Route")
+
+
+def _parse_require(value: str) -> list[str]:
+    return parse_option_tags(value, "Require")
+
+
+def _parse_supported(value: str) -> list[str]:
+    return parse_option_tags(value, "Supported")
+
+
+def _parse_proxy_require(value: str) -> list[str]:
+    return parse_option_tags(value, "Proxy-Require")
+
+
+def _parse_unsupported(value: str) -> list[str]:
+    return parse_option_tags(value, "Unsupported")
+
+
+def _parse_authorization(value: str) -> list[Credentials]:
+    return [parse_credentials(value, "Authorization")]
+
+
+def _parse_proxy_authorization(value: str) -> list[Credentials]:
+    return [parse_credentials(value, "Proxy-Authorization")]
+
+
+def _parse_www_authenticate(value: str) -> list[Challenge]:
+    return [parse_challenge(value, "WWW-Authenticate")]
+
+
+def _parse_proxy_authenticate(value: str) -> list[Challenge]:
+    return [parse_challenge(value, "Proxy-Authenticate")]
+
+
+@dataclass(slots=True)
+class Request(_Message):
+    """A SIP request; ``uri`` is the raw Request-URI text."""
+
+    method: str
+    uri: str
+    headers: Headers
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    @property
+    def request_uri(self) -> Uri:
+        """The Request-URI, parsed on first use (400 when malformed)."""
+        cached = self.headers._parsed.get("\0request-uri")
+        if cached is not None and cached[0] == self.uri:
+            return cached[1]  # type: ignore[no-any-return]
+        try:
+            parsed = parse_uri(self.uri)
+        except SipParseError as exc:
+            raise SipParseError(f"{exc.reason} (Request-URI)") from None
+        self.headers._parsed["\0request-uri"] = (self.uri, parsed)
+        return parsed
+
+    def to_bytes(self) -> bytes:
+        return self._serialize(f"{self.method} {self.uri} {self.version}")
+
+
+@dataclass(slots=True)
+class Response(_Message):
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    def to_bytes(self) -> bytes:
+        return self._serialize(f"{self.version} {self.status} {self.reason}")
+
+
+# RFC 3261 §21 and the extensions this SBC speaks.
+REASON_PHRASES = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    412: "Conditional Request Failed",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    417: "Unknown Resource-Priority",
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",
+    423: "Interval Too Brief",
+    428: "Use Identity Header",
+    429: "Provide Referrer Identity",
+    433: "Anonymity Disallowed",
+    436: "Bad Identity-Info",
+    437: "Unsupported Certificate",
+    438: "Invalid Identity Header",
+    439: "First Hop Lacks Outbound Support",
+    440: "Max-Breadth Exceeded",
+    469: "Bad Info Package",
+    470: "Consent Needed",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    493: "Undecipherable",
+    494: "Security Agreement Required",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    580: "Precondition Failure",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+    607: "Unwanted",
+}
+
+
+def reason_phrase(status: int) -> str:
+    """The standard phrase for ``status``, or that of its class."""
+    return REASON_PHRASES.get(status) or REASON_PHRASES.get(status // 100 * 100, "")
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+) -> Response:
+    """Build a response per RFC 3261 §8.2.6: copy Via (all, in order), From,
+    To (adding ``to_tag`` when it has none), Call-ID, CSeq, and Timestamp for
+    a 100."""
+    fields: list[tuple[str, str, str]] = []
+    source = request.headers._fields
+    for key, _, value in source:
+        if key == "via":
+            fields.append(("via", "Via", value))
+    for key, name in _COPIED_HEADERS:
+        copied = request.headers.get(key)
+        if copied is not None:
+            fields.append((key, name, copied))
+    if to_tag is not None and request.to_tag is None:
+        fields = [
+            (key, name, f"{value};tag={to_tag}" if key == "to" else value)
+            for key, name, value in fields
+        ]
+    if status == 100:
+        fields.extend(field for field in source if field[0] == "timestamp")
+    return Response(
+        status, reason or reason_phrase(status), Headers._from_parsed(fields)
+    )
+
+
+_COPIED_HEADERS = (
+    ("from", "From"),
+    ("to", "To"),
+    ("call-id", "Call-ID"),
+    ("cseq", "CSeq"),
+)

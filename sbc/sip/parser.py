@@ -1,0 +1,251 @@
+"""Parse whole SIP messages (RFC 3261 §7 and §25) and validate requests.
+
+The header block is split with str methods and values are kept raw; typed
+values are parsed later, on demand, by the message accessors. Non-UTF-8
+bytes are kept as surrogate escapes so that they serialize unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import SipParseError
+from .headers import is_call_id, is_token
+from .message import COMPACT_FORMS, Headers, Request, Response
+
+_FieldList = list[tuple[str, str, str]]
+
+# Header names already checked against the token grammar, mapped to their
+# look-up keys. Bounded so that a flood of invented names cannot grow it.
+_KNOWN_NAMES: dict[str, str] = {}
+_KNOWN_NAMES_LIMIT = 4096
+_HEADER_NAME_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_MANDATORY = ("via", "from", "to", "call-id", "cseq")
+
+
+def parse_message(data: bytes) -> Request | Response:
+    """Parse one whole message: a UDP datagram or one frame from the framer.
+
+    The body is framed by Content-Length (RFC 3261 §18.3): when it is
+    missing the rest of ``data`` is the body, a larger value is an error,
+    and bytes after the body are discarded. Raises SipParseError only.
+    """
+    # RFC 3261 §7.5: CRLFs before the start line are ignored.
+    if data.startswith((b"\r", b"\n")):
+        data = data.lstrip(b"\r\n")
+    head_end = data.find(b"\r\n\r\n")
+    if head_end >= 0:
+        lines = data[:head_end].decode("utf-8", "surrogateescape").split("\r\n")
+        body_start = head_end + 4
+    else:
+        lines, body_start = _split_tolerant(data)
+    if not lines[0]:
+        raise SipParseError("Bad Request: empty message")
+    if lines[0].startswith("SIP/"):
+        return _parse_response(lines, data, body_start)
+    return _parse_request(lines, data, body_start)
+
+
+def _split_tolerant(data: bytes) -> tuple[list[str], int]:
+    """Split a header block ended by bare LFs, or by nothing at all."""
+    head_end = data.find(b"\n\n")
+    if head_end >= 0:
+        text = data[:head_end].decode("utf-8", "surrogateescape")
+        return [line.rstrip("\r") for line in text.split("\n")], head_end + 2
+    text = data.decode("utf-8", "surrogateescape").rstrip("\r\n")
+    if "\r\n" in text:
+        return text.split("\r\n"), len(data)
+    return [line.rstrip("\r") for line in text.split("\n")], len(data)
+
+
+def _parse_request(lines: list[str], data: bytes, body_start: int) -> Request:
+    fields, error = _parse_fields(lines)
+    request = Request("", "", Headers._from_parsed(fields))
+    try:
+        request.method, request.uri, request.version = _parse_request_line(lines[0])
+        if error is not None:
+            raise SipParseError(error)
+        request.body = _frame_body(fields, data, body_start)
+    except SipParseError as exc:
+        exc.request = _answerable(request)
+        raise
+    return request
+
+
+def _parse_request_line(line: str) -> tuple[str, str, str]:
+    # RFC 3261 §25.1: Method SP Request-URI SP SIP-Version. Extra spaces
+    # between the elements are tolerated (RFC 4475 §3.1.2.6 allows either).
+    parts = line.split(" ")
+    if len(parts) != 3:
+        parts = line.split()
+    if len(parts) != 3 or "\t" in line:
+        raise SipParseError("Bad Request: malformed request line")
+    method, uri, version = parts
+    if not is_token(method):
+        raise SipParseError("Bad Request: malformed method")
+    if version != "SIP/2.0":
+        _check_version(version)
+    return method, uri, version
+
+
+def _check_version(version: str) -> None:
+    name, slash, number = version.partition("/")
+    if not slash or name.upper() != "SIP":
+        raise SipParseError("Bad Request: malformed SIP version")
+    if number != "2.0":
+        raise SipParseError(f"Version Not Supported: {version}", status_code=505)
+
+
+def _parse_response(lines: list[str], data: bytes, body_start: int) -> Response:
+    try:
+        status, reason, version = _parse_status_line(lines[0])
+        fields, error = _parse_fields(lines)
+        if error is not None:
+            raise SipParseError(error)
+        body = _frame_body(fields, data, body_start)
+    except SipParseError as exc:
+        exc.is_response = True
+        raise
+    return Response(status, reason, Headers._from_parsed(fields), body, version)
+
+
+def _parse_status_line(line: str) -> tuple[int, str, str]:
+    # RFC 3261 §7.2: SIP-Version SP Status-Code SP Reason-Phrase; a missing
+    # reason phrase is tolerated.
+    version, _, rest = line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version != "SIP/2.0":
+        _check_version(version)
+    if len(code) != 3 or not code.isdigit() or not code.isascii() or code[0] == "0":
+        raise SipParseError("Bad Request: malformed status code")
+    return int(code), reason, version
+
+
+def _parse_fields(lines: list[str]) -> tuple[_FieldList, str | None]:
+    """Header fields as (key, name, value), unfolded; and the first error.
+
+    A bad line is skipped so that the rest of the request can still be used
+    to answer with 400.
+    """
+    fields: _FieldList = []
+    error = None
+    known = _KNOWN_NAMES
+    key: str | None
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and line:
+            # RFC 3261 §7.3.1: a line starting with whitespace continues
+            # the previous field; the fold counts as one SP.
+            if not fields:
+                error = error or "Bad Request: continuation line before any header"
+                continue
+            last_key, name, value = fields[-1]
+            continued = line.strip(" \t")
+            value = f"{value} {continued}" if value else continued
+            fields[-1] = (last_key, name, value)
+            continue
+        name, colon, value = line.partition(":")
+        key = known.get(name) if colon else None
+        if key is None:
+            name = name.rstrip(" \t")
+            key = _header_name_key(name)
+            if key is None or not colon:
+                error = error or f"Bad Request: malformed header line {line[:40]!r}"
+                continue
+        fields.append((key, name, value.strip(" \t")))
+    return fields, error
+
+
+def _header_name_key(name: str) -> str | None:
+    if not _HEADER_NAME_RE.fullmatch(name):
+        return None
+    lname = name.lower()
+    key = COMPACT_FORMS.get(lname, lname)
+    if len(_KNOWN_NAMES) < _KNOWN_NAMES_LIMIT:
+        _KNOWN_NAMES[name] = key
+    return key
+
+
+def _frame_body(fields: _FieldList, data: bytes, body_start: int) -> bytes:
+    """The body as framed by Content-Length (RFC 3261 §18.3, §20.14)."""
+    length_text = None
+    for key, _, value in fields:
+        if key == "content-length":
+            if length_text is not None and value != length_text:
+                raise SipParseError(
+                    "Bad Request: conflicting Content-Length values",
+                    stream_unusable=True,
+                )
+            length_text = value
+    if length_text is None:
+        return data[body_start:]
+    length = parse_content_length(length_text)
+    available = len(data) - body_start
+    if length > available:
+        raise SipParseError("Bad Request: Content-Length exceeds body")
+    return data[body_start : body_start + length]
+
+
+def parse_content_length(text: str) -> int:
+    """A Content-Length value: decimal digits only, so no sign (§20.14)."""
+    if not text.isdigit() or not text.isascii():
+        if text.startswith("-") and text[1:].isdigit():
+            raise SipParseError("Bad Request: negative Content-Length")
+        raise SipParseError("Bad Request: malformed Content-Length")
+    if len(text) > 10:
+        raise SipParseError("Bad Request: Content-Length too large")
+    return int(text)
+
+
+def _answerable(request: Request) -> Request | None:
+    """The partial request if a 400 can be built from it, else None."""
+    headers = request.headers
+    if not request.method or not all(key in headers for key in _MANDATORY):
+        return None
+    try:
+        request.top_via  # noqa: B018 - parsing is the check
+        request.cseq  # noqa: B018
+    except SipParseError:
+        return None
+    return request
+
+
+def validate_request(request: Request) -> None:
+    """Check what a UAS needs before the transaction layer sees a request.
+
+    Checks Via (all values parse; a branch, when present, is not empty),
+    From, To, Call-ID, CSeq (number below 2**31 and method matching the
+    request line, RFC 3261 §8.1.1.5), Max-Forwards (0-255) and the
+    Request-URI, raising SipParseError (400) naming the header.
+    """
+    try:
+        if not request.via:
+            raise SipParseError("Bad Request: missing Via header")
+        request.from_  # noqa: B018 - parsing is the check
+        request.to  # noqa: B018
+        call_id = request.call_id
+        if not is_call_id(call_id):
+            raise SipParseError("Bad Request: malformed Call-ID")
+        if request.cseq.method != request.method:
+            raise SipParseError("Bad Request: CSeq method does not match request line")
+        request.max_forwards  # noqa: B018
+        request.request_uri  # noqa: B018
+    except SipParseError as exc:
+        exc.request = _answerable(request)
+        raise
+
+
+def validate_response(response: Response) -> None:
+    """Check Via, From, To, Call-ID and CSeq of a response.
+
+    A failing response is discarded by the caller (is_response is set).
+    """
+    try:
+        response.top_via  # noqa: B018 - parsing is the check
+        response.from_  # noqa: B018
+        response.to  # noqa: B018
+        response.cseq  # noqa: B018
+        if not is_call_id(response.call_id):
+            raise SipParseError("Bad Request: malformed Call-ID")
+    except SipParseError as exc:
+        exc.is_response = True
+        raise

@@ -1,0 +1,150 @@
+"""parse_message, validate_request/validate_response, make_response, to_bytes."""
+
+import pytest
+
+from sbc.sip import (
+    Request,
+    Response,
+    SipParseError,
+    SipUri,
+    make_response,
+    parse_message,
+    validate_request,
+    validate_response,
+)
+
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\n"
+    b"t=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+)
+
+
+def invite(body: bytes = SDP, extra: str = "") -> bytes:
+    head = (
+        "INVITE sip:+15550100@sbc.example.com SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKinv1;rport\r\n"
+        "Via: SIP/2.0/TCP edge.example.com;branch=z9hG4bKinv0\r\n"
+        "Max-Forwards: 70\r\n"
+        'From: "Alice" <sip:+15550101@example.com>;tag=f1\r\n'
+        "To: <sip:+15550100@sbc.example.com>\r\n"
+        "Call-ID: inv1@192.0.2.10\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Contact: <sip:+15550101@192.0.2.10:5060>\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def test_parse_request_typed_values():
+    request = parse_message(invite())
+
+    assert isinstance(request, Request)
+    assert (request.method, request.uri, request.version) == (
+        "INVITE",
+        "sip:+15550100@sbc.example.com",
+        "SIP/2.0",
+    )
+    assert [via.branch for via in request.via] == ["z9hG4bKinv1", "z9hG4bKinv0"]
+    assert request.top_via.sent_by == ("192.0.2.10", 5060)
+    assert request.top_via.rport is True
+    assert request.via[1].transport == "TCP"
+    assert (request.cseq.number, request.cseq.method) == (1, "INVITE")
+    assert request.from_.display_name == "Alice"
+    assert (request.from_tag, request.to_tag) == ("f1", None)
+    assert request.max_forwards == 70
+    assert request.content_type is not None
+    assert request.content_type.mime_type == "application/sdp"
+    assert request.body == SDP
+    uri = request.request_uri
+    assert isinstance(uri, SipUri)
+    assert (uri.user, uri.host, uri.port) == ("+15550100", "sbc.example.com", None)
+
+
+def test_validate_request_accepts_good_invite():
+    validate_request(parse_message(invite()))
+
+
+def test_parse_response_typed_values():
+    data = (
+        b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKr1\r\n"
+        b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>;tag=2\r\n"
+        b"Call-ID: r1\r\nCSeq: 5 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+
+    response = parse_message(data)
+
+    assert isinstance(response, Response)
+    assert (response.status, response.reason) == (180, "Ringing")
+    assert response.to_tag == "2"
+    validate_response(response)
+
+
+def test_make_response_copies_dialog_headers_and_adds_to_tag():
+    request = parse_message(invite(extra="Timestamp: 54\r\n"))
+    assert isinstance(request, Request)
+
+    response = make_response(request, 200, to_tag="t9")
+    trying = make_response(request, 100)
+
+    assert response.reason == "OK"
+    assert response.headers.get_all("Via") == request.headers.get_all("Via")
+    assert response.to_tag == "t9"
+    assert response.from_tag == "f1"
+    assert response.call_id == request.call_id
+    assert response.cseq == request.cseq
+    assert "Timestamp" not in response.headers
+    assert trying.headers.get("Timestamp") == "54"
+
+
+def test_to_bytes_round_trip_request():
+    request = parse_message(invite())
+
+    again = parse_message(request.to_bytes())
+
+    assert again == request
+    assert again.to_bytes() == request.to_bytes()
+
+
+def test_to_bytes_sets_content_length_from_body():
+    request = parse_message(invite())
+    request.body = b"x" * 7
+
+    data = request.to_bytes()
+
+    assert b"\r\nContent-Length: 7\r\n\r\nxxxxxxx" in data
+    assert data.count(b"Content-Length") == 1
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "fragment"),
+    [
+        (b"CSeq: 1 INVITE", b"CSeq: 1 BYE", "CSeq method"),
+        (b"CSeq: 1 INVITE", b"CSeq: 2147483648 INVITE", "CSeq number"),
+        (b"Max-Forwards: 70", b"Max-Forwards: 256", "Max-Forwards"),
+        (b"Call-ID: inv1@192.0.2.10", b"Call-ID: a b", "Call-ID"),
+        (b"To: <sip:+15550100@sbc.example.com>", b"To: <sip:+1 5@x>", "To"),
+    ],
+)
+def test_validate_request_rejects_bad_mandatory_header(replace, by, fragment):
+    request = parse_message(invite().replace(replace, by))
+
+    with pytest.raises(SipParseError) as caught:
+        validate_request(request)
+
+    assert caught.value.status_code == 400
+    assert fragment in caught.value.reason
+
+
+def test_parse_error_keeps_partial_request_for_400():
+    data = invite().replace(b"Max-Forwards: 70\r\n", b"Max-Forwards 70\r\n")
+
+    with pytest.raises(SipParseError) as caught:
+        parse_message(data)
+
+    partial = caught.value.request
+    assert partial is not None
+    answer = make_response(partial, caught.value.status_code, caught.value.reason)
+    assert answer.cseq.number == 1
+    assert answer.status == 400
