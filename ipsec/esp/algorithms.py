@@ -119,7 +119,7 @@ class HmacIcv:
         self.icv_length = integrity.icv_length
         self.esn = esn
 
-    def compute(self, sequence: int, *parts: bytes | memoryview) -> bytes:
+    def compute(self, sequence: int, *parts: bytes | bytearray | memoryview) -> bytes:
         mac = self._keyed.copy()
         for part in parts:
             mac.update(part)

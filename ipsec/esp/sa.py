@@ -1,23 +1,50 @@
-"""Outbound and inbound SAs: the per-packet ESP (RFC 4303) engine.
+"""Outbound and inbound SAs: the per-packet ESP (RFC 4303) and AH (RFC 4302) engine.
 
 Sans-IO: the caller passes bytes and ``now`` in and gets bytes or a typed
 result back. Inbound processing never raises for any input; outbound raises
-only SAExpired (and MalformedPacket for a packet that is not IP).
+only SAExpired, and MalformedPacket for a packet that is not IP.
 """
 
 from __future__ import annotations
 
+import hmac
 import struct
 
-from .algorithms import EspCipher, IvSource, new_esp_cipher
-from .config import Protocol, SAConfig
+from .ah import (
+    AH_FIXED_LENGTH,
+    AH_HEADER,
+    ah_length,
+    immutable_header,
+    zeroed_icv_field,
+)
+from .algorithms import EspCipher, HmacIcv, IvSource, new_esp_cipher
+from .config import Mode, Protocol, SAConfig
 from .events import LifetimeEvent
+from .ip import (
+    IPPROTO_AH,
+    IPPROTO_ESP,
+    OuterHeader,
+    inner_version_matches,
+    locate_insertion,
+    locate_protocol,
+    rewrite_header,
+    tunnel_next_header,
+)
 from .lifetime import LifetimeTracker, SACounters
 from .replay import ReplayWindow
-from .results import DROPS, Drop, DropReason, Opened, SAExpired
+from .results import (
+    DROPS,
+    Drop,
+    DropReason,
+    MalformedPacket,
+    Opened,
+    SAExpired,
+    Unprotected,
+)
 
 ESP_HEADER = struct.Struct("!LL")
 NO_NEXT_HEADER = 59  # RFC 4303 §2.6: a dummy packet
+_LOW_32 = 0xFFFFFFFF
 
 _PADDING = bytes(range(1, 256))
 # Every possible trailer (padding | Pad Length | Next Header) built once, so
@@ -34,7 +61,34 @@ _TRAILERS = [
 
 def _sequence_limit(config: SAConfig) -> int:
     # RFC 4303 §3.3.3: the counter must not cycle; the SA ends at the top.
-    return 0xFFFFFFFFFFFFFFFF if config.esn else 0xFFFFFFFF
+    return 0xFFFFFFFFFFFFFFFF if config.esn else _LOW_32
+
+
+def _outer_header(config: SAConfig) -> OuterHeader | None:
+    if config.mode is not Mode.TUNNEL:
+        return None
+    if config.tunnel_source is None or config.tunnel_destination is None:
+        raise ValueError("tunnel mode needs tunnel_source and tunnel_destination")
+    return OuterHeader(config.tunnel_source, config.tunnel_destination, config.protocol)
+
+
+def _ah_icv(config: SAConfig) -> HmacIcv | None:
+    if config.protocol is not Protocol.AH:
+        return None
+    return HmacIcv(config.integrity, config.integrity_key, config.esn)
+
+
+def _esp_cipher(config: SAConfig, iv_source: IvSource | None) -> EspCipher | None:
+    if config.protocol is not Protocol.ESP:
+        return None
+    return new_esp_cipher(
+        config.encryption,
+        config.encryption_key,
+        config.integrity,
+        config.integrity_key,
+        config.esn,
+        iv_source,
+    )
 
 
 class OutboundSA:
@@ -42,6 +96,8 @@ class OutboundSA:
 
     ``iv_source(n)`` supplies IVs for AES-CBC (default os.urandom). For the
     AEAD transforms the IV is the sequence number unless a source is given.
+    ``last_sequence`` restores a sequence counter (the next packet gets
+    ``last_sequence + 1``).
     """
 
     def __init__(
@@ -60,16 +116,9 @@ class OutboundSA:
         )
         self.sequence = last_sequence
         """The last sequence number sent."""
-        self._cipher: EspCipher | None = None
-        if config.protocol is Protocol.ESP:
-            self._cipher = new_esp_cipher(
-                config.encryption,
-                config.encryption_key,
-                config.integrity,
-                config.integrity_key,
-                config.esn,
-                iv_source,
-            )
+        self._cipher = _esp_cipher(config, iv_source)
+        self._ah_icv = _ah_icv(config)
+        self._outer = _outer_header(config)
 
     def __repr__(self) -> str:
         return f"OutboundSA(spi=0x{self.spi:08x}, sequence={self.sequence})"
@@ -79,14 +128,35 @@ class OutboundSA:
 
         This is the form carried in UDP (RFC 3948) and after an IP header.
         """
-        cipher = self._esp_cipher()
+        cipher = self._cipher
+        if cipher is None:
+            raise TypeError("seal() is for ESP SAs; AH protects whole packets")
         sequence = self._next_sequence(now)
         pad_length = -(len(payload) + 2) % cipher.alignment
         plaintext = payload + _TRAILERS[pad_length][next_header]
-        header = ESP_HEADER.pack(self.spi, sequence & 0xFFFFFFFF)
+        header = ESP_HEADER.pack(self.spi, sequence & _LOW_32)
         sealed = cipher.seal(header, sequence, plaintext)
         self._count(len(payload), sequence, now)
         return sealed
+
+    def protect(self, packet: bytes, now: float) -> bytes:
+        """Protect a whole IP packet; the result is a whole IP packet.
+
+        Transport mode inserts ESP or AH after the IP header (and the IPv6
+        extension headers that must precede it); tunnel mode wraps the packet
+        in an outer header between the SA's tunnel addresses.
+        """
+        if self._ah_icv is not None:
+            return self._protect_ah(packet, self._ah_icv, now)
+        if self._outer is not None:
+            esp = self.seal(packet, tunnel_next_header(packet), now)
+            return self._outer.build(packet, len(esp), self.sequence) + esp
+        insert, next_header_offset = locate_insertion(packet)
+        esp = self.seal(packet[insert:], packet[next_header_offset], now)
+        header = rewrite_header(
+            packet, insert, next_header_offset, IPPROTO_ESP, len(esp)
+        )
+        return b"".join((header, esp))
 
     def next_event(self) -> LifetimeEvent | None:
         """Pop the oldest queued lifetime event."""
@@ -101,10 +171,38 @@ class OutboundSA:
         """When check_lifetime should next be called."""
         return self.lifetime.next_deadline()
 
-    def _esp_cipher(self) -> EspCipher:
-        if self._cipher is None:
-            raise TypeError("seal() is for ESP SAs; AH SAs protect whole packets")
-        return self._cipher
+    def _protect_ah(self, packet: bytes, icv: HmacIcv, now: float) -> bytes:
+        sequence = self._next_sequence(now)
+
+        # Lay out the IP header(s) as sent, AH's length already counted.
+        if self._outer is not None:
+            next_header = tunnel_next_header(packet)
+            length = ah_length(icv.icv_length, self._outer.version)
+            header: bytes | bytearray = self._outer.build(
+                packet, length + len(packet), sequence
+            )
+            payload = packet
+        else:
+            insert, next_header_offset = locate_insertion(packet)
+            next_header = packet[next_header_offset]
+            length = ah_length(icv.icv_length, packet[0] >> 4)
+            payload = packet[insert:]
+            header = rewrite_header(
+                packet, insert, next_header_offset, IPPROTO_AH, length + len(payload)
+            )
+
+        # RFC 4302 §3.3.3: the ICV covers immutable header fields, AH with a
+        # zero ICV field, and the payload.
+        immutable = immutable_header(header, sending=True)
+        if immutable is None:
+            raise MalformedPacket("IPv6 routing header AH cannot predict")
+        fixed = AH_HEADER.pack(
+            next_header, length // 4 - 2, 0, self.spi, sequence & _LOW_32
+        )
+        zeros = zeroed_icv_field(length)
+        value = icv.compute(sequence, immutable, fixed, zeros, payload)
+        self._count(len(payload), sequence, now)
+        return b"".join((header, fixed, value, zeros[icv.icv_length :], payload))
 
     def _next_sequence(self, now: float) -> int:
         lifetime = self.lifetime
@@ -128,7 +226,11 @@ class OutboundSA:
 
 
 class InboundSA:
-    """Verifies and decrypts packets for one SA, with anti-replay."""
+    """Verifies and decrypts packets for one SA, with anti-replay.
+
+    ``counters.packets`` counts authenticated packets; every discarded packet
+    is counted once in ``counters.drops`` under its reason.
+    """
 
     def __init__(self, config: SAConfig, now: float, *, last_sequence: int = 0) -> None:
         self.config = config
@@ -136,18 +238,13 @@ class InboundSA:
         self.counters = SACounters()
         self.lifetime = LifetimeTracker(config.spi, config.soft, config.hard, now, None)
         self.replay = ReplayWindow(config.replay_window, config.esn, last_sequence)
-        self._cipher: EspCipher | None = None
+        self._cipher = _esp_cipher(config, None)
+        self._ah_icv = _ah_icv(config)
+        self._tunnel = config.mode is Mode.TUNNEL
         self._minimum_length = 0
-        if config.protocol is Protocol.ESP:
-            cipher = new_esp_cipher(
-                config.encryption,
-                config.encryption_key,
-                config.integrity,
-                config.integrity_key,
-                config.esn,
-            )
-            self._cipher = cipher
+        if self._cipher is not None:
             # Header, IV, Pad Length, Next Header and ICV at the very least.
+            cipher = self._cipher
             self._minimum_length = 8 + cipher.iv_length + 2 + cipher.icv_length
 
     def __repr__(self) -> str:
@@ -162,9 +259,8 @@ class InboundSA:
             return self._drop(DropReason.EXPIRED)
         if len(esp) < self._minimum_length:
             return self._drop(DropReason.TRUNCATED)
-        if (
-            len(esp) - 8 - cipher.iv_length - cipher.icv_length
-        ) % cipher.ciphertext_multiple:
+        body = len(esp) - 8 - cipher.iv_length - cipher.icv_length
+        if body % cipher.ciphertext_multiple:
             return self._drop(DropReason.MALFORMED)
 
         # Replay check before the ICV, window update only after it (§3.4.3).
@@ -180,14 +276,37 @@ class InboundSA:
         self.replay.update(sequence)
         return self._strip_trailer(plaintext, sequence, now)
 
+    def unprotect(self, packet: bytes, now: float) -> Unprotected | Drop:
+        """Verify and remove ESP or AH from a whole IP packet (inverse of protect)."""
+        located = locate_protocol(packet, self.config.protocol)
+        if isinstance(located, DropReason):
+            return self._drop(located)
+        offset, next_header_offset, end = located
+        if self._ah_icv is not None:
+            return self._unprotect_ah(packet, located, self._ah_icv, now)
+        opened = self.open(packet[offset:end], now)
+        if isinstance(opened, Drop):
+            return opened
+        return self._decapsulate(
+            packet,
+            offset,
+            next_header_offset,
+            opened.next_header,
+            opened.payload,
+            opened.sequence,
+        )
+
     def next_event(self) -> LifetimeEvent | None:
+        """Pop the oldest queued lifetime event."""
         return self.lifetime.next_event()
 
     def check_lifetime(self, now: float) -> None:
+        """Fire time-based limits for an idle SA."""
         counters = self.counters
         self.lifetime.check(counters.bytes, counters.packets, 0, now)
 
     def get_timer(self) -> float | None:
+        """When check_lifetime should next be called."""
         return self.lifetime.next_deadline()
 
     def _strip_trailer(
@@ -202,6 +321,86 @@ class InboundSA:
             return self._drop(DropReason.DUMMY)
         self._count(end, now)
         return Opened(next_header, plaintext[:end], sequence)
+
+    def _unprotect_ah(
+        self,
+        packet: bytes,
+        located: tuple[int, int, int],
+        icv: HmacIcv,
+        now: float,
+    ) -> Unprotected | Drop:
+        offset, next_header_offset, end = located
+        verified = self._verify_ah(packet, offset, end, icv, now)
+        if isinstance(verified, DropReason):
+            return self._drop(verified)
+        next_header, length, sequence = verified
+        self.replay.update(sequence)
+        if next_header == NO_NEXT_HEADER:
+            return self._drop(DropReason.DUMMY)
+        payload = packet[offset + length : end]
+        self._count(len(payload), now)
+        return self._decapsulate(
+            packet, offset, next_header_offset, next_header, payload, sequence
+        )
+
+    def _verify_ah(
+        self, packet: bytes, offset: int, end: int, icv: HmacIcv, now: float
+    ) -> tuple[int, int, int] | DropReason:
+        if self._is_expired(now):
+            return DropReason.EXPIRED
+        if end - offset < AH_FIXED_LENGTH + icv.icv_length:
+            return DropReason.TRUNCATED
+        next_header, payload_length, _, spi, sequence_low = AH_HEADER.unpack_from(
+            packet, offset
+        )
+        # RFC 4302 §2.2: Payload Length is AH's length in 32-bit words minus 2.
+        length = (payload_length + 2) * 4
+        if length < AH_FIXED_LENGTH + icv.icv_length:
+            return DropReason.MALFORMED
+        if offset + length > end:
+            return DropReason.TRUNCATED
+        if spi != self.spi:
+            return DropReason.UNKNOWN_SPI
+        sequence = self.replay.check(sequence_low)
+        if isinstance(sequence, DropReason):
+            return sequence
+
+        immutable = immutable_header(packet[:offset], sending=False)
+        if immutable is None:
+            return DropReason.MALFORMED
+        view = memoryview(packet)
+        expected = icv.compute(
+            sequence,
+            immutable,
+            view[offset : offset + AH_FIXED_LENGTH],
+            zeroed_icv_field(length),
+            view[offset + length : end],
+        )
+        received = view[
+            offset + AH_FIXED_LENGTH : offset + AH_FIXED_LENGTH + icv.icv_length
+        ]
+        if not hmac.compare_digest(expected, received):
+            return DropReason.BAD_ICV
+        return next_header, length, sequence
+
+    def _decapsulate(
+        self,
+        packet: bytes,
+        offset: int,
+        next_header_offset: int,
+        next_header: int,
+        payload: bytes,
+        sequence: int,
+    ) -> Unprotected | Drop:
+        if self._tunnel:
+            # RFC 4301 §5.2: a tunnel SA carries whole IP packets only.
+            if not inner_version_matches(next_header, payload):
+                return self._drop(DropReason.POLICY_MISMATCH)
+            return Unprotected(payload, next_header, sequence)
+        header = rewrite_header(
+            packet, offset, next_header_offset, next_header, len(payload)
+        )
+        return Unprotected(b"".join((header, payload)), next_header, sequence)
 
     def _is_expired(self, now: float) -> bool:
         if now >= self.lifetime.time_alarm:
