@@ -1,0 +1,233 @@
+"""The ``sbc`` command.
+
+Every subcommand is one :class:`Command` in :data:`COMMANDS`: a name, a help
+line, a function that adds its options and a function that runs it. Adding a
+command (the admin API, configuration checks) means adding one entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sbc import __version__
+from sbc.io.settings import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LISTEN,
+    ListenSpec,
+    ListenSpecError,
+    TransportSettings,
+    parse_listen_spec,
+)
+from sbc.log import CLI_LOGGER, setup_logging
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_log = logging.getLogger(CLI_LOGGER)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One ``sbc`` subcommand."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sbc`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sbc",
+        description="Secure SIP trunk appliance: a session border controller "
+        "with its own IPsec layer.",
+    )
+    parser.add_argument("--version", action="version", version=f"sbc {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        sub = subparsers.add_parser(
+            command.name, help=command.help, description=command.help
+        )
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+# sbc version
+
+
+def _version_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser  # takes no options
+
+
+def _run_version(args: argparse.Namespace) -> int:
+    del args
+    sys.stdout.write(f"sbc {__version__}\n")
+    return 0
+
+
+# sbc serve
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ", ".join(str(spec) for spec in DEFAULT_LISTEN)
+    parser.add_argument(
+        "--listen",
+        action="append",
+        type=_listen_spec,
+        metavar="TRANSPORT:HOST:PORT",
+        help="a SIP listener: udp:, tcp: or tls: then an IP address (IPv6 in "
+        "brackets) and a port (0 picks a free one; default 5060, 5061 for tls). "
+        f"Repeat for more listeners. Default: {defaults}.",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="PEM certificate chain for tls: listeners",
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="PEM private key of --tls-cert"
+    )
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="PEM CA bundle to verify peers on outbound TLS (default: system CAs)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="close TCP/TLS connections idle this long (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-route-delay",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="hold an INVITE this long before answering 480 (no route); a "
+        "CANCEL in that time gets 487 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        metavar="DIR",
+        help="state and logs (sbc.log) go here; created if missing (default: ./data)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="lowest level logged (default: %(default)s); debug logs whole SIP "
+        "messages with credentials redacted",
+    )
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    listen: tuple[ListenSpec, ...] = tuple(args.listen or DEFAULT_LISTEN)
+    uses_tls = any(spec.transport == "TLS" for spec in listen)
+    if uses_tls and (args.tls_cert is None or args.tls_key is None):
+        sys.stderr.write("sbc serve: tls: listeners need --tls-cert and --tls-key\n")
+        return 2
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(args.log_level.upper(), args.data_dir)
+    settings = TransportSettings(
+        listen=listen,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        idle_timeout=args.idle_timeout,
+    )
+    return _run_on_uvloop(_serve(settings, args.no_route_delay))
+
+
+async def _serve(settings: TransportSettings, no_route_delay: float) -> int:
+    # Imported here so that `sbc --help` and `sbc version` stay fast.
+    from sbc.io.endpoint import SipEndpoint
+    from sbc.sip.core import CorePolicy
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    endpoint = SipEndpoint(settings, CorePolicy(no_route_delay=no_route_delay))
+    try:
+        await endpoint.start()
+    except OSError as exc:
+        _log.error("cannot listen: %s", exc)
+        return 1
+    _log.info("sbc %s serving; SIGINT or SIGTERM stops it", __version__)
+    await stop.wait()
+    _log.info("stopping")
+    await endpoint.close()
+    _log.info("stopped")
+    return 0
+
+
+def _run_on_uvloop(main_coroutine: Coroutine[Any, Any, int]) -> int:
+    import uvloop
+
+    result: int = uvloop.run(main_coroutine)
+    return result
+
+
+# Argument types
+
+
+def _listen_spec(text: str) -> ListenSpec:
+    try:
+        return parse_listen_spec(text)
+    except ListenSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number >= 0")
+    return value
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "serve",
+        "run the SIP listeners until SIGINT or SIGTERM",
+        _serve_arguments,
+        _run_serve,
+    ),
+    Command("version", "print the version and exit", _version_arguments, _run_version),
+)
+"""Every subcommand, in the order ``sbc --help`` lists them."""

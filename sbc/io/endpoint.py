@@ -1,0 +1,500 @@
+"""The asyncio glue around the SIP engines.
+
+Bytes from the UDP, TCP and TLS transports are parsed, validated, stamped
+(Via received/rport) and fed to the transaction layer; its events go to the
+core, whose responses go back through the transaction layer; whatever the
+layer wants sent goes out on the right socket or connection. One timer
+handle wakes the engines at their next deadline. Nothing received, however
+broken, raises past this module: it is answered, or dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import ssl
+from collections.abc import Coroutine
+from typing import Any
+
+from sbc.io.addresses import Address, format_host_port, is_ip_literal
+from sbc.io.counters import DropReason, SipCounters, TransportCounters
+from sbc.io.routing import (
+    client_via,
+    request_transport,
+    response_destination,
+    stamp_request,
+)
+from sbc.io.settings import TRANSPORTS, ListenSpec, TransportSettings
+from sbc.io.stream import StreamConnection, StreamTransports
+from sbc.io.tls import client_context, server_context
+from sbc.io.udp import UdpListener, open_udp_listener
+from sbc.log import TRANSPORT_LOGGER, MessageLogger, format_peer, with_context
+from sbc.sip.core import CorePolicy, ResponseReady, SipCore
+from sbc.sip.errors import SipParseError
+from sbc.sip.events import TransactionEvent
+from sbc.sip.framing import StreamFramer
+from sbc.sip.message import Request, Response, make_response
+from sbc.sip.parser import parse_message, validate_request, validate_response
+from sbc.sip.requests import new_branch
+from sbc.sip.timers import TimerValues
+from sbc.sip.transaction import (
+    ClientTransactionKey,
+    TransactionError,
+    TransactionLayer,
+)
+
+_log = logging.getLogger(TRANSPORT_LOGGER)
+
+_STREAMS = ("TCP", "TLS")
+# Source hosts remembered to answer from the UDP socket they used; bounded
+# so that spoofed sources cannot grow it without limit.
+_MAX_REMEMBERED_HOSTS = 65536
+
+
+def _new_tag() -> str:
+    return secrets.token_hex(8)
+
+
+class SipEndpoint:
+    """SIP listeners wired to one transaction layer and one core."""
+
+    def __init__(
+        self,
+        settings: TransportSettings,
+        policy: CorePolicy | None = None,
+        *,
+        timers: TimerValues | None = None,
+    ) -> None:
+        self.settings = settings
+        self.transactions = TransactionLayer(timers or TimerValues())
+        self.core = SipCore(policy or CorePolicy(), _new_tag)
+        self.counters = {name: TransportCounters(name) for name in TRANSPORTS}
+        self.sip_counters = SipCounters()
+        self.listening: list[ListenSpec] = []
+        """Every listener with the address it is bound to (ports resolved)."""
+        self._udp: list[UdpListener] = []
+        self._udp_by_host: dict[str, UdpListener] = {}
+        self._streams = StreamTransports(
+            self,
+            self.counters,
+            self._new_framer,
+            server_tls=_server_tls(settings),
+            client_tls=client_context(settings.tls_ca),
+            max_connections=settings.max_connections,
+        )
+        self._messages = MessageLogger()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline = 0.0
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # Life cycle
+
+    async def start(self) -> None:
+        """Open every listener; on failure close those opened and raise OSError."""
+        try:
+            for spec in self.settings.listen:
+                await self._listen(spec)
+        except BaseException:
+            await self.close()
+            raise
+        self._schedule_sweep()
+
+    async def close(self) -> None:
+        for handle in (self._timer, self._sweeper):
+            if handle is not None:
+                handle.cancel()
+        for listener in self._udp:
+            listener.close()
+        self._udp.clear()
+        await self._streams.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    @property
+    def open_connections(self) -> int:
+        return self._streams.open_connections
+
+    # Sending requests (the TU's side)
+
+    async def send_request(
+        self, request: Request, destination: Address, transport: str = "UDP"
+    ) -> ClientTransactionKey:
+        """Send a request in a new client transaction.
+
+        The transport layer adds the top Via (sent-by, a new branch, rport).
+        A request over 1,300 bytes for UDP goes over TCP instead, and back
+        to UDP if no TCP connection can be made (RFC 3261 §18.1.1). Raises
+        OSError when a TCP/TLS destination cannot be reached.
+        """
+        transport = transport.upper()
+        branch = new_branch(secrets.token_bytes(8))
+        size = len(request.to_bytes()) + len(
+            f"Via: {client_via(transport, ('', 0), branch)}\r\n"
+        )
+        chosen = request_transport(size, transport)
+        local = None
+        if chosen in _STREAMS:
+            local, chosen = await self._connect_for_request(
+                chosen, transport, destination, size
+            )
+        local = self._local_address(chosen, destination[0]) or local
+        if local is None:
+            raise OSError(f"no {chosen} listener to send to {destination}")
+        request.headers.prepend("Via", str(client_via(chosen, local, branch)))
+        now = self._now()
+        key = self.transactions.send_request(request, destination, chosen, now)
+        self._run_engines(now)
+        return key
+
+    def send_cancel(
+        self, invite_key: ClientTransactionKey
+    ) -> ClientTransactionKey | None:
+        """CANCEL a pending INVITE: same destination, port and transport (§9.1)."""
+        now = self._now()
+        key = self.transactions.cancel(invite_key, now)
+        self._run_engines(now)
+        return key
+
+    async def _connect_for_request(
+        self, chosen: str, asked: str, destination: Address, size: int
+    ) -> tuple[Address | None, str]:
+        try:
+            connection = await self._streams.connect(
+                chosen, destination, self.settings.connect_timeout
+            )
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            if chosen == asked:
+                raise
+            # RFC 3261 §18.1.1: a refused connection means retrying over UDP.
+            _log.warning(
+                "%d-byte request for %s: TCP impossible (%s), sending over UDP",
+                size,
+                format_host_port(*destination),
+                exc or type(exc).__name__,
+            )
+            return None, asked
+        return connection.local, chosen
+
+    # Receiving (called by the transports)
+
+    def datagram_received(
+        self, data: bytes, source: Address, listener: UdpListener
+    ) -> None:
+        remembered = self._udp_by_host
+        if len(remembered) >= _MAX_REMEMBERED_HOSTS and source[0] not in remembered:
+            remembered.clear()
+        remembered[source[0]] = listener
+        self._receive(data, source, "UDP", None)
+
+    def stream_message_received(
+        self, data: bytes, connection: StreamConnection
+    ) -> None:
+        self._receive(data, connection.peer, connection.transport_name, connection)
+
+    def stream_framing_failed(
+        self, error: SipParseError, connection: StreamConnection
+    ) -> None:
+        with_context(_log, peer=connection.describe()).debug(
+            "framing failed, closing: %s", error.reason
+        )
+
+    def _receive(
+        self,
+        data: bytes,
+        source: Address,
+        transport: str,
+        connection: StreamConnection | None,
+    ) -> None:
+        self._messages.received(data, source, transport)
+        try:
+            message = parse_message(data)
+            if isinstance(message, Response):
+                validate_response(message)
+            else:
+                validate_request(message)
+        except SipParseError as exc:
+            self._reject(exc, source, transport, connection)
+            return
+        now = self._now()
+        if isinstance(message, Response):
+            self.sip_counters.responses += 1
+            self.transactions.receive_response(message, source, transport, now)
+            self._run_engines(now)
+        else:
+            self._receive_request(message, source, transport, connection, now)
+
+    def _receive_request(
+        self,
+        request: Request,
+        source: Address,
+        transport: str,
+        connection: StreamConnection | None,
+        now: float,
+    ) -> None:
+        via = stamp_request(request, source)
+        if connection is not None and "alias" in via.params:
+            self._streams.add_alias(connection, via.sent_by)
+        self.sip_counters.requests += 1
+        self.transactions.receive_request(request, source, transport, now)
+
+        # No event means the transaction layer absorbed the request: a
+        # retransmission, or the ACK of a non-2xx final response.
+        first = self.transactions.next_event()
+        if first is None:
+            if request.method == "ACK":
+                self.sip_counters.acks_absorbed += 1
+            else:
+                self.sip_counters.retransmissions_absorbed += 1
+        self._run_engines(now, first)
+
+    def _reject(
+        self,
+        error: SipParseError,
+        source: Address,
+        transport: str,
+        connection: StreamConnection | None,
+    ) -> None:
+        """Answer a bad request when it can be answered; count it either way."""
+        counters = self.counters[transport]
+        request = error.request
+        if error.is_response:
+            counters.drop(DropReason.MALFORMED_RESPONSE)
+        elif request is None or request.method == "ACK":
+            counters.drop(DropReason.UNPARSEABLE_REQUEST)
+        else:
+            counters.drop(DropReason.ANSWERED_ERROR)
+            self._answer_statelessly(request, error, source, transport, connection)
+        _log.debug("%s: %s", format_peer(source, transport), error.reason)
+        if error.stream_unusable and connection is not None:
+            counters.drop(DropReason.FRAMING_ERROR)
+            connection.close()
+
+    def _answer_statelessly(
+        self,
+        request: Request,
+        error: SipParseError,
+        source: Address,
+        transport: str,
+        connection: StreamConnection | None,
+    ) -> None:
+        try:
+            via = stamp_request(request, source)
+        except SipParseError:
+            return
+        response = make_response(
+            request, error.status_code, error.reason, to_tag=_new_tag()
+        )
+        data = response.to_bytes()
+        if connection is not None:
+            self._messages.sent(data, source, transport)
+            connection.send(data)
+        else:
+            self._send(data, response_destination(via, reliable=False), transport)
+
+    # Driving the engines
+
+    def _run_engines(self, now: float, first: TransactionEvent | None = None) -> None:
+        event = first if first is not None else self.transactions.next_event()
+        while event is not None:
+            for ready in self.core.handle_event(event, now):
+                self._respond(ready, now)
+            event = self.transactions.next_event()
+        for transmission in self.transactions.datagrams_to_send():
+            self._send(*transmission)
+        self._arm_timer()
+
+    def _respond(self, ready: ResponseReady, now: float) -> None:
+        try:
+            self.transactions.send_response(ready.response, now, key=ready.key)
+        except TransactionError as exc:
+            # The transaction ended meanwhile (e.g. Timer H): nothing to do.
+            _log.debug("response %d not sent: %s", ready.response.status, exc)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self._now()
+        self.transactions.handle_timer(now)
+        for ready in self.core.handle_timer(now):
+            self._respond(ready, now)
+        self._run_engines(now)
+
+    def _arm_timer(self) -> None:
+        deadlines = [
+            deadline
+            for deadline in (self.transactions.next_timer(), self.core.next_timer())
+            if deadline is not None
+        ]
+        if not deadlines:
+            return
+        deadline = min(deadlines)
+        # An earlier wake-up than needed is harmless; only arm earlier ones.
+        if self._timer is not None and self._timer_deadline <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_deadline = deadline
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    # Sending bytes
+
+    def _send(self, data: bytes, destination: Address, transport: str) -> None:
+        self._messages.sent(data, destination, transport)
+        if transport == "UDP":
+            self._send_udp(data, destination)
+        elif transport in _STREAMS:
+            self._send_stream(data, destination, transport)
+        else:
+            self._transport_failed(destination, transport, f"{transport} is not served")
+
+    def _send_udp(self, data: bytes, destination: Address) -> None:
+        host = destination[0]
+        listener = self._udp_by_host.get(host)
+        if listener is None:
+            if not is_ip_literal(host):
+                self._spawn(self._resolve_and_send(data, destination))
+                return
+            listener = self._udp_for(host)
+        if listener is None:
+            self.counters["UDP"].drop(DropReason.SEND_FAILED)
+            self._transport_failed(
+                destination, "UDP", "no UDP listener for that family"
+            )
+            return
+        listener.send(data, destination)
+
+    def _send_stream(self, data: bytes, destination: Address, transport: str) -> None:
+        connection = self._streams.get(transport, destination)
+        if connection is not None:
+            connection.send(data)
+        else:
+            self._spawn(self._connect_and_send(data, destination, transport))
+
+    async def _connect_and_send(
+        self, data: bytes, destination: Address, transport: str
+    ) -> None:
+        # A response whose connection has gone: RFC 3261 §18.2.2 opens a new
+        # one to received (or sent-by) on the sent-by port.
+        target = _reconnect_target(data) or destination
+        try:
+            connection = await self._streams.connect(
+                transport, target, self.settings.connect_timeout
+            )
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            self.counters[transport].drop(DropReason.SEND_FAILED)
+            self._transport_failed(
+                destination, transport, str(exc) or type(exc).__name__
+            )
+            return
+        connection.send(data)
+
+    async def _resolve_and_send(self, data: bytes, destination: Address) -> None:
+        host, port = destination
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_DGRAM
+            )
+        except OSError as exc:
+            self._transport_failed(destination, "UDP", f"cannot resolve {host}: {exc}")
+            return
+        resolved = (str(infos[0][4][0]), port)
+        listener = self._udp_for(resolved[0])
+        if listener is None:
+            self._transport_failed(
+                destination, "UDP", "no UDP listener for that family"
+            )
+            return
+        listener.send(data, resolved)
+
+    def _transport_failed(self, destination: Address, transport: str, why: str) -> None:
+        _log.debug("cannot send to %s: %s", format_peer(destination, transport), why)
+        self.sip_counters.transport_errors += 1
+        now = self._now()
+        self.transactions.report_transport_error(destination, transport, now)
+        self._run_engines(now)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # Listeners and addresses
+
+    async def _listen(self, spec: ListenSpec) -> None:
+        if spec.transport == "UDP":
+            listener = await open_udp_listener(
+                spec.host,
+                spec.port,
+                self,
+                self.counters["UDP"],
+                self.settings.udp_receive_buffer,
+            )
+            self._udp.append(listener)
+            bound = listener.local
+        else:
+            bound = await self._streams.listen(spec.transport, spec.host, spec.port)
+        listening = ListenSpec(spec.transport, bound[0], bound[1])
+        self.listening.append(listening)
+        _log.info("listening on %s", listening)
+
+    def _udp_for(self, host: str) -> UdpListener | None:
+        ipv6 = ":" in host
+        return next((u for u in self._udp if (":" in u.local[0]) == ipv6), None)
+
+    def _local_address(self, transport: str, destination_host: str) -> Address | None:
+        """The address our Via advertises for ``transport`` toward a host."""
+        ipv6 = ":" in destination_host
+        for spec in self.listening:
+            if spec.transport == transport and (":" in spec.host) == ipv6:
+                host = spec.host
+                if host in ("0.0.0.0", "::"):
+                    host = _source_address_toward(destination_host)
+                return host, spec.port
+        return None
+
+    def _schedule_sweep(self) -> None:
+        settings = self.settings
+        interval = max(0.05, min(settings.idle_timeout, settings.connect_timeout) / 4)
+        self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        settings = self.settings
+        self._streams.close_idle(
+            self._now(), settings.idle_timeout, settings.connect_timeout
+        )
+        self._schedule_sweep()
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _new_framer(self) -> StreamFramer:
+        return StreamFramer(
+            max_header_bytes=self.settings.max_header_bytes,
+            max_body_bytes=self.settings.max_body_bytes,
+        )
+
+
+def _server_tls(settings: TransportSettings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    return server_context(settings.tls_cert, settings.tls_key)
+
+
+def _reconnect_target(data: bytes) -> Address | None:
+    if not data.startswith(b"SIP/2.0 "):
+        return None
+    try:
+        message = parse_message(data)
+        return response_destination(message.top_via, reliable=True)
+    except SipParseError:
+        return None
+
+
+def _source_address_toward(host: str) -> str:
+    """The local address the kernel would send from toward ``host``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, 9))  # no packet leaves: UDP connect only routes
+        return str(probe.getsockname()[0])
