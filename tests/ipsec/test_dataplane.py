@@ -1,0 +1,308 @@
+"""Two data planes over loopback: UDP encapsulation and the datagram channel."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import ip_address
+
+import pytest
+import uvloop
+from scapy.layers.inet import IP, UDP
+from scapy.layers.ipsec import ESP, SecurityAssociation
+
+from ipsec.dataplane import (
+    Action,
+    DatagramKind,
+    DataPlane,
+    Direction,
+    PathDrop,
+    TrafficSelector,
+    classify,
+)
+from ipsec.esp import DropReason, Encryption, Integrity, Mode, Protocol, SAConfig
+
+LOOPBACK = "127.0.0.1"
+# Inner (tunnelled) addresses of the two ends; they never touch a real link.
+INNER_A, INNER_B = "198.51.100.1", "198.51.100.2"
+ECHO_PORT = 7
+
+
+@dataclass
+class Pair:
+    a: DataPlane
+    b: DataPlane
+    a_to_b: SAConfig
+    b_to_a: SAConfig
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = uvloop.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def sa_config(
+    spi: int, source: str, destination: str, mode: Mode, encryption: Encryption
+) -> SAConfig:
+    return SAConfig(
+        spi=spi,
+        protocol=Protocol.ESP,
+        mode=mode,
+        encryption=encryption,
+        integrity=Integrity.NONE,
+        encryption_key=os.urandom(encryption.key_length),
+        integrity_key=b"",
+        tunnel_source=ip_address(source),
+        tunnel_destination=ip_address(destination),
+    )
+
+
+def connect(
+    loop: asyncio.AbstractEventLoop,
+    mode: Mode,
+    encryption: Encryption = Encryption.AES_GCM_16_128,
+    selector_a: TrafficSelector | None = None,
+) -> Pair:
+    """Two planes on loopback ports, one SA each way, policies both ways."""
+    a, b = DataPlane(loop), DataPlane(loop)
+    encap_a = a.open_udp_encap(LOOPBACK, 0)
+    encap_b = b.open_udp_encap(LOOPBACK, 0)
+    port_a, port_b = encap_a.local_address[1], encap_b.local_address[1]
+    a_to_b = sa_config(0x1000, LOOPBACK, LOOPBACK, mode, encryption)
+    b_to_a = sa_config(0x2000, LOOPBACK, LOOPBACK, mode, encryption)
+    inner_a, inner_b = (INNER_A, INNER_B) if mode is Mode.TUNNEL else (LOOPBACK,) * 2
+    if selector_a is None:
+        selector_a = TrafficSelector.between(f"{inner_a}/32", f"{inner_b}/32", 17)
+
+    a.add_sa(a_to_b, inbound=False, peer=LOOPBACK, peer_port=port_b)
+    a.add_sa(b_to_a, inbound=True)
+    b.add_sa(a_to_b, inbound=True)
+    b.add_sa(b_to_a, inbound=False, peer=LOOPBACK, peer_port=port_a)
+    a.add_policy(selector_a, a_to_b.spi)
+    a.add_policy(selector_a.reversed(), b_to_a.spi, direction=Direction.IN)
+    b.add_policy(selector_a.reversed(), b_to_a.spi)
+    b.add_policy(selector_a, a_to_b.spi, direction=Direction.IN)
+    return Pair(a, b, a_to_b, b_to_a)
+
+
+def serve_echo(plane: DataPlane, address: str, port: int) -> None:
+    """A plain UDP echo service (RFC 862) on the channel."""
+
+    def echo(payload: bytes, source: tuple[str, int]) -> None:
+        plane.send(address, source[0], 17, port, source[1], payload)
+
+    plane.bind(address, port, echo)
+
+
+def collect(plane: DataPlane, address: str, port: int) -> list[tuple[bytes, tuple]]:
+    received: list[tuple[bytes, tuple]] = []
+    plane.bind(
+        address, port, lambda payload, source: received.append((payload, source))
+    )
+    return received
+
+
+def run_until(loop: asyncio.AbstractEventLoop, predicate, timeout: float = 3.0) -> bool:
+    async def wait() -> bool:
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if predicate():
+                return True
+            await asyncio.sleep(0.005)
+        return bool(predicate())
+
+    return loop.run_until_complete(wait())
+
+
+@pytest.mark.parametrize("mode", [Mode.TUNNEL, Mode.TRANSPORT])
+@pytest.mark.parametrize(
+    "encryption", [Encryption.AES_GCM_16_128, Encryption.CHACHA20_POLY1305]
+)
+def test_channel_echo_round_trip(loop, mode, encryption) -> None:
+    pair = connect(loop, mode, encryption)
+    inner_a, inner_b = (INNER_A, INNER_B) if mode is Mode.TUNNEL else (LOOPBACK,) * 2
+    serve_echo(pair.b, inner_b, ECHO_PORT)
+    replies = collect(pair.a, inner_a, 40000)
+    payloads = [os.urandom(n) for n in (1, 160, 1200)] + [b""]
+
+    for payload in payloads:
+        assert pair.a.send(inner_a, inner_b, 17, 40000, ECHO_PORT, payload) is None
+
+    assert run_until(loop, lambda: len(replies) == len(payloads))
+    assert sorted(p for p, _ in replies) == sorted(payloads)
+    assert {source for _, source in replies} == {(inner_b, ECHO_PORT)}
+    assert pair.b.counters(pair.a_to_b.spi).packets == len(payloads)
+    assert pair.a.counters(pair.b_to_a.spi).packets == len(payloads)
+    pair.a.close()
+    pair.b.close()
+
+
+def test_channel_burst_batched_without_loss(loop) -> None:
+    pair = connect(loop, Mode.TUNNEL)
+    received = collect(pair.b, INNER_B, 5004)
+    count = 2000
+
+    # Sent in one loop iteration, so the sender flushes them as GSO batches.
+    for index in range(count):
+        payload = index.to_bytes(4, "big") + bytes(168)
+        pair.a.send(INNER_A, INNER_B, 17, 5004, 5004, payload)
+
+    assert run_until(loop, lambda: len(received) == count)
+    assert [int.from_bytes(p[:4], "big") for p, _ in received] == list(range(count))
+    assert pair.a._encap[LOOPBACK].gso_batches >= count // 64
+    pair.a.close()
+    pair.b.close()
+
+
+def test_channel_send_without_policy_dropped_and_counted(loop) -> None:
+    pair = connect(loop, Mode.TUNNEL)
+    sniffed = collect(pair.b, "198.51.100.9", 9)
+
+    drop = pair.a.send(INNER_A, "198.51.100.9", 17, 9, 9, b"secret")
+
+    assert drop is PathDrop.NO_POLICY
+    assert pair.a.channel_counters.drops == {"no_policy": 1}
+    assert pair.a._encap[LOOPBACK].counters.packets_out == 0
+    assert not run_until(loop, lambda: sniffed, timeout=0.1)
+    pair.a.close()
+    pair.b.close()
+
+
+def test_channel_discard_policy_wins_over_protect(loop) -> None:
+    pair = connect(loop, Mode.TUNNEL)
+    blocked = TrafficSelector.between(f"{INNER_A}/32", f"{INNER_B}/32", 17, (53, 53))
+    pair.a.add_policy(blocked, action=Action.DISCARD, priority=-1)
+
+    assert pair.a.send(INNER_A, INNER_B, 17, 53, ECHO_PORT, b"x") is PathDrop.DISCARD
+    assert pair.a.send(INNER_A, INNER_B, 17, 54, ECHO_PORT, b"x") is None
+    pair.a.close()
+    pair.b.close()
+
+
+def test_inbound_outside_selectors_dropped_as_policy_mismatch(loop) -> None:
+    # A's outbound policy is wider than what B accepts on that SA: B must
+    # decrypt, see the inner destination port outside its selector, and drop.
+    wide = TrafficSelector.between(f"{INNER_A}/32", f"{INNER_B}/32", 17)
+    pair = connect(loop, Mode.TUNNEL, selector_a=wide)
+    pair.b.del_policy(wide, direction=Direction.IN)
+    narrow = TrafficSelector.between(
+        f"{INNER_A}/32", f"{INNER_B}/32", 17, (0, 65535), (7, 7)
+    )
+    pair.b.add_policy(narrow, pair.a_to_b.spi, direction=Direction.IN)
+    allowed = collect(pair.b, INNER_B, 7)
+    refused = collect(pair.b, INNER_B, 8)
+
+    pair.a.send(INNER_A, INNER_B, 17, 1000, 8, b"outside")
+    pair.a.send(INNER_A, INNER_B, 17, 1000, 7, b"inside")
+
+    assert run_until(loop, lambda: allowed)
+    assert refused == []
+    sa_counters = pair.b.counters(pair.a_to_b.spi, inbound=True)
+    assert sa_counters.drops[DropReason.POLICY_MISMATCH] == 1
+    assert pair.b.policy_mismatch_drops == 1
+    pair.a.close()
+    pair.b.close()
+
+
+def test_ike_and_keepalive_share_the_encap_socket(loop) -> None:
+    pair = connect(loop, Mode.TUNNEL)
+    messages: list[tuple[bytes, tuple, tuple]] = []
+    pair.b.set_ike_handler(lambda m, local, remote: messages.append((m, local, remote)))
+    encap_a, encap_b = pair.a._encap[LOOPBACK], pair.b._encap[LOOPBACK]
+    ike = bytes(8) + b"\x21\x20\x22\x08" + bytes(16)  # IKE header, zero SPIr
+
+    pair.a.send_ike(ike, LOOPBACK, encap_b.local_address)
+    encap_a.start_keepalive(encap_b.local_address, interval=0.01)
+
+    assert run_until(loop, lambda: messages and encap_b.keepalives_received >= 2)
+    assert messages[0][0] == ike
+    assert messages[0][2] == encap_a.local_address
+    encap_a.stop_keepalive(encap_b.local_address)
+    pair.a.close()
+    pair.b.close()
+
+
+@pytest.mark.parametrize(
+    ("datagram", "kind"),
+    [
+        (b"\xff", DatagramKind.KEEPALIVE),
+        (bytes(4) + b"ike", DatagramKind.IKE),
+        (bytes(4), DatagramKind.MALFORMED),
+        (b"", DatagramKind.MALFORMED),
+        (b"\x00\x00\x10\x00\x00\x00", DatagramKind.MALFORMED),
+        (b"\xfe", DatagramKind.MALFORMED),
+        (b"\x00\x00\x10\x00\x00\x00\x00\x01", DatagramKind.ESP),
+    ],
+)
+def test_classify_rfc3948_demultiplexing(datagram, kind) -> None:
+    assert classify(datagram) is kind
+
+
+def test_malformed_datagrams_counted_not_raised(loop) -> None:
+    pair = connect(loop, Mode.TUNNEL)
+    encap_b = pair.b._encap[LOOPBACK]
+    received = collect(pair.b, INNER_B, 5004)
+    garbage = [
+        b"",
+        b"\x01",
+        bytes(3),
+        b"\xfe\xfe",  # too short for ESP or IKE
+        b"\x00\x00\xde\xad" + bytes(60),  # unknown SPI
+        pair.a_to_b.spi.to_bytes(4, "big") + os.urandom(1),  # half a header
+        pair.a_to_b.spi.to_bytes(4, "big") + bytes(4),  # header only
+        pair.a_to_b.spi.to_bytes(4, "big") + bytes(20),  # no room for the ICV
+        pair.a_to_b.spi.to_bytes(4, "big") + os.urandom(100),  # bad ICV
+    ]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for datagram in garbage:
+            sender.sendto(datagram, encap_b.local_address)
+
+    assert run_until(loop, lambda: encap_b.counters.packets_in == len(garbage))
+    sa = pair.b.counters(pair.a_to_b.spi, inbound=True)
+    assert encap_b.counters.drops == {"malformed": 5}
+    assert pair.b.unknown_spi_drops == 1
+    assert sa.drops[DropReason.TRUNCATED] == 2
+    assert sa.drops[DropReason.BAD_ICV] == 1
+    assert received == []
+
+    # The SA still works afterwards.
+    pair.a.send(INNER_A, INNER_B, 17, 5004, 5004, b"after")
+    assert run_until(loop, lambda: received)
+    pair.a.close()
+    pair.b.close()
+
+
+def test_wire_format_decrypts_with_scapy(loop) -> None:
+    """An independent ESP implementation opens what the channel sends."""
+    pair = connect(loop, Mode.TUNNEL)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind((LOOPBACK, 0))
+    sink.settimeout(2)
+    pair.a.update_sa(pair.a_to_b.spi, peer_port=sink.getsockname()[1])
+
+    pair.a.send(INNER_A, INNER_B, 17, 5004, 5006, b"rtp-ish payload")
+    loop.run_until_complete(asyncio.sleep(0.01))
+    datagram = sink.recv(2048)
+    sink.close()
+
+    sa = SecurityAssociation(
+        ESP, spi=pair.a_to_b.spi, crypt_algo="AES-GCM",
+        crypt_key=pair.a_to_b.encryption_key, esn_en=True, esn=0,
+    )  # fmt: skip
+    outer = IP(src=LOOPBACK, dst=LOOPBACK) / ESP(datagram)
+    tunnelled = sa.decrypt(IP(bytes(outer))).payload
+
+    # The inner packet, checksums included, is what scapy itself would build.
+    expected = (
+        IP(src=INNER_A, dst=INNER_B, flags="DF", id=0)
+        / UDP(sport=5004, dport=5006)
+        / b"rtp-ish payload"
+    )
+    assert bytes(tunnelled) == bytes(expected)
+    pair.a.close()
+    pair.b.close()
