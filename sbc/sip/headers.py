@@ -359,6 +359,10 @@ def parse_name_addr(text: str, header: str) -> NameAddr:
     # RFC 3261 §20.10: in an addr-spec the first ';' starts header parameters.
     uri_text, semi, param_text = text.partition(";")
     uri_text = uri_text.rstrip(" \t")
+    if "?" in uri_text or "," in uri_text:
+        raise SipParseError(
+            f"Bad Request: URI with '?' or ',' not enclosed in <> in {header}"
+        )
     uri = _parse_header_uri(uri_text, header)
     params = parse_params(semi + param_text, header) if semi else Params()
     return NameAddr(uri, None, params)

@@ -12,6 +12,7 @@ import re
 from .errors import SipParseError
 from .headers import is_call_id, is_token
 from .message import COMPACT_FORMS, Headers, Request, Response
+from .uri import SipUri
 
 _FieldList = list[tuple[str, str, str]]
 
@@ -21,6 +22,9 @@ _KNOWN_NAMES: dict[str, str] = {}
 _KNOWN_NAMES_LIMIT = 4096
 _HEADER_NAME_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
+_SINGLE_VALUED = frozenset(
+    {"from", "to", "call-id", "cseq", "max-forwards", "content-type", "expires"}
+)
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -62,7 +66,7 @@ def _parse_request(lines: list[str], data: bytes, body_start: int) -> Request:
     fields, error = _parse_fields(lines)
     request = Request("", "", Headers._from_parsed(fields))
     try:
-        request.method, request.uri, request.version = _parse_request_line(lines[0])
+        _read_request_line(lines[0], request)
         if error is not None:
             raise SipParseError(error)
         request.body = _frame_body(fields, data, body_start)
@@ -72,20 +76,24 @@ def _parse_request(lines: list[str], data: bytes, body_start: int) -> Request:
     return request
 
 
-def _parse_request_line(line: str) -> tuple[str, str, str]:
-    # RFC 3261 §25.1: Method SP Request-URI SP SIP-Version. Extra spaces
-    # between the elements are tolerated (RFC 4475 §3.1.2.6 allows either).
-    parts = line.split(" ")
-    if len(parts) != 3:
-        parts = line.split()
-    if len(parts) != 3 or "\t" in line:
-        raise SipParseError("Bad Request: malformed request line")
-    method, uri, version = parts
+def _read_request_line(line: str, request: Request) -> None:
+    """Fill method, Request-URI and version, as far as they are readable.
+
+    RFC 3261 §25.1: Method SP Request-URI SP SIP-Version. Extra spaces
+    between the elements are tolerated (RFC 4475 §3.1.2.9 and §3.1.2.10
+    allow either choice); whitespace inside the URI is not (§3.1.2.8).
+    """
+    method, _, rest = line.partition(" ")
     if not is_token(method):
         raise SipParseError("Bad Request: malformed method")
+    request.method = method
+    uri, _, version = rest.strip(" ").rpartition(" ")
+    request.uri = uri = uri.rstrip(" ")
+    request.version = version
+    if not uri or " " in uri or "\t" in line:
+        raise SipParseError("Bad Request: malformed request line")
     if version != "SIP/2.0":
         _check_version(version)
-    return method, uri, version
 
 
 def _check_version(version: str) -> None:
@@ -197,14 +205,13 @@ def parse_content_length(text: str) -> int:
 
 
 def _answerable(request: Request) -> Request | None:
-    """The partial request if a 400 can be built from it, else None."""
+    """The partial request if a 400 can be built from it, else None.
+
+    make_response copies the raw header values, so their presence is enough;
+    a top Via that does not parse leaves routing to the source address.
+    """
     headers = request.headers
     if not request.method or not all(key in headers for key in _MANDATORY):
-        return None
-    try:
-        request.top_via  # noqa: B018 - parsing is the check
-        request.cseq  # noqa: B018
-    except SipParseError:
         return None
     return request
 
@@ -214,24 +221,42 @@ def validate_request(request: Request) -> None:
 
     Checks Via (all values parse; a branch, when present, is not empty),
     From, To, Call-ID, CSeq (number below 2**31 and method matching the
-    request line, RFC 3261 §8.1.1.5), Max-Forwards (0-255) and the
-    Request-URI, raising SipParseError (400) naming the header.
+    request line, RFC 3261 §8.1.1.5), Max-Forwards (0-255), that no
+    single-valued header is repeated, and the Request-URI (no URI headers,
+    §19.1.5), raising SipParseError (400) naming the header.
     """
     try:
+        _check_single_valued(request.headers)
         if not request.via:
             raise SipParseError("Bad Request: missing Via header")
         request.from_  # noqa: B018 - parsing is the check
         request.to  # noqa: B018
-        call_id = request.call_id
-        if not is_call_id(call_id):
+        if not is_call_id(request.call_id):
             raise SipParseError("Bad Request: malformed Call-ID")
         if request.cseq.method != request.method:
             raise SipParseError("Bad Request: CSeq method does not match request line")
         request.max_forwards  # noqa: B018
-        request.request_uri  # noqa: B018
+        _check_request_uri(request)
     except SipParseError as exc:
         exc.request = _answerable(request)
         raise
+
+
+def _check_single_valued(headers: Headers) -> None:
+    # RFC 3261 §7.3.1: only list headers may appear more than once.
+    seen = set()
+    for key, name, _ in headers._fields:
+        if key in _SINGLE_VALUED:
+            if key in seen:
+                raise SipParseError(f"Bad Request: more than one {name} header")
+            seen.add(key)
+
+
+def _check_request_uri(request: Request) -> None:
+    uri = request.request_uri
+    # RFC 3261 §19.1.5: header components are not allowed in a Request-URI.
+    if isinstance(uri, SipUri) and uri.headers:
+        raise SipParseError("Bad Request: Request-URI carries URI headers")
 
 
 def validate_response(response: Response) -> None:
