@@ -21,9 +21,10 @@ def ah_length(icv_length: int, ip_version: int) -> int:
     return -(-(AH_FIXED_LENGTH + icv_length) // unit) * unit
 
 
-def zeroed_icv_field(length: int) -> bytes:
-    """The ICV and its padding as they enter the ICV computation (all zero)."""
-    return _ZEROS[: length - AH_FIXED_LENGTH]
+def zeros(length: int) -> bytes:
+    """``length`` zero bytes: the ICV as it enters its own computation, and
+    the ICV padding this sender uses."""
+    return _ZEROS[:length]
 
 
 def immutable_header(header: bytes | bytearray, sending: bool) -> bytearray | None:

@@ -15,7 +15,7 @@ from .ah import (
     AH_HEADER,
     ah_length,
     immutable_header,
-    zeroed_icv_field,
+    zeros,
 )
 from .algorithms import EspCipher, HmacIcv, IvSource, new_esp_cipher
 from .config import Mode, Protocol, SAConfig
@@ -199,10 +199,13 @@ class OutboundSA:
         fixed = AH_HEADER.pack(
             next_header, length // 4 - 2, 0, self.spi, sequence & _LOW_32
         )
-        zeros = zeroed_icv_field(length)
-        value = icv.compute(sequence, immutable, fixed, zeros, payload)
+        # RFC 4302 §3.3.3.2.1: the ICV field counts as zero, its padding as sent.
+        padding = zeros(length - AH_FIXED_LENGTH - icv.icv_length)
+        value = icv.compute(
+            sequence, immutable, fixed, zeros(icv.icv_length), padding, payload
+        )
         self._count(len(payload), sequence, now)
-        return b"".join((header, fixed, value, zeros[icv.icv_length :], payload))
+        return b"".join((header, fixed, value, padding, payload))
 
     def _next_sequence(self, now: float) -> int:
         lifetime = self.lifetime
@@ -369,16 +372,16 @@ class InboundSA:
         if immutable is None:
             return DropReason.MALFORMED
         view = memoryview(packet)
+        icv_end = offset + AH_FIXED_LENGTH + icv.icv_length
         expected = icv.compute(
             sequence,
             immutable,
             view[offset : offset + AH_FIXED_LENGTH],
-            zeroed_icv_field(length),
+            zeros(icv.icv_length),
+            view[icv_end : offset + length],
             view[offset + length : end],
         )
-        received = view[
-            offset + AH_FIXED_LENGTH : offset + AH_FIXED_LENGTH + icv.icv_length
-        ]
+        received = view[offset + AH_FIXED_LENGTH : icv_end]
         if not hmac.compare_digest(expected, received):
             return DropReason.BAD_ICV
         return next_header, length, sequence
