@@ -12,10 +12,10 @@ PEER_PACKAGES := sip-tester tshark tcpdump iperf3 iproute2 \
 	strongswan-charon strongswan-swanctl libcharon-extra-plugins \
 	libstrongswan-standard-plugins
 
-.PHONY: run test lint types unit peers bench clean
+.PHONY: run test lint types unit peers bench clean python-venv
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -m venv --help >/dev/null 2>&1 || $(MAKE) --no-print-directory python-venv
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(MAKE) --no-print-directory python-venv
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
