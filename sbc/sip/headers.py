@@ -225,7 +225,9 @@ def _parse_via_sent_by(text: str, protocol: str, transport: str) -> Via:
         port_text = port_text[1:] if port_text else ""
         has_port = bool(port_text) or sent_by.endswith(":")
     else:
+        # RFC 3261 §25.1: COLON = SWS ":" SWS, so LWS may surround it.
         host, colon, port_text = sent_by.partition(":")
+        host = host.rstrip(" \t")
         if ":" in port_text:
             raise SipParseError("Bad Request: IPv6 address without brackets in Via")
         if not host or not _HOST_CHARS_RE.fullmatch(host):

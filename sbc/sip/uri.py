@@ -25,8 +25,9 @@ _HOSTNAME_RE = re.compile(
 )
 _TEL_NUMBER_RE = re.compile(r"\+[0-9\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()]+")
 _VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
-# RFC 3261 §19.1.4: these URI parameters must match when either URI has them.
-_MUST_MATCH_PARAMS = ("user", "ttl", "method", "maddr")
+# RFC 3261 §19.1.4: these URI parameters must match when either URI has them
+# (transport because a default value never matches an absent one).
+_MUST_MATCH_PARAMS = ("user", "ttl", "method", "maddr", "transport")
 
 
 class Params:
@@ -366,7 +367,7 @@ def _params_key(params: Params) -> dict[str, str | None]:
 
 def _params_match(mine: Params, theirs: Params) -> bool:
     """RFC 3261 §19.1.4: parameters in both URIs must agree, and user, ttl,
-    method and maddr must be in both or neither."""
+    method, maddr and transport must be in both or neither."""
     left, right = _params_key(mine), _params_key(theirs)
     for name in _MUST_MATCH_PARAMS:
         if (name in left) != (name in right):
