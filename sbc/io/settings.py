@@ -46,9 +46,12 @@ def parse_listen_spec(text: str) -> ListenSpec:
         raise ListenSpecError(f"{text!r}: expected udp:, tcp: or tls: first")
     host, port_text = _split_host_port(text, rest)
     try:
-        ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host)
     except ValueError:
         raise ListenSpecError(f"{text!r}: {host!r} is not an IP address") from None
+    # A zone index cannot appear in Via or URIs (RFC 5118 §4.10 policy).
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        raise ListenSpecError(f"{text!r}: scoped IPv6 addresses are not served")
     port = (
         DEFAULT_PORTS[transport] if port_text is None else _parse_port(text, port_text)
     )
