@@ -12,6 +12,7 @@ from .events import (
     LifetimeKind,
     SoftLifetimeReached,
 )
+from .keylog import EspKeyLog, write_esp_sa
 from .lifetime import SACounters
 from .replay import ReplayWindow
 from .results import (
@@ -23,11 +24,23 @@ from .results import (
     Unprotected,
 )
 from .sa import InboundSA, OutboundSA
+from .sad import SADatabase
+from .spd import (
+    DEFAULT_POLICY,
+    Direction,
+    Policy,
+    PolicyAction,
+    SecurityPolicyDatabase,
+    TrafficSelector,
+)
 
 __all__ = [
+    "DEFAULT_POLICY",
+    "Direction",
     "Drop",
     "DropReason",
     "Encryption",
+    "EspKeyLog",
     "HardLifetimeReached",
     "InboundSA",
     "Integrity",
@@ -38,11 +51,17 @@ __all__ = [
     "Mode",
     "Opened",
     "OutboundSA",
+    "Policy",
+    "PolicyAction",
     "Protocol",
     "ReplayWindow",
     "SACounters",
     "SAConfig",
+    "SADatabase",
     "SAExpired",
+    "SecurityPolicyDatabase",
     "SoftLifetimeReached",
+    "TrafficSelector",
     "Unprotected",
+    "write_esp_sa",
 ]

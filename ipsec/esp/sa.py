@@ -312,6 +312,10 @@ class InboundSA:
         """When check_lifetime should next be called."""
         return self.lifetime.next_deadline()
 
+    def count_drop(self, reason: DropReason) -> Drop:
+        """Count a drop decided outside the SA (e.g. an inbound policy check)."""
+        return self._drop(reason)
+
     def _strip_trailer(
         self, plaintext: bytes, sequence: int, now: float
     ) -> Opened | Drop:
