@@ -17,6 +17,7 @@ _SENT_PROTOCOL_RE = re.compile(
     r"([^\s/]+)[ \t]*/[ \t]*([^\s/]+)[ \t]*/[ \t]*([^\s/;]+)"
 )
 _WORD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+")
+_QVALUE_RE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 _DEFAULT_PORTS = {"TLS": 5061, "WSS": 443, "WS": 80}
 _MAX_DELTA_SECONDS = 2**32 - 1
 
@@ -317,16 +318,13 @@ class NameAddr:
 
     @property
     def q(self) -> float | None:
+        """The Contact q-value, 0 to 1 with up to three decimals (§25.1)."""
         value = self.params.get("q")
         if value is None:
             return None
-        try:
-            q = float(value)
-        except ValueError:
-            raise SipParseError("Bad Request: malformed Contact q") from None
-        if not 0.0 <= q <= 1.0:
-            raise SipParseError("Bad Request: Contact q out of range")
-        return q
+        if not _QVALUE_RE.fullmatch(value):
+            raise SipParseError("Bad Request: malformed Contact q-value")
+        return float(value)
 
     def __str__(self) -> str:
         if self.is_star:
