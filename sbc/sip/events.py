@@ -85,7 +85,7 @@ class StrayResponseReceived:
 
 @dataclass(frozen=True, slots=True)
 class TransactionTimedOut:
-    """Timer B, F or H fired: the peer never completed the transaction."""
+    """Timer B, F, H or CANCEL fired: the peer never completed the transaction."""
 
     key: TransactionKey
     timer: Timer

@@ -56,6 +56,9 @@ class Timer(enum.Enum):
     K = "K"  # wait for response retransmits (non-INVITE client, Completed)
     L = "L"  # wait for INVITE retransmits after a 2xx (server, Accepted)
     M = "M"  # wait for 2xx retransmits and forks (client, Accepted)
+    # Not lettered in the RFC: 64*T1 after sending a CANCEL with no final
+    # response, the INVITE client transaction counts as cancelled (§9.1).
+    CANCEL = "CANCEL"
 
     @property
     def retransmits(self) -> bool:
@@ -73,6 +76,8 @@ def initial_interval(timer: Timer, values: TimerValues, reliable: bool) -> float
     timers that wait out retransmissions are zero (RFC 3261 §17.1.1.2,
     §17.1.2.2, §17.2.1, §17.2.2).
     """
+    if timer is Timer.CANCEL:
+        return None  # started by sending the CANCEL, not by a state
     if timer.retransmits:
         return None if reliable else values.t1
     if timer in (Timer.B, Timer.F, Timer.H, Timer.L, Timer.M):

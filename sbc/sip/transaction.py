@@ -198,6 +198,7 @@ INVITE_CLIENT_TRANSITIONS: dict[tuple[State, Stimulus], Transition] = {
     (_S.PROCEEDING, _T.FAILURE): Transition(
         _S.COMPLETED, (_A.PASS_RESPONSE, _A.SEND_ACK)
     ),
+    (_S.PROCEEDING, Timer.CANCEL): Transition(_S.TERMINATED, (_A.REPORT_TIMEOUT,)),
     (_S.COMPLETED, _T.FAILURE): Transition(_S.COMPLETED, (_A.SEND_ACK,)),
     (_S.COMPLETED, _T.TRANSPORT_ERROR): Transition(
         _S.TERMINATED, (_A.REPORT_TRANSPORT_ERROR,)
@@ -297,6 +298,7 @@ INITIAL_STATE: dict[Kind, State] = {
 # and F run on from Trying into Proceeding (RFC 3261 §17.1.2.2).
 STATE_TIMERS: dict[tuple[Kind, State], tuple[Timer, ...]] = {
     (Kind.INVITE_CLIENT, _S.CALLING): (Timer.B, Timer.A),
+    (Kind.INVITE_CLIENT, _S.PROCEEDING): (Timer.CANCEL,),
     (Kind.INVITE_CLIENT, _S.COMPLETED): (Timer.D,),
     (Kind.INVITE_CLIENT, _S.ACCEPTED): (Timer.M,),
     (Kind.NON_INVITE_CLIENT, _S.TRYING): (Timer.F, Timer.E),
@@ -540,7 +542,9 @@ class TransactionLayer:
         the INVITE is unknown or already has a final response (CANCEL SHOULD
         NOT be sent then).  Before any provisional response the CANCEL MUST
         NOT be sent: it is held back and sent when the first 1xx arrives, and
-        dropped if a final response or Timer B comes first.
+        dropped if a final response or Timer B comes first.  If no final
+        response follows within 64*T1 of the CANCEL, the INVITE transaction
+        ends with TransactionTimedOut(Timer.CANCEL).
         """
         transaction = self._clients.get(invite_key)
         if transaction is None or transaction.kind is not Kind.INVITE_CLIENT:
@@ -811,6 +815,10 @@ class TransactionLayer:
         # Same destination, port and transport as the INVITE (§9.1).
         cancel = build_cancel(transaction.request)
         self.send_request(cancel, transaction.destination, transaction.transport, now)
+
+        # §9.1: with no final response 64*T1 after the CANCEL, the INVITE
+        # counts as cancelled and its transaction is destroyed.
+        self._arm(transaction, Timer.CANCEL, 64 * self.timers.t1, now)
 
 
 # -- Keys and destinations from messages ---------------------------------------
