@@ -92,6 +92,9 @@ def veth_lab(subnet: str = "192.0.2", prefix_length: int = 24) -> Iterator[Lab]:
             run("ip", "netns", "add", namespace.name)
             created.append(namespace)
             namespace.ip("link", "set", "lo", "up")
+            # No IPv6 neighbour discovery chatter in the captures.
+            for scope in ("all", "default"):
+                namespace.exec("sysctl", "-qw", f"net.ipv6.conf.{scope}.disable_ipv6=1")
         run("ip", "link", "add", a.veth, "netns", a.name, "type", "veth",
             "peer", "name", b.veth, "netns", b.name)  # fmt: skip
         for namespace in (a, b):

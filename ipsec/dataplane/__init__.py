@@ -8,23 +8,19 @@ policy interface of :class:`DataPlane`.
 from .counters import PathCounters, PathDrop
 from .errors import CapabilityMissing, DataPlaneError, DuplicateSA, UnknownSA
 from .plane import DataPlane, Transport
-from .policy import Action, Direction, TrafficSelector
 from .raw import RawIpSocket
 from .tun import TunDevice
 from .udp_encap import DatagramKind, UdpEncapSocket, classify
 
 __all__ = [
-    "Action",
     "CapabilityMissing",
     "DataPlane",
     "DataPlaneError",
     "DatagramKind",
-    "Direction",
     "DuplicateSA",
     "PathCounters",
     "PathDrop",
     "RawIpSocket",
-    "TrafficSelector",
     "Transport",
     "TunDevice",
     "UdpEncapSocket",

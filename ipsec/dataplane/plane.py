@@ -3,14 +3,18 @@
 :class:`DataPlane` is the narrow interface the IKE daemon uses, modelled on a
 kernel's IPsec interface (get_spi, add_sa, update_sa, del_sa, add_policy,
 del_policy, counters), and the dispatcher between the transports (UDP
-encapsulation, raw ESP/AH), the sans-IO engine (ipsec.esp) and the
-consumers of cleartext (the in-process channel and the TUN gateway).
+encapsulation, raw ESP/AH), the sans-IO engine (ipsec.esp) and the consumers
+of cleartext (the in-process channel and the TUN gateway).
 
 Outbound: a packet's selector fields pick an SPD entry; PROTECT seals it with
-that entry's SA and sends it, DISCARD and a missing entry drop it (counted,
-never sent in clear). Inbound: the SPI picks the SA, the engine verifies and
-decrypts, and the inner packet must fall inside one of the SA's inbound
-selectors (RFC 4301 §5.2) before it reaches a handler or the TUN.
+that entry's SA and sends it, DISCARD, BYPASS (on these protected paths) and
+a missing entry drop it, counted and never sent in clear. Inbound: the SPI
+picks the SA, the engine verifies and decrypts, and the inner packet must
+match the inbound policy of that very SA (RFC 4301 §5.2) before it reaches a
+handler or the TUN.
+
+Both directions keep a per-flow cache in front of the SPD, emptied on every
+SA or policy change, so the ordered policy scan runs once per flow.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import logging
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
@@ -30,12 +34,22 @@ from ipsec.esp import (
     DropReason,
     InboundSA,
     LifetimeEvent,
+    MalformedPacket,
     Mode,
     OutboundSA,
     Protocol,
     SAConfig,
     SACounters,
     SAExpired,
+)
+from ipsec.esp.sad import SADatabase
+from ipsec.esp.spd import (
+    DEFAULT_POLICY,
+    Direction,
+    Policy,
+    PolicyAction,
+    SecurityPolicyDatabase,
+    TrafficSelector,
 )
 
 from .counters import PathCounters, PathDrop
@@ -44,13 +58,12 @@ from .packet import (
     IPPROTO_IPIP,
     IPPROTO_IPV6,
     IPPROTO_UDP,
-    Flow,
+    build_ip,
     build_udp,
     build_udp_packet,
     parse_flow,
     parse_udp,
 )
-from .policy import Action, Direction, PolicyTable, TrafficSelector
 from .raw import RawIpSocket
 from .tun import TunDevice
 from .udp_encap import IKE_PORT_NAT_T, UdpEncapSocket
@@ -62,6 +75,8 @@ AddressLike = IPv4Address | IPv6Address | str
 Address = tuple[Any, ...]
 DatagramHandler = Callable[[bytes, tuple[str, int]], None]
 LifetimeHandler = Callable[[LifetimeEvent], None]
+IkeHandler = Callable[[bytes, Address, Address], None]
+FlowKey = tuple[int, bytes, bytes, int, int]
 
 _LIFETIME_TICK = 1.0
 _FLOW_CACHE_LIMIT = 8192
@@ -72,7 +87,7 @@ class Transport(enum.Enum):
     """How an SA's packets travel between the peers."""
 
     UDP = "udp"
-    """ESP in UDP (RFC 3948), the default: works through NAT, no privileges."""
+    """ESP in UDP (RFC 3948), the default: crosses NAT, needs no privilege."""
     RAW = "raw"
     """ESP or AH straight over IP (protocol 50/51), needs CAP_NET_RAW."""
 
@@ -80,30 +95,29 @@ class Transport(enum.Enum):
 @dataclass(slots=True)
 class _Outbound:
     sa: OutboundSA
-    transport: Transport
+    sender: UdpEncapSocket | RawIpSocket
     peer: Address
     """(address, port) for UDP, (address,) for raw."""
     tunnel: bool
     local: bytes
     remote: bytes
-    """Outer addresses, packed: the transport-mode UDP checksum covers them."""
-    sender: UdpEncapSocket | RawIpSocket
+    """Outer addresses, packed: transport mode's UDP checksum covers them."""
 
 
 @dataclass(slots=True)
 class _Inbound:
     sa: InboundSA
     tunnel: bool
-    local: bytes
-    remote: bytes
-    selectors: list[TrafficSelector] = field(default_factory=list)
+    local: IPAddress | None
+    remote: IPAddress | None
+    """This end's and the peer's address: transport mode's inner addresses."""
 
 
 class DataPlane:
     """SAs, policies and the packet paths between them, on one event loop.
 
     ``on_lifetime_event`` receives the engine's Soft/HardLifetimeReached
-    events (checked once a second and whenever a packet crosses a limit).
+    events; SAs are polled once a second, so an idle SA expires on time.
     """
 
     def __init__(
@@ -115,60 +129,57 @@ class DataPlane:
     ) -> None:
         self.loop = loop
         self.channel_counters = PathCounters()
-        self.unknown_spi_drops = 0
-        self.policy_mismatch_drops = 0
-        self._policies = PolicyTable()
+        self.sad = SADatabase()
+        self.spd = SecurityPolicyDatabase()
         self._outbound: dict[int, _Outbound] = {}
         self._inbound: dict[int, _Inbound] = {}
         self._reserved_spis: set[int] = set()
-        self._flows: dict[tuple[int, bytes, bytes, int, int], _Outbound | PathDrop] = {}
+        self._flows: dict[FlowKey, _Outbound | PathDrop] = {}
+        self._admitted: dict[tuple[int, FlowKey], bool] = {}
         self._handlers: dict[tuple[bytes, int], DatagramHandler] = {}
         self._encap: dict[str, UdpEncapSocket] = {}
         self._raw: dict[tuple[str, int], RawIpSocket] = {}
         self._tun: TunDevice | None = None
         self._on_lifetime_event = on_lifetime_event
         self._spi_source = spi_source or (lambda: secrets.randbits(32))
-        self._ike_handler: Callable[[bytes, Address, Address], None] | None = None
+        self._ike_handler: IkeHandler | None = None
         self._lifetime_timer = loop.call_later(_LIFETIME_TICK, self._check_lifetimes)
 
-    # -- transports -------------------------------------------------------
+    # -- transports ---------------------------------------------------------
 
     def open_udp_encap(
         self, host: str = "0.0.0.0", port: int = IKE_PORT_NAT_T, **options: Any
     ) -> UdpEncapSocket:
-        """Open the RFC 3948 socket for one local address (shared with IKE)."""
+        """Open the RFC 3948 socket of one local address (shared with IKE)."""
         if host in self._encap:
             raise DataPlaneError(f"a UDP encapsulation socket on {host} exists")
         encap = UdpEncapSocket.open(self.loop, self._on_esp, host, port, **options)
         self._encap[host] = encap
-        self._install_ike_handler(host, encap)
+        self._install_ike_handler(encap)
         return encap
 
     def open_raw(self, protocol: Protocol, host: str = "0.0.0.0") -> RawIpSocket:
         """Open a raw socket for ESP or AH on ``host`` (needs CAP_NET_RAW)."""
         key = (host, int(protocol))
-        if key in self._raw:
-            return self._raw[key]
+        if key not in self._raw:
 
-        def on_packet(packet: bytes, address: Address) -> None:
-            self._on_raw(raw, packet, address)
+            def on_packet(packet: bytes, _address: Address) -> None:
+                self._on_raw(raw, packet)
 
-        raw = RawIpSocket.open(self.loop, int(protocol), on_packet, host)
-        self._raw[key] = raw
-        return raw
+            raw = RawIpSocket.open(self.loop, int(protocol), on_packet, host)
+            self._raw[key] = raw
+        return self._raw[key]
 
     def attach_tun(self, tun: TunDevice) -> None:
         """Protect what the kernel routes into ``tun``; write decrypted back."""
         self._tun = tun
         tun.attach(self.loop, self._on_tun_packet)
 
-    def set_ike_handler(
-        self, handler: Callable[[bytes, Address, Address], None]
-    ) -> None:
+    def set_ike_handler(self, handler: IkeHandler | None) -> None:
         """``handler(message, local, remote)`` for IKE on every encap socket."""
         self._ike_handler = handler
-        for host, encap in self._encap.items():
-            self._install_ike_handler(host, encap)
+        for encap in self._encap.values():
+            self._install_ike_handler(encap)
 
     def send_ike(self, message: bytes, local_host: str, remote: Address) -> None:
         """Send an IKE message from the encap socket on ``local_host``."""
@@ -186,16 +197,16 @@ class DataPlane:
         self._raw.clear()
         self._tun = None
 
-    # -- the kernel-like SA and policy interface -------------------------
+    # -- the kernel-like SA and policy interface ----------------------------
 
     def get_spi(self) -> int:
         """Reserve a fresh inbound SPI (RFC 4303 §2.1: 256 and up)."""
         for _ in range(64):
             spi = self._spi_source() & 0xFFFFFFFF
-            if spi >= _MINIMUM_SPI and spi not in self._inbound:
-                if spi not in self._reserved_spis:
-                    self._reserved_spis.add(spi)
-                    return spi
+            taken = spi in self._inbound or spi in self._reserved_spis
+            if spi >= _MINIMUM_SPI and not taken:
+                self._reserved_spis.add(spi)
+                return spi
         raise DataPlaneError("no free SPI found")
 
     def add_sa(
@@ -211,73 +222,63 @@ class DataPlane:
         """Install one direction of a CHILD_SA.
 
         ``peer`` is where outbound packets go (default: the SA's tunnel
-        destination); ``local`` the outer address of this end (default: the
-        SA's tunnel source outbound, tunnel destination inbound).
+        destination) and ``local`` the outer address of this end (default:
+        the tunnel source outbound, the tunnel destination inbound).
         """
         now = self.loop.time()
         if inbound:
             self._add_inbound(config, now, local)
         else:
             self._add_outbound(config, now, transport, peer, peer_port, local)
-        self._flows.clear()
+        self._forget_flows()
 
     def update_sa(
-        self,
-        spi: int,
-        *,
-        peer: AddressLike | None = None,
-        peer_port: int | None = None,
+        self, spi: int, *, peer: AddressLike | None = None, peer_port: int | None = None
     ) -> None:
         """Move an outbound SA to a new peer address or port (NAT rebinding)."""
         entry = self._outbound.get(spi)
         if entry is None:
             raise UnknownSA(spi)
         address = str(peer) if peer is not None else entry.peer[0]
-        if entry.transport is Transport.UDP:
-            port = peer_port if peer_port is not None else entry.peer[1]
-            entry.peer = (address, port)
+        if isinstance(entry.sender, UdpEncapSocket):
+            entry.peer = (address, peer_port or entry.peer[1])
         else:
             entry.peer = (address,)
+            entry.remote = ip_address(address).packed
 
     def del_sa(self, spi: int, *, inbound: bool) -> None:
         """Remove one direction of a CHILD_SA; its policies stay until removed."""
-        table: dict[int, Any] = self._inbound if inbound else self._outbound
-        if table.pop(spi, None) is None:
+        if inbound:
+            if self._inbound.pop(spi, None) is None:
+                raise UnknownSA(spi)
+            self.sad.remove(spi)
+        elif self._outbound.pop(spi, None) is None:
             raise UnknownSA(spi)
-        self._reserved_spis.discard(spi)
-        self._flows.clear()
+        self._forget_flows()
 
     def add_policy(
         self,
-        selector: TrafficSelector,
+        local: TrafficSelector,
+        remote: TrafficSelector,
         spi: int | None = None,
         *,
-        direction: Direction = Direction.OUT,
-        action: Action = Action.PROTECT,
-        priority: int = 0,
-    ) -> None:
-        """Add an SPD entry; PROTECT needs the SPI of the SA it uses."""
-        if action is Action.PROTECT and spi is None:
-            raise DataPlaneError("a PROTECT policy needs an SPI")
-        if direction is Direction.IN:
-            if spi is None or spi not in self._inbound:
-                raise UnknownSA(spi or 0)
-            self._inbound[spi].selectors.append(selector)
-            return
-        self._policies.add(selector, action, spi, priority)
-        self._flows.clear()
+        direction: Direction = Direction.OUTBOUND,
+        action: PolicyAction = PolicyAction.PROTECT,
+        index: int | None = None,
+    ) -> Policy:
+        """Add an SPD entry (first match wins; ``index`` 0 puts it first).
 
-    def del_policy(
-        self, selector: TrafficSelector, *, direction: Direction = Direction.OUT
-    ) -> None:
-        """Remove an SPD entry (every inbound SA's copy for ``Direction.IN``)."""
-        if direction is Direction.IN:
-            for entry in self._inbound.values():
-                if selector in entry.selectors:
-                    entry.selectors.remove(selector)
-            return
-        self._policies.remove(selector)
-        self._flows.clear()
+        Outbound PROTECT names the SA to use; inbound PROTECT the SA the
+        traffic must have arrived on.
+        """
+        policy = self.spd.add(local, remote, action, spi, direction, index)
+        self._forget_flows()
+        return policy
+
+    def del_policy(self, policy: Policy) -> None:
+        """Remove an SPD entry that :meth:`add_policy` returned."""
+        self.spd.remove(policy)
+        self._forget_flows()
 
     def counters(self, spi: int, *, inbound: bool | None = None) -> SACounters:
         """The engine's live counters of an SA (inbound first when ambiguous)."""
@@ -288,28 +289,27 @@ class DataPlane:
         raise UnknownSA(spi)
 
     def stats(self) -> dict[str, Any]:
-        """Per-path, per-SA and per-reason counters for the admin plane."""
+        """Per-path, per-SA and per-reason counters, for the admin plane."""
+        paths = {
+            f"udp:{host}": e.counters.snapshot() for host, e in self._encap.items()
+        }
+        for (host, protocol), raw in self._raw.items():
+            paths[f"raw:{host}:{protocol}"] = raw.counters.snapshot()
+        if self._tun is not None:
+            paths["tun"] = self._tun.counters.snapshot()
+        paths["channel"] = self.channel_counters.snapshot()
         return {
-            "paths": {
-                **{f"udp:{h}": e.counters.snapshot() for h, e in self._encap.items()},
-                **{
-                    f"raw:{h}:{p}": r.counters.snapshot()
-                    for (h, p), r in self._raw.items()
-                },
-                **({"tun": self._tun.counters.snapshot()} if self._tun else {}),
-                "channel": self.channel_counters.snapshot(),
-            },
+            "paths": paths,
             "inbound": {
                 spi: _sa_stats(e.sa.counters) for spi, e in self._inbound.items()
             },
             "outbound": {
                 spi: _sa_stats(e.sa.counters) for spi, e in self._outbound.items()
             },
-            "unknown_spi": self.unknown_spi_drops,
-            "policy_mismatch": self.policy_mismatch_drops,
+            "before_sa": {r.name.lower(): n for r, n in self.sad.drops.items() if n},
         }
 
-    # -- the in-process datagram channel ---------------------------------
+    # -- the in-process datagram channel ------------------------------------
 
     def bind(self, address: AddressLike, port: int, handler: DatagramHandler) -> None:
         """Deliver decrypted UDP for (``address``, ``port``) to ``handler``.
@@ -333,9 +333,9 @@ class DataPlane:
     ) -> PathDrop | None:
         """Protect one datagram by policy and send it; the drop reason, if any.
 
-        Only UDP is carried (the channel builds the UDP header); tunnel mode
-        wraps it in an inner IP header, transport mode checksums it over the
-        outer addresses (RFC 3948 §3.1.2).
+        Only UDP is carried (the channel builds the UDP header). Tunnel mode
+        wraps it in an inner IP header; transport mode checksums it over the
+        outer addresses, which are its addresses (RFC 3948 §3.1.2).
         """
         if protocol != IPPROTO_UDP:
             raise ValueError("the datagram channel carries UDP only")
@@ -350,13 +350,11 @@ class DataPlane:
             inner = build_udp_packet(
                 source, destination, source_port, destination_port, payload
             )
-            next_header = IPPROTO_IPIP if len(source) == 4 else IPPROTO_IPV6
         else:
             inner = build_udp(
                 entry.local, entry.remote, source_port, destination_port, payload
             )
-            next_header = IPPROTO_UDP
-        drop = self._seal_and_send(entry, inner, next_header)
+        drop = self._protect_and_send(entry, inner)
         if drop is not None:
             counters.drop(drop)
             return drop
@@ -364,16 +362,20 @@ class DataPlane:
         counters.bytes_out += len(payload)
         return None
 
-    # -- outbound ---------------------------------------------------------
+    # -- outbound ------------------------------------------------------------
 
-    def _lookup(self, key: tuple[int, bytes, bytes, int, int]) -> _Outbound | PathDrop:
-        policy = self._policies.lookup(*key)
+    def _lookup(self, key: FlowKey) -> _Outbound | PathDrop:
+        protocol, source, destination, source_port, destination_port = key
+        policy = self.spd.lookup(
+            ip_address(source), ip_address(destination), protocol,
+            source_port, destination_port,
+        )  # fmt: skip
         result: _Outbound | PathDrop
-        if policy is None:
+        if policy is DEFAULT_POLICY:
             result = PathDrop.NO_POLICY
-        elif policy.action is Action.DISCARD:
+        elif policy.action is PolicyAction.DISCARD:
             result = PathDrop.DISCARD
-        elif policy.action is Action.BYPASS:
+        elif policy.action is PolicyAction.BYPASS:
             result = PathDrop.BYPASS_REFUSED
         else:
             result = self._outbound.get(policy.spi or 0, PathDrop.NO_SA)
@@ -382,26 +384,35 @@ class DataPlane:
         self._flows[key] = result
         return result
 
-    def _seal_and_send(
-        self, entry: _Outbound, inner: bytes, next_header: int
-    ) -> PathDrop | None:
+    def _protect_and_send(self, entry: _Outbound, inner: bytes) -> PathDrop | None:
+        """Seal (UDP) or protect (raw) ``inner``: an IP packet in tunnel mode,
+        a UDP segment in transport mode."""
+        sender, now = entry.sender, self.loop.time()
         try:
-            esp = entry.sa.seal(inner, next_header, self.loop.time())
+            if isinstance(sender, UdpEncapSocket):
+                if entry.tunnel:
+                    version = inner[0] >> 4
+                    next_header = IPPROTO_IPIP if version == 4 else IPPROTO_IPV6
+                else:
+                    next_header = IPPROTO_UDP
+                sender.send_esp(entry.sa.seal(inner, next_header, now), entry.peer)
+                return None
+            if not entry.tunnel:
+                inner = build_ip(entry.local, entry.remote, IPPROTO_UDP, inner)
+            sender.send_packet(entry.sa.protect(inner, now), entry.peer[0])
         except SAExpired:
             return PathDrop.SA_EXPIRED
-        sender = entry.sender
-        if isinstance(sender, UdpEncapSocket):
-            sender.send_esp(esp, entry.peer)
-        else:
-            sender.send_payload(esp, entry.peer[0])
+        except MalformedPacket:
+            return PathDrop.MALFORMED
         return None
 
     def _on_tun_packet(self, packet: bytes) -> None:
         tun = self._tun
+        if tun is None:
+            return
         flow = parse_flow(packet)
-        if flow is None or tun is None:
-            if tun is not None:
-                tun.counters.drop(PathDrop.MALFORMED)
+        if flow is None:
+            tun.counters.drop(PathDrop.MALFORMED)
             return
         key = (
             flow.protocol, flow.source, flow.destination,
@@ -411,50 +422,61 @@ class DataPlane:
         if isinstance(entry, PathDrop):
             tun.counters.drop(entry)
             return
-        next_header = IPPROTO_IPIP if flow.version == 4 else IPPROTO_IPV6
-        drop = self._seal_and_send(entry, packet, next_header)
+        if not entry.tunnel:
+            # Transport-mode SAs carry this host's own traffic, never a LAN's.
+            tun.counters.drop(PathDrop.NO_SA)
+            return
+        drop = self._protect_and_send(entry, packet)
         if drop is not None:
             tun.counters.drop(drop)
 
-    # -- inbound ----------------------------------------------------------
+    # -- inbound -------------------------------------------------------------
 
     def _on_esp(self, esp: bytes, address: Address) -> None:
-        entry = self._inbound.get(int.from_bytes(esp[:4], "big"))
-        if entry is None:
-            self.unknown_spi_drops += 1
-            return
-        result = entry.sa.open(esp, self.loop.time())
+        result = self.sad.open(esp, self.loop.time())
         if isinstance(result, Drop):
             return
-        self._deliver(entry, result.next_header, result.payload, address)
-
-    def _on_raw(self, raw: RawIpSocket, packet: bytes, address: Address) -> None:
-        offset = (packet[0] & 0x0F) * 4 if raw.includes_ip_header and packet else 0
-        if len(packet) < offset + 8:
-            raw.counters.drop(PathDrop.MALFORMED)
-            return
-        self._on_esp(packet[offset:], address)
-
-    def _deliver(
-        self, entry: _Inbound, next_header: int, payload: bytes, address: Address
-    ) -> None:
-        if entry.tunnel:
-            if next_header not in (IPPROTO_IPIP, IPPROTO_IPV6):
-                self._mismatch(entry)
-                return
-            self._deliver_tunnelled(entry, payload)
-        elif next_header == IPPROTO_UDP:
-            self._deliver_transport(entry, payload)
+        entry = self._inbound[int.from_bytes(esp[:4], "big")]
+        next_header, payload = result.next_header, result.payload
+        if entry.tunnel and next_header in (IPPROTO_IPIP, IPPROTO_IPV6):
+            self._deliver_packet(entry, payload)
+        elif not entry.tunnel and next_header == IPPROTO_UDP:
+            self._deliver_segment(entry, payload)
         else:
-            self._mismatch(entry)
+            entry.sa.count_drop(DropReason.POLICY_MISMATCH)
 
-    def _deliver_tunnelled(self, entry: _Inbound, packet: bytes) -> None:
+    def _on_raw(self, raw: RawIpSocket, packet: bytes) -> None:
+        if not raw.includes_ip_header:
+            # IPv6 raw sockets strip the header; ESP needs none (AH does).
+            if len(packet) < 8:
+                raw.counters.drop(PathDrop.MALFORMED)
+                return
+            self._on_esp(packet, ())
+            return
+        result = self.sad.unprotect(packet, self.loop.time())
+        if isinstance(result, Drop):
+            return
+        entry = self._inbound[_spi_of(packet, raw.protocol)]
+        expected = (IPPROTO_IPIP, IPPROTO_IPV6) if entry.tunnel else (IPPROTO_UDP,)
+        if result.next_header in expected:
+            self._deliver_packet(entry, result.packet)
+        else:
+            entry.sa.count_drop(DropReason.POLICY_MISMATCH)
+
+    def _deliver_packet(self, entry: _Inbound, packet: bytes) -> None:
+        """An IP packet out of an SA: the tunnel's inner one, or transport's."""
         flow = parse_flow(packet)
-        if flow is None or not _covered(entry.selectors, flow):
-            self._mismatch(entry)
+        if flow is None:
+            entry.sa.count_drop(DropReason.MALFORMED)
+            return
+        key = (
+            flow.protocol, flow.source, flow.destination,
+            flow.source_port, flow.destination_port,
+        )  # fmt: skip
+        if not self._admits(entry, key, packet):
             return
 
-        # The channel claims datagrams addressed to a bound (address, port);
+        # The channel claims UDP addressed to a bound (address, port);
         # everything else goes to the TUN, if there is one.
         if flow.protocol == IPPROTO_UDP:
             handler = self._handlers.get((flow.destination, flow.destination_port))
@@ -465,29 +487,46 @@ class DataPlane:
                     return
                 self._hand_over(handler, udp[2], flow.source, udp[0])
                 return
-        if self._tun is not None:
+        if self._tun is not None and entry.tunnel:
             self._tun.write(packet)
         else:
             self.channel_counters.drop(PathDrop.NO_HANDLER)
 
-    def _deliver_transport(self, entry: _Inbound, segment: bytes) -> None:
+    def _deliver_segment(self, entry: _Inbound, segment: bytes) -> None:
+        """A transport-mode UDP segment that arrived without its IP header."""
         udp = parse_udp(segment)
-        if udp is None:
-            self.channel_counters.drop(PathDrop.MALFORMED)
+        if udp is None or entry.local is None or entry.remote is None:
+            entry.sa.count_drop(DropReason.MALFORMED)
             return
         source_port, destination_port, payload = udp
-        flow = Flow(
-            4 if len(entry.remote) == 4 else 6, IPPROTO_UDP, entry.remote,
-            entry.local, source_port, destination_port, 0,
-        )  # fmt: skip
-        if not _covered(entry.selectors, flow):
-            self._mismatch(entry)
+        remote, local = entry.remote.packed, entry.local.packed
+        key = (IPPROTO_UDP, remote, local, source_port, destination_port)
+        if not self._admits(entry, key, None):
             return
-        handler = self._handlers.get((entry.local, destination_port))
+        handler = self._handlers.get((local, destination_port))
         if handler is None:
             self.channel_counters.drop(PathDrop.NO_HANDLER)
             return
-        self._hand_over(handler, payload, entry.remote, source_port)
+        self._hand_over(handler, payload, remote, source_port)
+
+    def _admits(self, entry: _Inbound, key: FlowKey, packet: bytes | None) -> bool:
+        # RFC 4301 §5.2 step 4: the inbound policy matching the inner packet
+        # must name the SA it arrived on. Cached per (SA, flow).
+        spi = entry.sa.spi
+        admitted = self._admitted.get((spi, key))
+        if admitted is None:
+            protocol, source, destination, source_port, destination_port = key
+            policy = self.spd.lookup(
+                ip_address(source), ip_address(destination), protocol,
+                source_port, destination_port, Direction.INBOUND,
+            )  # fmt: skip
+            admitted = policy.action is PolicyAction.PROTECT and policy.spi == spi
+            if len(self._admitted) >= _FLOW_CACHE_LIMIT:
+                self._admitted.clear()
+            self._admitted[(spi, key)] = admitted
+        if not admitted:
+            entry.sa.count_drop(DropReason.POLICY_MISMATCH)
+        return admitted
 
     def _hand_over(
         self, handler: DatagramHandler, payload: bytes, source: bytes, port: int
@@ -498,26 +537,20 @@ class DataPlane:
         family = socket.AF_INET if len(source) == 4 else socket.AF_INET6
         handler(payload, (socket.inet_ntop(family, source), port))
 
-    def _mismatch(self, entry: _Inbound) -> None:
-        # RFC 4301 §5.2 step 4: decrypted traffic outside the SA's selectors
-        # is discarded; the engine keeps the per-SA count.
-        entry.sa.counters.drops[DropReason.POLICY_MISMATCH] += 1
-        self.policy_mismatch_drops += 1
-
-    # -- SA installation helpers -----------------------------------------
+    # -- installation helpers ------------------------------------------------
 
     def _add_inbound(
         self, config: SAConfig, now: float, local: AddressLike | None
     ) -> None:
         if config.spi in self._inbound:
             raise DuplicateSA(config.spi)
-        local_address = local if local is not None else config.tunnel_destination
-        remote_address = config.tunnel_source
+        sa = InboundSA(config, now)
+        self.sad.add(sa)
+        local_address = (
+            ip_address(local) if local is not None else config.tunnel_destination
+        )
         self._inbound[config.spi] = _Inbound(
-            InboundSA(config, now),
-            config.mode is Mode.TUNNEL,
-            _packed(local_address) if local_address is not None else b"",
-            _packed(remote_address) if remote_address is not None else b"",
+            sa, config.mode is Mode.TUNNEL, local_address, config.tunnel_source
         )
         self._reserved_spis.discard(config.spi)
 
@@ -536,36 +569,35 @@ class DataPlane:
         local_address = local if local is not None else config.tunnel_source
         if remote is None or local_address is None:
             raise DataPlaneError("an outbound SA needs its peer and local address")
+        udp = transport is Transport.UDP
         self._outbound[config.spi] = _Outbound(
             sa=OutboundSA(config, now),
-            transport=transport,
-            peer=(str(remote), peer_port)
-            if transport is Transport.UDP
-            else (str(remote),),
+            sender=self._sender_for(transport, str(local_address), config.protocol),
+            peer=(str(remote), peer_port) if udp else (str(remote),),
             tunnel=config.mode is Mode.TUNNEL,
             local=_packed(local_address),
             remote=_packed(remote),
-            sender=self._sender_for(transport, str(local_address), config.protocol),
         )
 
     def _sender_for(
         self, transport: Transport, local: str, protocol: Protocol
     ) -> UdpEncapSocket | RawIpSocket:
+        wildcard = "::" if ":" in local else "0.0.0.0"
         if transport is Transport.UDP:
-            encap = self._encap.get(local) or self._encap.get(
-                "::" if ":" in local else "0.0.0.0"
-            )
+            if protocol is not Protocol.ESP:
+                raise DataPlaneError("only ESP travels in UDP (RFC 3948)")
+            encap = self._encap.get(local) or self._encap.get(wildcard)
             if encap is None:
                 raise DataPlaneError(f"no UDP encapsulation socket for {local}")
             return encap
         raw = self._raw.get((local, int(protocol))) or self._raw.get(
-            ("::" if ":" in local else "0.0.0.0", int(protocol))
+            (wildcard, int(protocol))
         )
         if raw is None:
             raise DataPlaneError(f"no raw {protocol.name} socket for {local}")
         return raw
 
-    def _install_ike_handler(self, host: str, encap: UdpEncapSocket) -> None:
+    def _install_ike_handler(self, encap: UdpEncapSocket) -> None:
         handler = self._ike_handler
         if handler is None:
             encap.set_ike_handler(None)
@@ -573,31 +605,31 @@ class DataPlane:
         local = encap.local_address
         encap.set_ike_handler(lambda message, remote: handler(message, local, remote))
 
+    def _forget_flows(self) -> None:
+        self._flows.clear()
+        self._admitted.clear()
+
     def _check_lifetimes(self) -> None:
         now = self.loop.time()
-        entries: list[_Inbound | _Outbound] = [
-            *self._inbound.values(), *self._outbound.values()
-        ]  # fmt: skip
-        for entry in entries:
-            entry.sa.check_lifetime(now)
-            event = entry.sa.next_event()
+        sas: list[InboundSA | OutboundSA] = [e.sa for e in self._inbound.values()]
+        sas += [e.sa for e in self._outbound.values()]
+        for sa in sas:
+            sa.check_lifetime(now)
+            event = sa.next_event()
             while event is not None:
                 if self._on_lifetime_event is not None:
                     self._on_lifetime_event(event)
-                event = entry.sa.next_event()
+                event = sa.next_event()
         self._lifetime_timer = self.loop.call_later(
             _LIFETIME_TICK, self._check_lifetimes
         )
 
 
-def _covered(selectors: list[TrafficSelector], flow: Flow) -> bool:
-    for selector in selectors:
-        if selector.matches(
-            flow.protocol, flow.source, flow.destination,
-            flow.source_port, flow.destination_port,
-        ):  # fmt: skip
-            return True
-    return False
+def _spi_of(packet: bytes, protocol: int) -> int:
+    # Only called after the SAD found the SA, so the header is known sound:
+    # the SPI is first in ESP and at offset 4 in AH (RFC 4302 §2).
+    offset = (packet[0] & 0x0F) * 4 + (4 if protocol == Protocol.AH else 0)
+    return int.from_bytes(packet[offset : offset + 4], "big")
 
 
 def _packed(address: AddressLike) -> bytes:

@@ -15,7 +15,14 @@ import logging
 import os
 import struct
 from collections.abc import Callable, Iterable
-from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -49,18 +56,28 @@ class TunDevice:
         self._on_packet: PacketHandler | None = None
 
     @classmethod
-    def create(
+    async def create(
         cls,
         name: str,
         *,
         mtu: int = DEFAULT_MTU,
         addresses: Iterable[Interface] = (),
         routes: Iterable[Network] = (),
+        route_source: IPv4Address | IPv6Address | None = None,
     ) -> TunDevice:
-        """Create, configure and bring up a TUN device named ``name``."""
+        """Create, configure and bring up a TUN device named ``name``.
+
+        ``routes`` send those networks into the device; ``route_source``
+        makes local traffic to them leave from that address (a LAN-side one
+        the policies cover) rather than from the outer interface's.
+        """
         fd = _open_tun(name)
         try:
-            _configure(name, mtu, addresses, routes)
+            # pyroute2 runs its own asyncio loop and cannot share uvloop (no
+            # netlink datagram endpoints there), so it gets a worker thread.
+            await asyncio.get_running_loop().run_in_executor(
+                None, _configure, name, mtu, list(addresses), list(routes), route_source
+            )
         except BaseException:
             os.close(fd)
             raise
@@ -127,8 +144,13 @@ def _open_tun(name: str) -> int:
 
 
 def _configure(
-    name: str, mtu: int, addresses: Iterable[Interface], routes: Iterable[Network]
+    name: str,
+    mtu: int,
+    addresses: Iterable[Interface],
+    routes: Iterable[Network],
+    route_source: IPv4Address | IPv6Address | None,
 ) -> None:
+    source = {"prefsrc": str(route_source)} if route_source is not None else {}
     with IPRoute() as ipr:
         try:
             index = ipr.link_lookup(ifname=name)[0]
@@ -139,7 +161,7 @@ def _configure(
                     prefixlen=interface.network.prefixlen,
                 )  # fmt: skip
             for network in routes:
-                ipr.route("add", dst=str(network), oif=index)
+                ipr.route("add", dst=str(network), oif=index, **source)
         except NetlinkError as error:
             if error.code == errno.EPERM:
                 raise CapabilityMissing(
