@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 IvSource = Callable[[int], bytes]
 
 _SEQ_HIGH = struct.Struct("!L")
-_ESN_AAD = struct.Struct("!LLL")
+_ESN_AAD = struct.Struct("!LQ")
 
 
 class Encryption(Enum):
@@ -104,7 +104,7 @@ class EspCipher(Protocol):
         """Return header | IV | ciphertext | ICV."""
         ...
 
-    def open(self, esp: memoryview, sequence: int) -> bytes | None:
+    def open(self, esp: bytes, sequence: int) -> bytes | None:
         """Return the plaintext, or None when the ICV does not verify."""
         ...
 
@@ -133,7 +133,7 @@ class HmacIcv:
 class AeadCipher:
     """AES-GCM-16 (RFC 4106) and ChaCha20-Poly1305 (RFC 7634) in ESP."""
 
-    __slots__ = ("_aead", "_salt", "_esn", "_iv_source")
+    __slots__ = ("_aead", "_salt", "_spi", "_esn", "_iv_source")
 
     iv_length = 8
     icv_length = 16
@@ -144,6 +144,7 @@ class AeadCipher:
         self,
         encryption: Encryption,
         key: bytes,
+        spi: int,
         esn: bool,
         iv_source: IvSource | None,
     ) -> None:
@@ -152,16 +153,9 @@ class AeadCipher:
             self._aead: AESGCM | ChaCha20Poly1305 = ChaCha20Poly1305(secret)
         else:
             self._aead = AESGCM(secret)
+        self._spi = spi
         self._esn = esn
         self._iv_source = iv_source
-
-    def _aad(self, header: bytes | memoryview, sequence: int) -> bytes:
-        # RFC 4106 §5 / RFC 7634 §2.1: AAD is SPI | 32-bit seq, or with ESN
-        # SPI | high 32 bits | low 32 bits.
-        if not self._esn:
-            return bytes(header)
-        spi = int.from_bytes(header[:4], "big")
-        return _ESN_AAD.pack(spi, sequence >> 32, sequence & 0xFFFFFFFF)
 
     def seal(self, header: bytes, sequence: int, plaintext: bytes) -> bytes:
         # The sequence number never repeats within an SA (it hard-expires
@@ -170,15 +164,15 @@ class AeadCipher:
             iv = sequence.to_bytes(8, "big")
         else:
             iv = self._iv_source(8)
-        sealed = self._aead.encrypt(
-            self._salt + iv, plaintext, self._aad(header, sequence)
-        )
-        return header + iv + sealed
+        # RFC 4106 §5 / RFC 7634 §2.1: AAD is SPI | 32-bit sequence number,
+        # or with ESN SPI | high 32 bits | low 32 bits.
+        aad = _ESN_AAD.pack(self._spi, sequence) if self._esn else header
+        return header + iv + self._aead.encrypt(self._salt + iv, plaintext, aad)
 
-    def open(self, esp: memoryview, sequence: int) -> bytes | None:
-        nonce = self._salt + esp[8:16]
+    def open(self, esp: bytes, sequence: int) -> bytes | None:
+        aad = _ESN_AAD.pack(self._spi, sequence) if self._esn else esp[:8]
         try:
-            return self._aead.decrypt(nonce, esp[16:], self._aad(esp[:8], sequence))
+            return self._aead.decrypt(self._salt + esp[8:16], esp[16:], aad)
         except InvalidTag:
             return None
 
@@ -205,14 +199,15 @@ class CbcHmacCipher:
         body = header + iv + encryptor.update(plaintext) + encryptor.finalize()
         return body + self._icv.compute(sequence, body)
 
-    def open(self, esp: memoryview, sequence: int) -> bytes | None:
+    def open(self, esp: bytes, sequence: int) -> bytes | None:
         # Integrity first (RFC 4303 §3.4.4.1), in constant time.
+        view = memoryview(esp)
         end = len(esp) - self.icv_length
-        expected = self._icv.compute(sequence, esp[:end])
-        if not hmac.compare_digest(expected, esp[end:]):
+        expected = self._icv.compute(sequence, view[:end])
+        if not hmac.compare_digest(expected, view[end:]):
             return None
         decryptor = Cipher(self._algorithm, modes.CBC(esp[8:24])).decryptor()
-        return decryptor.update(esp[24:end]) + decryptor.finalize()
+        return decryptor.update(view[24:end]) + decryptor.finalize()
 
 
 class NullHmacCipher:
@@ -232,15 +227,17 @@ class NullHmacCipher:
         body = header + plaintext
         return body + self._icv.compute(sequence, body)
 
-    def open(self, esp: memoryview, sequence: int) -> bytes | None:
+    def open(self, esp: bytes, sequence: int) -> bytes | None:
+        view = memoryview(esp)
         end = len(esp) - self.icv_length
-        expected = self._icv.compute(sequence, esp[:end])
-        if not hmac.compare_digest(expected, esp[end:]):
+        expected = self._icv.compute(sequence, view[:end])
+        if not hmac.compare_digest(expected, view[end:]):
             return None
-        return bytes(esp[8:end])
+        return esp[8:end]
 
 
 def new_esp_cipher(
+    spi: int,
     encryption: Encryption,
     encryption_key: bytes,
     integrity: Integrity,
@@ -250,7 +247,7 @@ def new_esp_cipher(
 ) -> EspCipher:
     """Build the cipher object for one ESP SA (keys already checked)."""
     if encryption.is_aead:
-        return AeadCipher(encryption, encryption_key, esn, iv_source)
+        return AeadCipher(encryption, encryption_key, spi, esn, iv_source)
     icv = HmacIcv(integrity, integrity_key, esn)
     if encryption is Encryption.NULL:
         return NullHmacCipher(icv)

@@ -37,7 +37,11 @@ class Drop:
 DROPS = {reason: Drop(reason) for reason in DropReason}
 
 
-@dataclass(frozen=True, slots=True)
+# Opened and Unprotected are made once per packet: plain slotted dataclasses
+# build in a third of the time a frozen one takes. Treat them as read-only.
+
+
+@dataclass(slots=True)
 class Opened:
     """An ESP payload that passed the ICV, replay and padding checks."""
 
@@ -48,7 +52,7 @@ class Opened:
     """The full (ESN-inferred) sequence number."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Unprotected:
     """An IP packet with its ESP or AH removed."""
 

@@ -82,6 +82,7 @@ def _esp_cipher(config: SAConfig, iv_source: IvSource | None) -> EspCipher | Non
     if config.protocol is not Protocol.ESP:
         return None
     return new_esp_cipher(
+        config.spi,
         config.encryption,
         config.encryption_key,
         config.integrity,
@@ -244,11 +245,13 @@ class InboundSA:
         self._cipher = _esp_cipher(config, None)
         self._ah_icv = _ah_icv(config)
         self._tunnel = config.mode is Mode.TUNNEL
-        self._minimum_length = 0
+        self._overhead = self._minimum_length = 0
         if self._cipher is not None:
-            # Header, IV, Pad Length, Next Header and ICV at the very least.
+            # Header, IV and ICV around the ciphertext, which holds at least
+            # Pad Length and Next Header.
             cipher = self._cipher
-            self._minimum_length = 8 + cipher.iv_length + 2 + cipher.icv_length
+            self._overhead = 8 + cipher.iv_length + cipher.icv_length
+            self._minimum_length = self._overhead + 2
 
     def __repr__(self) -> str:
         return f"InboundSA(spi=0x{self.spi:08x}, top={self.replay.top})"
@@ -258,12 +261,14 @@ class InboundSA:
         cipher = self._cipher
         if cipher is None:
             return self._drop(DropReason.POLICY_MISMATCH)
-        if self._is_expired(now):
+        lifetime = self.lifetime
+        if now >= lifetime.time_alarm:
+            self.check_lifetime(now)
+        if lifetime.expired_by is not None:
             return self._drop(DropReason.EXPIRED)
         if len(esp) < self._minimum_length:
             return self._drop(DropReason.TRUNCATED)
-        body = len(esp) - 8 - cipher.iv_length - cipher.icv_length
-        if body % cipher.ciphertext_multiple:
+        if (len(esp) - self._overhead) % cipher.ciphertext_multiple:
             return self._drop(DropReason.MALFORMED)
 
         # Replay check before the ICV, window update only after it (§3.4.3).
@@ -273,7 +278,7 @@ class InboundSA:
         sequence = self.replay.check(sequence_low)
         if isinstance(sequence, DropReason):
             return self._drop(sequence)
-        plaintext = cipher.open(memoryview(esp), sequence)
+        plaintext = cipher.open(esp, sequence)
         if plaintext is None:
             return self._drop(DropReason.BAD_ICV)
         self.replay.update(sequence)
