@@ -243,9 +243,9 @@ def _seal_fragments(
     max_size: int,
 ) -> list[bytes]:
     chunk = fragment_capacity(cipher, max_size)
-    total = -(-len(content) // chunk)
-    if chunk <= 0 or total > 0xFFFF:
+    if chunk <= 0 or len(content) > chunk * 0xFFFF:
         raise ValueError(f"cannot fragment into datagrams of {max_size} octets")
+    total = -(-len(content) // chunk)
     return [
         _seal_fragment(
             message,
