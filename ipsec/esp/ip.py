@@ -153,6 +153,7 @@ def rewrite_header(
     """Copy the IP header chain with a new next header and payload length."""
     header = bytearray(packet[:header_end])
     header[next_header_offset] = next_header
+    _check_fits(header_end + payload_length - (0 if header[0] >> 4 == 4 else 40))
     if header[0] >> 4 == 4:
         _U16.pack_into(header, 2, header_end + payload_length)
         header[10:12] = b"\0\0"
@@ -160,6 +161,13 @@ def rewrite_header(
     else:
         _U16.pack_into(header, 4, header_end - 40 + payload_length)
     return header
+
+
+def _check_fits(length: int) -> None:
+    # IPv4 Total Length and IPv6 Payload Length are 16-bit fields (jumbograms
+    # are not supported).
+    if length > 0xFFFF:
+        raise MalformedPacket("packet too large once protected")
 
 
 def inner_version_matches(next_header: int, inner: bytes) -> bool:
@@ -196,6 +204,7 @@ class OuterHeader:
         RFC 6040 normal mode), as is the IPv4 DF bit.
         """
         traffic_class, dont_fragment = _inner_class_and_df(inner)
+        _check_fits(payload_length + (20 if self.version == 4 else 0))
         if self.version == 4:
             header = bytearray(20)
             _IPV4_HEADER.pack_into(

@@ -20,6 +20,7 @@ from ipsec.esp import (
     Encryption,
     InboundSA,
     Integrity,
+    MalformedPacket,
     Mode,
     Opened,
     OutboundSA,
@@ -312,3 +313,21 @@ def test_random_mutations_never_raise(index, mutations):
             packet.insert(position % (len(packet) + 1), value)
 
     feed(config, bytes(packet), whole_packet=True)
+
+
+@pytest.mark.parametrize("mode", [Mode.TRANSPORT, Mode.TUNNEL])
+def test_protect_refuses_packet_too_large_once_protected(mode):
+    config = make_config("gcm", mode=mode)
+    largest = ipv4_udp(bytes(0xFFFF - 28))
+
+    with pytest.raises(MalformedPacket, match="too large"):
+        OutboundSA(config, 0.0).protect(largest, 0.0)
+
+
+def test_protect_refuses_non_ip_input():
+    outbound = OutboundSA(make_config("gcm"), 0.0)
+
+    for garbage in (b"", b"\x45" * 10, b"\x99" * 64, ipv4_udp(b"x")[:-1]):
+        with pytest.raises(MalformedPacket):
+            outbound.protect(garbage, 0.0)
+    assert outbound.sequence == 0
