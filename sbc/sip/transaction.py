@@ -126,7 +126,13 @@ class Transmission(NamedTuple):
 # -- States, inputs and transition tables -----------------------------------
 
 
-class State(enum.Enum):
+class _FastHashEnum(enum.Enum):
+    # Enum hashes by name in Python code; members are singletons, so hashing
+    # by identity is equivalent and keeps the per-message table look-ups cheap.
+    __hash__ = object.__hash__
+
+
+class State(_FastHashEnum):
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -136,14 +142,14 @@ class State(enum.Enum):
     TERMINATED = "Terminated"
 
 
-class Kind(enum.Enum):
+class Kind(_FastHashEnum):
     INVITE_CLIENT = "INVITE client"
     NON_INVITE_CLIENT = "non-INVITE client"
     INVITE_SERVER = "INVITE server"
     NON_INVITE_SERVER = "non-INVITE server"
 
 
-class Trigger(enum.Enum):
+class Trigger(_FastHashEnum):
     """A transition's cause other than a timer, named as on the RFC figures."""
 
     PROVISIONAL = "1xx from TL"
@@ -800,8 +806,11 @@ class TransactionLayer:
     def _send_response(self, transaction: _Transaction, response: Response) -> None:
         data = response.to_bytes()
         transaction.last_response = data
-        if response.status >= 200:
-            transaction.final_to_tag = response.to_tag
+        # Only RFC 2543 ACK matching needs the tag; parsing To costs.
+        key = transaction.key
+        if response.status >= 200 and isinstance(key, ServerTransactionKey):
+            if key.rfc2543 is not None:
+                transaction.final_to_tag = response.to_tag
         self._send(transaction, data)
 
     def _send_ack(self, transaction: _Transaction, response: Response) -> None:
