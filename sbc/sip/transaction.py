@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
+from sbc.log import TRANSACTION_LOGGER, with_context
 from sbc.sip.events import (
     AckReceived,
     CancelReceived,
@@ -48,7 +49,7 @@ from sbc.sip.timers import (
     retransmit_interval,
 )
 
-log = logging.getLogger("sbc.sip.transaction")
+log = logging.getLogger(TRANSACTION_LOGGER)
 
 Address = tuple[str, int]
 
@@ -661,7 +662,7 @@ class TransactionLayer:
         for action in transition.actions:
             self._perform(transaction, action, stimulus, now, message, source)
         if transition.next_state is not transaction.state:
-            self._enter(transaction, transition.next_state, now)
+            self._enter(transaction, transition.next_state, stimulus, now)
 
     def _perform(
         self,
@@ -700,15 +701,11 @@ class TransactionLayer:
             case Action.REPORT_TRANSPORT_ERROR:
                 self._events.append(TransportErrorOccurred(key))
 
-    def _enter(self, transaction: _Transaction, state: State, now: float) -> None:
+    def _enter(
+        self, transaction: _Transaction, state: State, cause: Stimulus, now: float
+    ) -> None:
         if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s %s: %s -> %s",
-                transaction.kind.value,
-                _describe(transaction.key),
-                transaction.state.value,
-                state.value,
-            )
+            _log_state_change(transaction, state, cause)
         transaction.state = state
         if state is State.TERMINATED:
             self._terminate(transaction)
@@ -946,10 +943,22 @@ def _tu_trigger(status: int) -> Trigger:
     return Trigger.SEND_SUCCESS if status < 300 else Trigger.SEND_FAILURE
 
 
-def _describe(key: TransactionKey) -> str:
-    if isinstance(key, ClientTransactionKey):
-        return f"{key.method} branch={key.branch}"
-    if key.branch is not None:
-        return f"{key.method} branch={key.branch}"
-    call_id = key.rfc2543.call_id if key.rfc2543 is not None else "?"
-    return f"{key.method} Call-ID={call_id} (RFC 2543)"
+def _log_state_change(transaction: _Transaction, state: State, cause: Stimulus) -> None:
+    request = transaction.request
+    host, port = transaction.destination
+    context = with_context(
+        log,
+        call_id=request.call_id,
+        branch=request.top_via.branch,
+        peer=f"{host}:{port}",
+    )
+    side = "client" if isinstance(transaction.key, ClientTransactionKey) else "server"
+    cause_name = f"Timer {cause.value}" if isinstance(cause, Timer) else cause.value
+    context.debug(
+        "%s %s transaction: %s -> %s (%s)",
+        request.method,
+        side,
+        transaction.state.value,
+        state.value,
+        cause_name,
+    )

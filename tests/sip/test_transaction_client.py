@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from itertools import pairwise
 
 import pytest
@@ -489,3 +490,14 @@ def test_timeout_wins_over_retransmission_at_same_instant():
 
     assert times_sent(driver) == [0.5 * n for n in range(64)]
     assert driver.events[0] == (32.0, TransactionTimedOut(key, Timer.F))
+
+
+def test_state_changes_logged_at_debug_with_call_context(caplog):
+    caplog.set_level(logging.DEBUG, logger="sbc.sip.transaction")
+    driver, req, _ = start()
+
+    driver.receive(response_to(req, 486), UAS)
+
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "call_id=tx-call-1@192.0.2.10" in line and "branch=z9hG4bKtx1" in line
+    assert "Calling -> Completed (300-699 from TL)" in line
