@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from .constants import (
     GENERIC_PAYLOAD_HEADER_SIZE,
@@ -38,6 +38,9 @@ _FRAGMENT_FIELDS_SIZE = 4
 _SPI_ZERO = bytes(8)
 
 _P = TypeVar("_P")
+# Plain ints: IntFlag arithmetic is slow on the per-message path.
+_INITIATOR = int(HeaderFlag.INITIATOR)
+_RESPONSE = int(HeaderFlag.RESPONSE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +60,11 @@ class IkeHeader:
     @property
     def is_initiator(self) -> bool:
         """I flag: the sender is the original initiator of the IKE SA."""
-        return bool(self.flags & HeaderFlag.INITIATOR)
+        return bool(self.flags & _INITIATOR)
 
     @property
     def is_response(self) -> bool:
-        return bool(self.flags & HeaderFlag.RESPONSE)
+        return bool(self.flags & _RESPONSE)
 
 
 def decode_header(data: bytes) -> IkeHeader:
@@ -77,10 +80,9 @@ def decode_header(data: bytes) -> IkeHeader:
         raise InvalidMajorVersion(version >> 4)
     if length != len(data):
         raise InvalidSyntax(f"header length {length} for a {len(data)}-octet message")
-    try:
-        exchange_type: ExchangeType | int = ExchangeType(exchange)
-    except ValueError:
-        exchange_type = exchange
+    exchange_type = cast(
+        "ExchangeType | int", ExchangeType._value2member_map_.get(exchange, exchange)
+    )
     return IkeHeader(
         spi_i,
         spi_r,
@@ -126,8 +128,8 @@ class IkeMessage:
         return None
 
     def encode_header(self, next_payload: int, length: int) -> bytes:
-        flags = (HeaderFlag.INITIATOR if self.is_initiator else 0) | (
-            HeaderFlag.RESPONSE if self.is_response else 0
+        flags = (_INITIATOR if self.is_initiator else 0) | (
+            _RESPONSE if self.is_response else 0
         )
         return _HEADER.pack(
             self.spi_i,
