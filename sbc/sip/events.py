@@ -75,7 +75,7 @@ class StrayResponseReceived:
     """A response that matched no client transaction (RFC 3261 §18.1.2).
 
     Typically a 2xx retransmission after Timer M, which the UAC core ACKs
-    again (§13.2.2.4); a proxy drops it (RFC 6026 §7.3).
+    again (§13.2.2.4); a stateful proxy drops it (RFC 6026).
     """
 
     response: Response

@@ -1,4 +1,4 @@
-"""SIP transaction timers A to M (RFC 3261 §17 and Table 4, RFC 6026 §8.11).
+"""SIP transaction timers A to M (RFC 3261 §17 and Table 4, L and M from RFC 6026).
 
 Durations only: the transaction layer arms them against the `now` its caller
 passes in, so nothing here reads a clock.
@@ -55,7 +55,8 @@ class Timer(enum.Enum):
     F = "F"  # non-INVITE transaction timeout (client)
     G = "G"  # INVITE final response retransmit (server, Completed)
     H = "H"  # wait for ACK (INVITE server, Completed)
-    I = "I"  # noqa: E741 - RFC name; wait for ACK retransmits (INVITE server, Confirmed)
+    # Timer I is the RFC's name, ambiguous-looking or not.
+    I = "I"  # noqa: E741 - wait for ACK retransmits (INVITE server, Confirmed)
     J = "J"  # wait for request retransmits (non-INVITE server, Completed)
     K = "K"  # wait for response retransmits (non-INVITE client, Completed)
     L = "L"  # wait for INVITE retransmits after a 2xx (server, Accepted)

@@ -188,7 +188,7 @@ _S = State
 _T = Trigger
 _A = Action
 
-# RFC 3261 Figure 5 with RFC 6026 §8.4 (Accepted).
+# RFC 3261 Figure 5 with the Accepted state RFC 6026 adds to §17.1.1.2.
 INVITE_CLIENT_TRANSITIONS: dict[tuple[State, Stimulus], Transition] = {
     (_S.CALLING, Timer.A): Transition(_S.CALLING, (_A.RETRANSMIT_REQUEST,)),
     (_S.CALLING, Timer.B): Transition(_S.TERMINATED, (_A.REPORT_TIMEOUT,)),
@@ -236,7 +236,7 @@ NON_INVITE_CLIENT_TRANSITIONS: dict[tuple[State, Stimulus], Transition] = {
     (_S.COMPLETED, Timer.K): Transition(_S.TERMINATED),
 }
 
-# RFC 3261 Figure 7 with RFC 6026 §8.7 (Accepted).
+# RFC 3261 Figure 7 with the Accepted state RFC 6026 adds to §17.2.1.
 INVITE_SERVER_TRANSITIONS: dict[tuple[State, Stimulus], Transition] = {
     (_S.PROCEEDING, _T.REQUEST): Transition(_S.PROCEEDING, (_A.RESEND_RESPONSE,)),
     (_S.PROCEEDING, _T.SEND_PROVISIONAL): Transition(
@@ -256,7 +256,7 @@ INVITE_SERVER_TRANSITIONS: dict[tuple[State, Stimulus], Transition] = {
     ),
     (_S.CONFIRMED, Timer.I): Transition(_S.TERMINATED),
     # Accepted absorbs INVITE retransmissions (no row) and leaves 2xx
-    # retransmission to the TU, whose ACKs it passes up (RFC 6026 §8.7).
+    # retransmission to the TU, whose ACKs it passes up (RFC 6026 on §17.2.1).
     (_S.ACCEPTED, _T.ACK): Transition(_S.ACCEPTED, (_A.PASS_ACK,)),
     (_S.ACCEPTED, _T.SEND_SUCCESS): Transition(_S.ACCEPTED, (_A.SEND_RESPONSE,)),
     (_S.ACCEPTED, _T.TRANSPORT_ERROR): Transition(
@@ -520,7 +520,7 @@ class TransactionLayer:
         `key` is the one from RequestReceived; without it the key is read
         from the response, which works for magic-cookie branches only.  A 2xx
         to an INVITE whose transaction has ended is the TU retransmitting it
-        (RFC 6026 §8.7): it goes straight to the transport.
+        (RFC 6026 on §17.2.1): it goes straight to the transport.
         """
         if key is None:
             key = server_key_of_response(response)

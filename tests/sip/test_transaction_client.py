@@ -1,4 +1,4 @@
-"""Client transactions against RFC 3261 Figures 5 and 6 and RFC 6026 §8.4."""
+"""Client transactions against RFC 3261 Figures 5 and 6, with RFC 6026."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Server transactions against RFC 3261 Figures 7 and 8 and RFC 6026 §8.7."""
+"""Server transactions against RFC 3261 Figures 7 and 8, with RFC 6026."""
 
 from __future__ import annotations
 
