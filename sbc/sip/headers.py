@@ -17,6 +17,18 @@ _SENT_PROTOCOL_RE = re.compile(
     r"([^\s/]+)[ \t]*/[ \t]*([^\s/]+)[ \t]*/[ \t]*([^\s/;]+)"
 )
 _WORD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+")
+# RFC 3261 §25.1: generic-param = token [ EQUAL gen-value ], with gen-value
+# = token / host / quoted-string. Unquoted values are read tolerantly as any
+# run without whitespace, quotes or delimiters.
+_PARAM_ITEM = (
+    r"[ \t]*;[ \t]*([A-Za-z0-9\-.!%*_+`\'~]+)"
+    r'(?:[ \t]*=[ \t]*([^\s";,<>]+|"(?:[^"\\]|\\.)*"))?'
+)
+_PARAMS_RE = re.compile(f"(?:{_PARAM_ITEM})*[ \t]*", re.DOTALL)
+_PARAM_ITEM_RE = re.compile(_PARAM_ITEM, re.DOTALL)
+# RFC 3261 §25.1: quoted-string with quoted-pair escapes.
+_QUOTED_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_URI_DELIMITERS_RE = re.compile(r"[ \t<>]")
 _QVALUE_RE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 _DEFAULT_PORTS = {"TLS": 5061, "WSS": 443, "WS": 80}
 _MAX_DELTA_SECONDS = 2**32 - 1
@@ -48,17 +60,10 @@ def quote_string(text: str) -> str:
 
 def _quoted_end(text: str, start: int, header: str) -> int:
     """Index just past the quoted-string opening at ``start``."""
-    index = start + 1
-    length = len(text)
-    while index < length:
-        char = text[index]
-        if char == "\\":
-            index += 2
-            continue
-        if char == '"':
-            return index + 1
-        index += 1
-    raise SipParseError(f"Bad Request: unterminated quoted string in {header}")
+    match = _QUOTED_RE.match(text, start)
+    if match is None:
+        raise SipParseError(f"Bad Request: unterminated quoted string in {header}")
+    return match.end()
 
 
 def split_list(value: str, header: str) -> list[str]:
@@ -95,38 +100,14 @@ def parse_params(text: str, header: str) -> Params:
 
     ``text`` starts at the first ``;``. Quoted values keep their quotes.
     """
-    parts = _split_semicolons(text, header) if '"' in text else text.split(";")
-    items: list[tuple[str, str | None]] = []
-    for part in parts[1:]:
-        name, eq, value = part.partition("=")
-        name = name.strip(" \t")
-        if not _TOKEN_RE.fullmatch(name):
-            raise SipParseError(f"Bad Request: malformed parameter in {header}")
-        if not eq:
-            items.append((name, None))
-            continue
-        value = value.strip(" \t")
-        if not value or (value[0] != '"' and any(c in value for c in ' \t"')):
-            raise SipParseError(f"Bad Request: malformed {name} parameter in {header}")
-        items.append((name, value))
-    return Params(items)
-
-
-def _split_semicolons(text: str, header: str) -> list[str]:
-    parts: list[str] = []
-    start = index = 0
-    length = len(text)
-    while index < length:
-        char = text[index]
-        if char == '"':
-            index = _quoted_end(text, index, header)
-            continue
-        if char == ";":
-            parts.append(text[start:index])
-            start = index + 1
-        index += 1
-    parts.append(text[start:])
-    return parts
+    if not _PARAMS_RE.fullmatch(text):
+        raise SipParseError(f"Bad Request: malformed parameter in {header}")
+    return Params.adopt(
+        [
+            (name.lower(), name, value or None)
+            for name, value in _PARAM_ITEM_RE.findall(text)
+        ]
+    )
 
 
 def param_value(params: Params, name: str) -> str | None:
@@ -252,19 +233,25 @@ def _parse_via_port(text: str) -> int:
 
 
 def _check_via_params(params: Params) -> None:
-    branch = params.get("branch", "")
-    if "branch" in params and not branch:
-        raise SipParseError("Bad Request: empty Via branch")
-    rport = params.get("rport")
-    if rport is not None:
-        _parse_via_port(rport)
-    received = params.get("received")
-    if received is not None and received.startswith("["):
-        if not received.endswith("]"):
+    for name, value in params:
+        lname = name.lower()
+        if lname == "branch" and not value:
+            raise SipParseError("Bad Request: empty Via branch")
+        if lname == "rport" and value is not None:
+            _parse_via_port(value)
+        elif lname == "received" and value is not None:
+            _check_received(value)
+
+
+def _check_received(value: str) -> None:
+    # RFC 5118 §4.5: received may hold an IPv6 address with or without
+    # brackets.
+    if value.startswith("["):
+        if not value.endswith("]"):
             raise SipParseError("Bad Request: malformed Via received")
-        check_ipv6(received[1:-1], "Via received")
-    elif received is not None and ":" in received:
-        check_ipv6(received, "Via received")
+        check_ipv6(value[1:-1], "Via received")
+    elif ":" in value:
+        check_ipv6(value, "Via received")
 
 
 @dataclass(slots=True, frozen=True)
@@ -381,7 +368,7 @@ def _parse_bracketed(text: str, display_name: str | None, header: str) -> NameAd
 
 
 def _parse_header_uri(text: str, header: str) -> Uri:
-    if not text or any(char in text for char in " \t<>"):
+    if not text or _URI_DELIMITERS_RE.search(text):
         raise SipParseError(f"Bad Request: malformed URI in {header}")
     try:
         return parse_uri(text)

@@ -29,6 +29,7 @@ from .headers import (
     parse_rack,
     parse_session_expires,
     parse_via,
+    parse_via_value,
     split_list,
 )
 from .uri import AbsoluteUri, Params, SipUri, TelUri, Uri, parse_uri
@@ -153,7 +154,10 @@ class Headers:
         return headers
 
     def get(self, name: str) -> str | None:
-        key = header_key(name)
+        return self.first(header_key(name))
+
+    def first(self, key: str) -> str | None:
+        """The first value for an already canonical key (see header_key)."""
         for field_key, _, value in self._fields:
             if field_key == key:
                 return value
@@ -256,7 +260,7 @@ class _Message:
         parsed = self.headers._parsed
         if key in parsed:
             return parsed[key]  # type: ignore[no-any-return]
-        value = self.headers.get(key)
+        value = self.headers.first(key)
         result = None if value is None else self._parse(parse, value)
         parsed[key] = result
         return result
@@ -285,7 +289,7 @@ class _Message:
         return SipParseError(reason)
 
     def _required(self, key: str, display: str) -> str:
-        value = self.headers.get(key)
+        value = self.headers.first(key)
         if value is None:
             raise self._error(f"Bad Request: missing {display} header")
         return value
@@ -296,14 +300,23 @@ class _Message:
 
     @property
     def top_via(self) -> Via:
-        cached = self.headers._parsed.get("\0top-via")
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        vias = self.via
-        if not vias:
+        """The first Via value, parsed without parsing the others."""
+        parsed = self.headers._parsed
+        top = parsed.get("\0top-via")
+        if top is not None:
+            return top  # type: ignore[no-any-return]
+        value = self.headers.first("via")
+        if value is None:
             raise self._error("Bad Request: missing Via header")
-        self.headers._parsed["\0top-via"] = vias[0]
-        return vias[0]
+        first = value.partition(",")[0].strip(" \t") if '"' not in value else ""
+        if not first:
+            items = self._parse(_split_via, value)
+            if not items:
+                raise self._error("Bad Request: empty Via header")
+            first = items[0]
+        top = self._parse(parse_via_value, first)
+        parsed["\0top-via"] = top
+        return top
 
     @property
     def call_id(self) -> str:
@@ -431,6 +444,10 @@ class _Message:
             lines.append(f"Content-Length: {len(body)}")
         lines.append("\r\n")
         return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+
+
+def _split_via(value: str) -> list[str]:
+    return split_list(value, "Via")
 
 
 def _parse_from(value: str) -> NameAddr:

@@ -124,7 +124,13 @@ def _parse_status_line(line: str) -> tuple[int, str, str]:
     code, _, reason = rest.partition(" ")
     if version != "SIP/2.0":
         _check_version(version)
-    if len(code) != 3 or not code.isdigit() or not code.isascii() or code[0] == "0":
+    # RFC 3261 §7.2: a three-digit code whose first digit is the class 1-6.
+    if (
+        len(code) != 3
+        or not code.isdigit()
+        or not code.isascii()
+        or code[0] not in "123456"
+    ):
         raise SipParseError("Bad Request: malformed status code")
     return int(code), reason, version
 
@@ -219,7 +225,8 @@ def _answerable(request: Request) -> Request | None:
 def validate_request(request: Request) -> None:
     """Check what a UAS needs before the transaction layer sees a request.
 
-    Checks Via (all values parse; a branch, when present, is not empty),
+    Checks the top Via (it parses; a branch, when present, is not empty;
+    the other Via values are parsed when read),
     From, To, Call-ID, CSeq (number below 2**31 and method matching the
     request line, RFC 3261 §8.1.1.5), Max-Forwards (0-255), that no
     single-valued header is repeated, and the Request-URI (no URI headers,
@@ -227,8 +234,7 @@ def validate_request(request: Request) -> None:
     """
     try:
         _check_single_valued(request.headers)
-        if not request.via:
-            raise SipParseError("Bad Request: missing Via header")
+        request.top_via  # noqa: B018 - parsing is the check
         request.from_  # noqa: B018 - parsing is the check
         request.to  # noqa: B018
         if not is_call_id(request.call_id):

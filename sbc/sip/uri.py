@@ -23,6 +23,7 @@ _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 _HOSTNAME_RE = re.compile(
     r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*)(?:\.[A-Za-z0-9_][A-Za-z0-9_\-]*)*\.?"
 )
+_HOST_PORT_END_RE = re.compile(r"[;?]")
 _TEL_NUMBER_RE = re.compile(r"\+[0-9\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()]+")
 _VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
 # RFC 3261 §19.1.4: these URI parameters must match when either URI has them
@@ -43,6 +44,13 @@ class Params:
         self._items: list[tuple[str, str, str | None]] = [
             (name.lower(), name, value) for name, value in items
         ]
+
+    @classmethod
+    def adopt(cls, items: list[tuple[str, str, str | None]]) -> Params:
+        """Take (lower-cased name, name, value) triples built by a parser."""
+        params = cls.__new__(cls)
+        params._items = items
+        return params
 
     def get(self, name: str, default: str | None = None) -> str | None:
         lname = name.lower()
@@ -74,7 +82,10 @@ class Params:
         if not isinstance(name, str):
             return False
         lname = name.lower()
-        return any(key == lname for key, _, _ in self._items)
+        for key, _, _ in self._items:
+            if key == lname:
+                return True
+        return False
 
     def __iter__(self) -> Iterator[tuple[str, str | None]]:
         return ((name, value) for _, name, value in self._items)
@@ -232,11 +243,10 @@ def _parse_sip_uri(scheme: str, rest: str) -> SipUri:
         user, password = _parse_userinfo(rest[:at])
         rest = rest[at + 1 :]
     host, port, tail = _split_host_port(rest, "URI")
-    params = Params()
-    headers: list[tuple[str, str]] = []
     if tail:
         params, headers = _parse_uri_tail(tail)
-    return SipUri(scheme, host, user, password, port, params, headers)
+        return SipUri(scheme, host, user, password, port, params, headers)
+    return SipUri(scheme, host, user, password, port, Params.adopt([]), [])
 
 
 def _parse_userinfo(userinfo: str) -> tuple[str, str | None]:
@@ -254,11 +264,8 @@ def _unescape(text: str) -> str:
 
 def _split_host_port(text: str, where: str) -> tuple[str, int | None, str]:
     """Split ``host[:port]`` from what follows it (``;`` or ``?`` onwards)."""
-    end = len(text)
-    for stop in (";", "?"):
-        index = text.find(stop)
-        if 0 <= index < end:
-            end = index
+    match = _HOST_PORT_END_RE.search(text)
+    end = len(text) if match is None else match.start()
     host_port, tail = text[:end], text[end:]
     if host_port.startswith("["):
         host, port_text = _split_ipv6_reference(host_port, where)
@@ -318,12 +325,12 @@ def _parse_port(text: str, where: str) -> int:
 
 def _parse_uri_tail(tail: str) -> tuple[Params, list[tuple[str, str]]]:
     param_text, question, header_text = tail.partition("?")
-    items: list[tuple[str, str | None]] = []
+    items: list[tuple[str, str, str | None]] = []
     for part in param_text.split(";")[1:]:
         name, eq, value = part.partition("=")
         if not _PARAM_RE.fullmatch(name) or (eq and not _PARAM_RE.fullmatch(value)):
             raise SipParseError(f"Bad Request: malformed URI parameter {part!r}")
-        items.append((name, value if eq else None))
+        items.append((name.lower(), name, value if eq else None))
     headers: list[tuple[str, str]] = []
     if question:
         for part in header_text.split("&"):
@@ -333,7 +340,7 @@ def _parse_uri_tail(tail: str) -> tuple[Params, list[tuple[str, str]]]:
             if not _HEADER_RE.fullmatch(value):
                 raise SipParseError(f"Bad Request: malformed URI header {part!r}")
             headers.append((name, value))
-    return Params(items), headers
+    return Params.adopt(items), headers
 
 
 def _parse_tel_uri(rest: str) -> TelUri:

@@ -148,3 +148,18 @@ def test_parse_error_keeps_partial_request_for_400():
     answer = make_response(partial, caught.value.status_code, caught.value.reason)
     assert answer.cseq.number == 1
     assert answer.status == 400
+
+
+@pytest.mark.parametrize(
+    "status", [b"099", b"700", b"99", b"1000", b"2x0", b"\xd9\xa2\xd9\xa0\xd9\xa0"]
+)
+def test_parse_response_bad_status_code_discarded(status):
+    data = (
+        b"SIP/2.0 " + status + b" X\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+
+    with pytest.raises(SipParseError) as caught:
+        parse_message(data)
+
+    assert caught.value.is_response
