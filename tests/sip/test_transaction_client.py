@@ -501,3 +501,17 @@ def test_state_changes_logged_at_debug_with_call_context(caplog):
     (line,) = [r.getMessage() for r in caplog.records]
     assert "call_id=tx-call-1@192.0.2.10" in line and "branch=z9hG4bKtx1" in line
     assert "Calling -> Completed (300-699 from TL)" in line
+
+
+def test_stopped_timers_do_not_pile_up():
+    # Every 200 stops Timer B (32 s away); the heap must not keep them all.
+    layer = TransactionLayer()
+    for index in range(3000):
+        invite = request(branch=f"z9hG4bKpile{index}", call_id=f"pile{index}")
+        layer.send_request(invite, UAS, "UDP", 0.0)
+        layer.receive_response(response_to(invite, 200), UAS, "UDP", 0.0)
+
+    assert len(layer) == 3000
+    assert len(layer._heap) <= 2 * 3000 + 64  # one live Timer M each, plus slack
+    layer.handle_timer(64 * 0.5)
+    assert len(layer) == 0 and layer.next_timer() is None and not layer._heap

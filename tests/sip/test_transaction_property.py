@@ -119,6 +119,7 @@ def test_client_interleavings_never_raise_and_table_empties(steps):
     events += drain(layer) + settle(layer, now)
 
     assert len(layer) == 0 and layer.next_timer() is None
+    assert not layer._heap  # stale timer entries are gone too
     ended = Counter(e.key for e in events if isinstance(e, TransactionTerminated))
     started = {key for key in keys if key.method != "CANCEL" or key in ended}
     assert set(ended) == started and set(ended.values()) <= {1}
@@ -183,6 +184,7 @@ def test_server_interleavings_never_raise_and_table_empties(steps, transport):
     events += drain(layer) + settle(layer, now)
 
     assert len(layer) == 0 and layer.next_timer() is None
+    assert not layer._heap and not layer._cancellable  # no index left behind
     ended = Counter(e.key for e in events if isinstance(e, TransactionTerminated))
     assert ended == opened
 
