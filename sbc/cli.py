@@ -182,6 +182,10 @@ async def _serve(settings: TransportSettings, no_route_delay: float) -> int:
     _log.info("sbc %s serving; SIGINT or SIGTERM stops it", __version__)
     await stop.wait()
     _log.info("stopping")
+    for group, numbers in endpoint.snapshot().items():
+        _log.info(
+            "counters %s: %s", group, " ".join(f"{k}={v}" for k, v in numbers.items())
+        )
     await endpoint.close()
     _log.info("stopped")
     return 0

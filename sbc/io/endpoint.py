@@ -33,7 +33,12 @@ from sbc.io.udp import UdpListener, open_udp_listener
 from sbc.log import TRANSPORT_LOGGER, MessageLogger, format_peer, with_context
 from sbc.sip.core import CorePolicy, ResponseReady, SipCore
 from sbc.sip.errors import SipParseError
-from sbc.sip.events import TransactionEvent
+from sbc.sip.events import (
+    AckReceived,
+    CancelReceived,
+    RequestReceived,
+    TransactionEvent,
+)
 from sbc.sip.framing import StreamFramer
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.parser import parse_message, validate_request, validate_response
@@ -48,6 +53,8 @@ from sbc.sip.transaction import (
 _log = logging.getLogger(TRANSPORT_LOGGER)
 
 _STREAMS = ("TCP", "TLS")
+# Events through which a received request reaches the core.
+_REQUEST_EVENTS = (RequestReceived, AckReceived, CancelReceived)
 # Source hosts remembered to answer from the UDP socket they used; bounded
 # so that spoofed sources cannot grow it without limit.
 _MAX_REMEMBERED_HOSTS = 65536
@@ -116,6 +123,14 @@ class SipEndpoint:
     @property
     def open_connections(self) -> int:
         return self._streams.open_connections
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """Every counter, grouped as ``sip``, ``udp``, ``tcp`` and ``tls``."""
+        groups = {"sip": self.sip_counters.snapshot()}
+        for name, counters in self.counters.items():
+            groups[name.lower()] = counters.snapshot()
+        groups["sip"]["open_connections"] = self.open_connections
+        return groups
 
     # Sending requests (the TU's side)
 
@@ -240,15 +255,15 @@ class SipEndpoint:
         self.sip_counters.requests += 1
         self.transactions.receive_request(request, source, transport, now)
 
-        # No event means the transaction layer absorbed the request: a
-        # retransmission, or the ACK of a non-2xx final response.
-        first = self.transactions.next_event()
-        if first is None:
+        # Without a request event the transaction layer absorbed the request:
+        # a retransmission, or the ACK of a non-2xx final response.
+        events = self._drain_events()
+        if not any(isinstance(event, _REQUEST_EVENTS) for event in events):
             if request.method == "ACK":
                 self.sip_counters.acks_absorbed += 1
             else:
                 self.sip_counters.retransmissions_absorbed += 1
-        self._run_engines(now, first)
+        self._run_engines(now, events)
 
     def _reject(
         self,
@@ -296,15 +311,25 @@ class SipEndpoint:
 
     # Driving the engines
 
-    def _run_engines(self, now: float, first: TransactionEvent | None = None) -> None:
-        event = first if first is not None else self.transactions.next_event()
-        while event is not None:
-            for ready in self.core.handle_event(event, now):
-                self._respond(ready, now)
-            event = self.transactions.next_event()
+    def _run_engines(
+        self, now: float, events: list[TransactionEvent] | None = None
+    ) -> None:
+        """Hand events to the core until none are left, then send and re-arm."""
+        pending = events if events is not None else self._drain_events()
+        while pending:
+            for event in pending:
+                for ready in self.core.handle_event(event, now):
+                    self._respond(ready, now)
+            pending = self._drain_events()
         for transmission in self.transactions.datagrams_to_send():
             self._send(*transmission)
         self._arm_timer()
+
+    def _drain_events(self) -> list[TransactionEvent]:
+        events = []
+        while (event := self.transactions.next_event()) is not None:
+            events.append(event)
+        return events
 
     def _respond(self, ready: ResponseReady, now: float) -> None:
         try:
