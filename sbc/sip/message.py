@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .errors import SipParseError
 from .headers import (
@@ -232,8 +232,6 @@ class Headers:
         mine = [(key, value) for key, _, value in self._fields]
         return mine == [(key, value) for key, _, value in other._fields]
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable
-
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
 
@@ -259,7 +257,7 @@ class _Message:
     def _typed(self, key: str, parse: Callable[[str], T]) -> T | None:
         parsed = self.headers._parsed
         if key in parsed:
-            return parsed[key]  # type: ignore[no-any-return]
+            return cast(T, parsed[key])
         value = self.headers.first(key)
         result = None if value is None else self._parse(parse, value)
         parsed[key] = result
@@ -268,7 +266,7 @@ class _Message:
     def _typed_all(self, key: str, parse: Callable[[str], list[T]]) -> list[T]:
         parsed = self.headers._parsed
         if key in parsed:
-            return parsed[key]  # type: ignore[no-any-return]
+            return cast(list[T], parsed[key])
         result = [
             item
             for value in self.headers.get_all(key)
@@ -304,7 +302,7 @@ class _Message:
         parsed = self.headers._parsed
         top = parsed.get("\0top-via")
         if top is not None:
-            return top  # type: ignore[no-any-return]
+            return cast(Via, top)
         value = self.headers.first("via")
         if value is None:
             raise self._error("Bad Request: missing Via header")
@@ -535,7 +533,7 @@ class Request(_Message):
         """The Request-URI, parsed on first use (400 when malformed)."""
         cached = self.headers._parsed.get("\0request-uri")
         if cached is not None and cached[0] == self.uri:
-            return cached[1]  # type: ignore[no-any-return]
+            return cast(Uri, cached[1])
         try:
             parsed = parse_uri(self.uri)
         except SipParseError as exc:

@@ -99,8 +99,6 @@ class Params:
         mine = [(key, value) for key, _, value in self._items]
         return mine == [(key, value) for key, _, value in other._items]
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable
-
     def __str__(self) -> str:
         return "".join(
             f";{name}" if value is None else f";{name}={value}"
@@ -173,8 +171,6 @@ class SipUri:
             and _uri_headers_key(self.headers) == _uri_headers_key(other.headers)
         )
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable
-
 
 @dataclass(slots=True, eq=False)
 class TelUri:
@@ -201,8 +197,6 @@ class TelUri:
         return self.digits == other.digits and _params_key(self.params) == (
             _params_key(other.params)
         )
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable
 
 
 @dataclass(slots=True, frozen=True)

@@ -163,3 +163,49 @@ def test_parse_response_bad_status_code_discarded(status):
         parse_message(data)
 
     assert caught.value.is_response
+
+
+def test_non_utf8_header_bytes_kept_opaque_and_serialized_unchanged():
+    data = invite().replace(b'"Alice"', b'"Al\xe9\xff ice"')
+
+    request = parse_message(data)
+    validate_request(request)
+
+    assert request.to_bytes() == data
+    assert request.from_.display_name.startswith("Al")
+    assert (
+        request.from_.display_name.encode("utf-8", "surrogateescape")
+        == b"Al\xe9\xff ice"
+    )
+
+
+def test_utf8_display_name_decoded():
+    request = parse_message(invite().replace(b'"Alice"', '"Zoë Ñ"'.encode()))
+
+    assert request.from_.display_name == "Zoë Ñ"
+
+
+def test_non_utf8_in_uri_is_400():
+    request = parse_message(
+        invite().replace(b"sip:+15550100@sbc", b"sip:+1555\xff@sbc", 1)
+    )
+
+    with pytest.raises(SipParseError) as caught:
+        validate_request(request)
+
+    assert caught.value.status_code == 400
+
+
+def test_leading_crlf_before_start_line_ignored():
+    request = parse_message(b"\r\n\r\n" + invite())
+
+    assert request.method == "INVITE"
+
+
+def test_headers_cache_dropped_on_change():
+    request = parse_message(invite())
+    assert request.max_forwards == 70
+
+    request.headers.set("Max-Forwards", "69")
+
+    assert request.max_forwards == 69
