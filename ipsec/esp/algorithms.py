@@ -34,6 +34,7 @@ class Encryption(Enum):
     """
 
     transform_id: int
+    key_bits: int
     key_length: int
     salt_length: int
     iv_length: int
@@ -50,6 +51,7 @@ class Encryption(Enum):
         icv_length: int,
     ) -> None:
         self.transform_id = transform_id
+        self.key_bits = key_bits
         self.key_length = key_bits // 8 + salt_length
         self.salt_length = salt_length
         self.iv_length = iv_length
@@ -67,6 +69,24 @@ class Encryption(Enum):
     @property
     def is_aead(self) -> bool:
         return self.icv_length > 0
+
+    @classmethod
+    def from_transform(cls, transform_id: int, key_bits: int = 0) -> Encryption:
+        """The transform an IKEv2 proposal names (ID plus Key Length attribute).
+
+        ChaCha20-Poly1305 and NULL take no Key Length attribute (key_bits 0).
+        """
+        for member in cls:
+            if member.transform_id == transform_id and (
+                _key_length_attribute(member) == key_bits
+            ):
+                return member
+        raise ValueError(f"no ESP encryption transform {transform_id}/{key_bits}")
+
+
+def _key_length_attribute(encryption: Encryption) -> int:
+    # RFC 7296 §3.3.5: only the AES transforms carry a Key Length attribute.
+    return encryption.key_bits if encryption.transform_id in (12, 20) else 0
 
 
 class Integrity(Enum):
@@ -89,6 +109,14 @@ class Integrity(Enum):
     HMAC_SHA2_256_128 = (12, 32, 16, "sha256")
     HMAC_SHA2_384_192 = (13, 48, 24, "sha384")
     HMAC_SHA2_512_256 = (14, 64, 32, "sha512")
+
+    @classmethod
+    def from_transform(cls, transform_id: int) -> Integrity:
+        """The integrity transform an IKEv2 proposal names (0: none)."""
+        for member in cls:
+            if member.transform_id == transform_id:
+                return member
+        raise ValueError(f"no integrity transform {transform_id}")
 
 
 class EspCipher(Protocol):
