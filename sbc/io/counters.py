@@ -71,6 +71,7 @@ class SipCounters:
         "retransmissions_absorbed",
         "acks_absorbed",
         "transport_errors",
+        "internal_errors",
     )
 
     def __init__(self) -> None:
@@ -84,6 +85,8 @@ class SipCounters:
         """ACKs for non-2xx responses, consumed by their INVITE transaction."""
         self.transport_errors = 0
         """Sends the transport could not complete, reported to transactions."""
+        self.internal_errors = 0
+        """Messages or timers that hit a bug; logged with a traceback."""
 
     def snapshot(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

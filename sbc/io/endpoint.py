@@ -55,9 +55,9 @@ _log = logging.getLogger(TRANSPORT_LOGGER)
 _STREAMS = ("TCP", "TLS")
 # Events through which a received request reaches the core.
 _REQUEST_EVENTS = (RequestReceived, AckReceived, CancelReceived)
-# Source hosts remembered to answer from the UDP socket they used; bounded
-# so that spoofed sources cannot grow it without limit.
-_MAX_REMEMBERED_HOSTS = 65536
+# Peers remembered to answer from the UDP socket they used (symmetric UDP);
+# bounded so that spoofed sources cannot grow it without limit.
+_MAX_REMEMBERED_PEERS = 65536
 
 
 def _new_tag() -> str:
@@ -82,7 +82,7 @@ class SipEndpoint:
         self.listening: list[ListenSpec] = []
         """Every listener with the address it is bound to (ports resolved)."""
         self._udp: list[UdpListener] = []
-        self._udp_by_host: dict[str, UdpListener] = {}
+        self._udp_by_peer: dict[Address, UdpListener] = {}
         self._streams = StreamTransports(
             self,
             self.counters,
@@ -198,10 +198,10 @@ class SipEndpoint:
     def datagram_received(
         self, data: bytes, source: Address, listener: UdpListener
     ) -> None:
-        remembered = self._udp_by_host
-        if len(remembered) >= _MAX_REMEMBERED_HOSTS and source[0] not in remembered:
+        remembered = self._udp_by_peer
+        if len(remembered) >= _MAX_REMEMBERED_PEERS and source not in remembered:
             remembered.clear()
-        remembered[source[0]] = listener
+        remembered[source] = listener
         self._receive(data, source, "UDP", None)
 
     def stream_message_received(
@@ -223,7 +223,26 @@ class SipEndpoint:
         transport: str,
         connection: StreamConnection | None,
     ) -> None:
+        """The one place where received bytes enter the engines."""
         self._messages.received(data, source, transport)
+        try:
+            self._process(data, source, transport, connection)
+        except Exception:
+            # Bad input raises SipParseError, handled below; anything else is
+            # a bug. uvloop would close the socket if it escaped, so keep the
+            # listener serving and make the bug visible.
+            self.sip_counters.internal_errors += 1
+            _log.exception(
+                "internal error on a message from %s", format_peer(source, transport)
+            )
+
+    def _process(
+        self,
+        data: bytes,
+        source: Address,
+        transport: str,
+        connection: StreamConnection | None,
+    ) -> None:
         try:
             message = parse_message(data)
             if isinstance(message, Response):
@@ -279,9 +298,10 @@ class SipEndpoint:
             counters.drop(DropReason.MALFORMED_RESPONSE)
         elif request is None or request.method == "ACK":
             counters.drop(DropReason.UNPARSEABLE_REQUEST)
-        else:
+        elif self._answer_statelessly(request, error, source, transport, connection):
             counters.drop(DropReason.ANSWERED_ERROR)
-            self._answer_statelessly(request, error, source, transport, connection)
+        else:
+            counters.drop(DropReason.UNPARSEABLE_REQUEST)
         _log.debug("%s: %s", format_peer(source, transport), error.reason)
         if error.stream_unusable and connection is not None:
             counters.drop(DropReason.FRAMING_ERROR)
@@ -294,20 +314,24 @@ class SipEndpoint:
         source: Address,
         transport: str,
         connection: StreamConnection | None,
-    ) -> None:
+    ) -> bool:
+        """Send the error response; False when even that cannot be built."""
         try:
             via = stamp_request(request, source)
+            response = make_response(
+                request, error.status_code, error.reason, to_tag=_new_tag()
+            )
         except SipParseError:
-            return
-        response = make_response(
-            request, error.status_code, error.reason, to_tag=_new_tag()
-        )
+            # The To header (or the Via) is itself malformed: there is
+            # nothing well formed to echo back.
+            return False
         data = response.to_bytes()
         if connection is not None:
             self._messages.sent(data, source, transport)
             connection.send(data)
         else:
             self._send(data, response_destination(via, reliable=False), transport)
+        return True
 
     # Driving the engines
 
@@ -341,10 +365,16 @@ class SipEndpoint:
     def _on_timer(self) -> None:
         self._timer = None
         now = self._now()
-        self.transactions.handle_timer(now)
-        for ready in self.core.handle_timer(now):
-            self._respond(ready, now)
-        self._run_engines(now)
+        try:
+            self.transactions.handle_timer(now)
+            for ready in self.core.handle_timer(now):
+                self._respond(ready, now)
+            self._run_engines(now)
+        except Exception:
+            # As in _receive: a bug must not stop the timers for good.
+            self.sip_counters.internal_errors += 1
+            _log.exception("internal error in the SIP timers")
+            self._arm_timer()
 
     def _arm_timer(self) -> None:
         deadlines = [
@@ -376,7 +406,7 @@ class SipEndpoint:
 
     def _send_udp(self, data: bytes, destination: Address) -> None:
         host = destination[0]
-        listener = self._udp_by_host.get(host)
+        listener = self._udp_by_peer.get(destination)
         if listener is None:
             if not is_ip_literal(host):
                 self._spawn(self._resolve_and_send(data, destination))
