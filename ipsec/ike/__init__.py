@@ -4,6 +4,7 @@ The public surface is re-exported here; submodules are importable for the
 less common names (every payload class lives in ``ipsec.ike.payloads``).
 """
 
+from .config import Identity, IkeSaConfig
 from .crypto import (
     EncrAlgorithm,
     IntegAlgorithm,
@@ -17,7 +18,15 @@ from .crypto import (
 )
 from .dh import KeyExchange, generate_key_exchange, key_exchange_from_private
 from .errors import DropReason, IkeError, IkeMessageDropped, IkeNotifyError
+from .events import (
+    ChildSaEstablished,
+    ChildSaFailed,
+    IkeEvent,
+    IkeSaEstablished,
+    IkeSaFailed,
+)
 from .fragments import FragmentReassembler
+from .ike_sa import IkeSa, IkeSaState
 from .keymat import (
     ChildSaKeys,
     IkeSaKeys,
@@ -43,16 +52,25 @@ from .message import (
 )
 
 __all__ = [
+    "ChildSaEstablished",
+    "ChildSaFailed",
     "ChildSaKeys",
     "DropReason",
     "EncrAlgorithm",
     "FragmentReassembler",
+    "Identity",
     "IkeError",
+    "IkeEvent",
     "IkeHeader",
     "IkeMessage",
     "IkeMessageDropped",
     "IkeNotifyError",
+    "IkeSa",
+    "IkeSaConfig",
+    "IkeSaEstablished",
+    "IkeSaFailed",
     "IkeSaKeys",
+    "IkeSaState",
     "IkeSaTransforms",
     "IntegAlgorithm",
     "KeyExchange",

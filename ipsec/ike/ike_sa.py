@@ -1,0 +1,433 @@
+"""The sans-IO IKE_SA engine: IKE_SA_INIT and IKE_AUTH with a PSK (RFC 7296).
+
+One ``IkeSa`` is one IKE SA seen from one peer. It takes datagrams and the
+time, and gives back datagrams to send, events and the next timer deadline;
+it reads no clock and draws randomness only from the ``random_bytes`` it is
+given. Message IDs use a window of one in each direction (RFC 7296 §2.3):
+the initiator of an exchange retransmits its request until answered, the
+responder replays its cached response to a retransmitted request (§2.1).
+
+State diagram (original initiator / original responder)::
+
+    IDLE --initiate--> IKE_SA_INIT_SENT --response--> IKE_AUTH_SENT --+
+      |                                                              |
+      +--IKE_SA_INIT request--> IKE_SA_INIT_DONE --IKE_AUTH request--+--> ESTABLISHED
+    any state --error Notify, failed AUTH, retransmits exhausted--> FAILED
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .config import IkeSaConfig
+from .constants import ExchangeType, NotifyType
+from .crypto import RandomBytes
+from .errors import (
+    IkeError,
+    IkeMessageDropped,
+    IkeNotifyError,
+    InvalidKePayload,
+    InvalidSyntax,
+)
+from .events import IkeEvent, IkeSaFailed
+from .message import (
+    IkeHeader,
+    IkeMessage,
+    decode_header,
+    decode_message,
+    decrypt_message,
+    encode_message,
+    protect_message,
+)
+from .payloads import AuthPayload, EncryptedPayload, NotifyPayload, Payload
+from .proposals import dh_groups
+from .tasks import ChildCreate, IkeAuth, IkeInit, IkeSaContext, Task
+
+logger = logging.getLogger("ipsec.ike")
+
+_SPI_ZERO = bytes(8)
+
+
+class IkeSaState(Enum):
+    IDLE = "idle"
+    IKE_SA_INIT_SENT = "IKE_SA_INIT sent"
+    IKE_SA_INIT_DONE = "IKE_SA_INIT done, awaiting IKE_AUTH"
+    IKE_AUTH_SENT = "IKE_AUTH sent"
+    ESTABLISHED = "established"
+    FAILED = "failed"
+
+
+@dataclass(eq=False)
+class _OutstandingRequest:
+    """Our request still waiting for its response (window size 1)."""
+
+    message_id: int
+    exchange_type: ExchangeType
+    tasks: list[Task]
+    datagrams: list[bytes] = field(repr=False)
+    deadline: float
+    retransmissions: int = 0
+
+
+class IkeSa:
+    def __init__(
+        self,
+        config: IkeSaConfig,
+        *,
+        is_initiator: bool,
+        local_spi: bytes,
+        random_bytes: RandomBytes,
+    ) -> None:
+        """``local_spi`` is our 8-octet IKE SPI (SPIi or SPIr by role)."""
+        if len(local_spi) != 8 or local_spi == _SPI_ZERO:
+            raise ValueError("an IKE SPI is 8 non-zero octets")
+        self._context = IkeSaContext(
+            config,
+            is_initiator,
+            random_bytes,
+            spi_i=local_spi if is_initiator else _SPI_ZERO,
+            spi_r=_SPI_ZERO if is_initiator else local_spi,
+        )
+        self._state = IkeSaState.IDLE
+        self._outstanding: _OutstandingRequest | None = None
+        self._next_request_id = 0
+        self._next_peer_request_id = 0
+        self._cached_response: list[bytes] = []
+        self._invalid_ke_retries = 0
+        self._to_send: list[bytes] = []
+        self._events: deque[IkeEvent] = deque()
+        self.drops: Counter[str] = Counter()
+        """Datagrams discarded unanswered, by reason (attacker-controlled)."""
+
+    # -- public surface ----------------------------------------------------
+
+    @property
+    def state(self) -> IkeSaState:
+        return self._state
+
+    @property
+    def spi_i(self) -> bytes:
+        return self._context.spi_i
+
+    @property
+    def spi_r(self) -> bytes:
+        return self._context.spi_r
+
+    def initiate(self, now: float) -> None:
+        """Start IKE_SA_INIT (original initiator only)."""
+        if (
+            not self._context.is_original_initiator
+            or self._state is not IkeSaState.IDLE
+        ):
+            raise RuntimeError("initiate() is for a fresh initiator IKE_SA")
+        self._send_request(ExchangeType.IKE_SA_INIT, [IkeInit(self._context)], now)
+        self._set_state(IkeSaState.IKE_SA_INIT_SENT)
+
+    def receive_datagram(self, data: bytes, now: float) -> None:
+        """Feed one UDP payload (without any non-ESP marker)."""
+        try:
+            header = decode_header(data)
+        except IkeError as error:
+            self._drop(f"bad header: {error}")
+            return
+        if header.is_response:
+            self._receive_response(data, header, now)
+        else:
+            self._receive_request(data, header)
+
+    def datagrams_to_send(self) -> list[bytes]:
+        out, self._to_send = self._to_send, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return self._outstanding.deadline if self._outstanding else None
+
+    def handle_timer(self, now: float) -> None:
+        """Retransmit the outstanding request, or give up (RFC 7296 §2.1)."""
+        request = self._outstanding
+        if request is None or now < request.deadline:
+            return
+        config = self._context.config
+        if request.retransmissions >= config.retransmit_tries:
+            self._fail(None, f"no response to {request.exchange_type.name}")
+            return
+        request.retransmissions += 1
+        delay = (
+            config.retransmit_timeout * config.retransmit_base**request.retransmissions
+        )
+        request.deadline = now + delay
+        self._to_send.extend(request.datagrams)
+
+    def next_event(self) -> IkeEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # -- requests we send --------------------------------------------------
+
+    def _send_request(
+        self, exchange: ExchangeType, tasks: list[Task], now: float
+    ) -> None:
+        payloads = [p for task in tasks for p in task.build_i()]
+        message = self._message(
+            exchange, self._next_request_id, payloads, response=False
+        )
+        datagrams = self._encode(message)
+        if exchange is ExchangeType.IKE_SA_INIT:
+            self._context.init_request = datagrams[0]
+        timeout = self._context.config.retransmit_timeout
+        self._outstanding = _OutstandingRequest(
+            self._next_request_id, exchange, tasks, datagrams, now + timeout
+        )
+        self._to_send.extend(datagrams)
+
+    def _receive_response(self, data: bytes, header: IkeHeader, now: float) -> None:
+        request = self._outstanding
+        if request is None or header.message_id != request.message_id:
+            self._drop("response to no outstanding request")
+            return
+        if header.is_initiator == self._context.is_original_initiator:
+            self._drop("response with our own I flag")
+            return
+        if not self._spis_match(header, request.exchange_type):
+            self._drop("response for other SPIs")
+            return
+        try:
+            response = self._open(data, header, request.exchange_type)
+        except IkeMessageDropped as dropped:
+            self._drop(dropped.reason.value)
+            return
+        except IkeNotifyError as error:
+            self._fail(error.notify_type, f"unreadable response: {error.reason}")
+            return
+        self._complete(request, response, data, now)
+
+    def _complete(
+        self,
+        request: _OutstandingRequest,
+        response: IkeMessage,
+        data: bytes,
+        now: float,
+    ) -> None:
+        error = _first_error(response)
+        if request.exchange_type is ExchangeType.IKE_SA_INIT:
+            if error is not None:
+                self._init_refused(error, now)
+                return
+            self._context.spi_r = response.spi_r
+            self._context.init_response = data
+        elif error is not None and response.first(AuthPayload) is None:
+            self._fail(error.notify_type, "peer refused the exchange")
+            return
+        self._outstanding = None
+        self._next_request_id += 1
+        try:
+            for task in request.tasks:
+                task.process_i(response)
+        except IkeNotifyError as failure:
+            self._fail(failure.notify_type, failure.reason)
+            return
+        self._events.extend(e for task in request.tasks for e in task.outcome)
+        self._advance(request.exchange_type, now)
+
+    def _advance(self, finished: ExchangeType, now: float) -> None:
+        if finished is ExchangeType.IKE_SA_INIT:
+            context = self._context
+            tasks: list[Task] = [IkeAuth(context), ChildCreate(context)]
+            self._send_request(ExchangeType.IKE_AUTH, tasks, now)
+            self._set_state(IkeSaState.IKE_AUTH_SENT)
+        elif finished is ExchangeType.IKE_AUTH:
+            self._set_state(IkeSaState.ESTABLISHED)
+
+    def _init_refused(self, error: NotifyPayload, now: float) -> None:
+        """C23: retry IKE_SA_INIT with the group the responder asked for."""
+        config = self._context.config
+        wanted = int.from_bytes(error.notification_data[:2])
+        retry = (
+            error.notify_type == NotifyType.INVALID_KE_PAYLOAD
+            and len(error.notification_data) == 2
+            and wanted in dh_groups(config.ike_proposals)
+            and self._invalid_ke_retries < config.max_invalid_ke_retries
+        )
+        if not retry:
+            self._fail(error.notify_type, "IKE_SA_INIT refused")
+            return
+        self._invalid_ke_retries += 1
+        self._context.spi_r = _SPI_ZERO
+        self._send_request(
+            ExchangeType.IKE_SA_INIT, [IkeInit(self._context, wanted)], now
+        )
+
+    # -- requests we answer ------------------------------------------------
+
+    def _receive_request(self, data: bytes, header: IkeHeader) -> None:
+        # RFC 7296 §2.1: a retransmitted request gets the same response again.
+        if (
+            header.message_id == self._next_peer_request_id - 1
+            and self._cached_response
+        ):
+            self._to_send.extend(self._cached_response)
+            return
+        if header.message_id != self._next_peer_request_id:
+            self._drop("request outside the window")
+            return
+        if self._state is IkeSaState.FAILED:
+            self._drop("IKE_SA failed")
+            return
+        if header.is_initiator == self._context.is_original_initiator:
+            self._drop("request with our own I flag")
+            return
+        tasks = self._responder_tasks(header)
+        if tasks is None:
+            self._drop(f"no {header.exchange_type} request expected now")
+            return
+        exchange = ExchangeType(header.exchange_type)
+        if exchange is ExchangeType.IKE_SA_INIT:
+            self._context.spi_i = header.spi_i
+            self._context.init_request = data
+        elif not self._spis_match(header, exchange):
+            self._drop("request for other SPIs")
+            return
+        self._answer(data, header, exchange, tasks)
+
+    def _responder_tasks(self, header: IkeHeader) -> list[Task] | None:
+        exchange, state, context = header.exchange_type, self._state, self._context
+        if exchange == ExchangeType.IKE_SA_INIT and state is IkeSaState.IDLE:
+            return [IkeInit(context)]
+        if exchange == ExchangeType.IKE_AUTH and state is IkeSaState.IKE_SA_INIT_DONE:
+            return [IkeAuth(context), ChildCreate(context)]
+        if exchange == ExchangeType.INFORMATIONAL and state is IkeSaState.ESTABLISHED:
+            return []  # an empty request is a liveness check (RFC 7296 §1.4)
+        return None
+
+    def _answer(
+        self, data: bytes, header: IkeHeader, exchange: ExchangeType, tasks: list[Task]
+    ) -> None:
+        try:
+            request = self._open(data, header, exchange)
+        except IkeMessageDropped as dropped:
+            self._drop(dropped.reason.value)
+            return
+        except IkeNotifyError as error:
+            self._refuse(header, exchange, error)
+            return
+        try:
+            for task in tasks:
+                task.process_r(request)
+            payloads = [p for task in tasks for p in task.build_r()]
+        except IkeNotifyError as error:
+            self._refuse(header, exchange, error)
+            return
+        self._respond(header, exchange, payloads)
+        self._events.extend(e for task in tasks for e in task.outcome)
+        if exchange is ExchangeType.IKE_SA_INIT:
+            self._set_state(IkeSaState.IKE_SA_INIT_DONE)
+        elif exchange is ExchangeType.IKE_AUTH:
+            self._set_state(IkeSaState.ESTABLISHED)
+
+    def _respond(
+        self, header: IkeHeader, exchange: ExchangeType, payloads: list[Payload]
+    ) -> None:
+        message = self._message(exchange, header.message_id, payloads, response=True)
+        datagrams = self._encode(message)
+        if exchange is ExchangeType.IKE_SA_INIT:
+            self._context.init_response = datagrams[0]
+        self._cached_response = datagrams
+        self._next_peer_request_id += 1
+        self._to_send.extend(datagrams)
+
+    def _refuse(
+        self, header: IkeHeader, exchange: ExchangeType, error: IkeNotifyError
+    ) -> None:
+        """Answer with the error Notify; the IKE_SA fails unless a retry can follow."""
+        notify = NotifyPayload(error.notify_type, error.notification_data)
+        if exchange is ExchangeType.IKE_SA_INIT:
+            # Unprotected and stateless: SPIr stays zero, ID 0 stays open.
+            message = IkeMessage(
+                exchange,
+                header.message_id,
+                header.spi_i,
+                _SPI_ZERO,
+                is_initiator=False,
+                is_response=True,
+                payloads=(notify,),
+            )
+            self._to_send.append(encode_message(message))
+            if not isinstance(error, InvalidKePayload):
+                self._fail(error.notify_type, error.reason)
+            return
+        self._respond(header, exchange, [notify])
+        if exchange is ExchangeType.IKE_AUTH:
+            self._fail(error.notify_type, error.reason)
+
+    # -- shared helpers ----------------------------------------------------
+
+    def _message(
+        self,
+        exchange: ExchangeType,
+        message_id: int,
+        payloads: list[Payload],
+        response: bool,
+    ) -> IkeMessage:
+        context = self._context
+        return IkeMessage(
+            exchange,
+            message_id,
+            context.spi_i,
+            context.spi_r,
+            is_initiator=context.is_original_initiator,
+            is_response=response,
+            payloads=tuple(payloads),
+        )
+
+    def _encode(self, message: IkeMessage) -> list[bytes]:
+        if message.exchange_type == ExchangeType.IKE_SA_INIT:
+            return [encode_message(message)]
+        cipher = self._context.cipher_out
+        if cipher is None:
+            raise RuntimeError("no keys to protect the message")
+        return protect_message(message, cipher, self._context.random_bytes)
+
+    def _open(
+        self, data: bytes, header: IkeHeader, exchange: ExchangeType
+    ) -> IkeMessage:
+        """Decode, and verify and decrypt everything after IKE_SA_INIT."""
+        message = decode_message(data)
+        if exchange is ExchangeType.IKE_SA_INIT:
+            return message
+        cipher = self._context.cipher_in
+        if cipher is None or not message.payloads:
+            raise InvalidSyntax("protected exchange without keys or payloads")
+        if not isinstance(message.payloads[-1], EncryptedPayload):
+            raise InvalidSyntax(f"{exchange.name} without an Encrypted payload")
+        return decrypt_message(data, message, cipher)
+
+    def _spis_match(self, header: IkeHeader, exchange: ExchangeType) -> bool:
+        if header.spi_i != self._context.spi_i:
+            return False
+        if exchange is ExchangeType.IKE_SA_INIT:
+            return True  # the responder's SPI is learnt from this response
+        return header.spi_r == self._context.spi_r
+
+    def _set_state(self, state: IkeSaState) -> None:
+        logger.debug(
+            "%s_%s: %s -> %s",
+            self._context.spi_i.hex(),
+            self._context.spi_r.hex(),
+            self._state.value,
+            state.value,
+        )
+        self._state = state
+
+    def _fail(self, notify_type: NotifyType | int | None, reason: str) -> None:
+        self._outstanding = None
+        self._events.append(IkeSaFailed(notify_type, reason))
+        self._set_state(IkeSaState.FAILED)
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] += 1
+
+
+def _first_error(message: IkeMessage) -> NotifyPayload | None:
+    return next((n for n in message.all(NotifyPayload) if n.is_error), None)

@@ -1,0 +1,13 @@
+"""Exchange tasks: one class per concern, each with initiator and responder steps.
+
+The IKE_SA engine composes them per exchange (IKE_SA_INIT: ``IkeInit``;
+IKE_AUTH: ``IkeAuth`` then ``ChildCreate``), as strongSwan's
+``sa/ikev2/tasks/`` does.
+"""
+
+from .base import IkeSaContext, Task
+from .child_create import ChildCreate
+from .ike_auth import IkeAuth
+from .ike_init import IkeInit
+
+__all__ = ["ChildCreate", "IkeAuth", "IkeInit", "IkeSaContext", "Task"]
