@@ -70,6 +70,8 @@ class _OutstandingRequest:
     datagrams: list[bytes] = field(repr=False)
     deadline: float
     retransmissions: int = 0
+    last_problem: str = ""
+    """Why the last (unprotected) response to it was ignored, if one was."""
 
 
 class IkeSa:
@@ -152,7 +154,10 @@ class IkeSa:
             return
         config = self._context.config
         if request.retransmissions >= config.retransmit_tries:
-            self._fail(None, f"no response to {request.exchange_type.name}")
+            problem = (
+                f" (ignored: {request.last_problem})" if request.last_problem else ""
+            )
+            self._fail(None, f"no response to {request.exchange_type.name}{problem}")
             return
         request.retransmissions += 1
         delay = (
@@ -199,7 +204,10 @@ class IkeSa:
             self._drop(dropped.reason.value)
             return
         except IkeNotifyError as error:
-            self._fail(error.notify_type, f"unreadable response: {error.reason}")
+            if request.exchange_type is ExchangeType.IKE_SA_INIT:
+                self._ignore_init_response(request, error.reason)
+            else:
+                self._fail(error.notify_type, f"unreadable response: {error.reason}")
             return
         self._complete(request, response, data, now)
 
@@ -212,12 +220,9 @@ class IkeSa:
     ) -> None:
         error = _first_error(response)
         if request.exchange_type is ExchangeType.IKE_SA_INIT:
-            if error is not None:
-                self._init_refused(error, now)
-                return
-            self._context.spi_r = response.spi_r
-            self._context.init_response = data
-        elif error is not None and response.first(AuthPayload) is None:
+            self._complete_init(request, response, data, error, now)
+            return
+        if error is not None and response.first(AuthPayload) is None:
             self._fail(error.notify_type, "peer refused the exchange")
             return
         self._outstanding = None
@@ -228,6 +233,42 @@ class IkeSa:
         except IkeNotifyError as failure:
             self._fail(failure.notify_type, failure.reason)
             return
+        self._finish(request, now)
+
+    def _complete_init(
+        self,
+        request: _OutstandingRequest,
+        response: IkeMessage,
+        data: bytes,
+        error: NotifyPayload | None,
+        now: float,
+    ) -> None:
+        if error is not None:
+            self._init_refused(error, now)
+            return
+        if response.spi_r == _SPI_ZERO:
+            self._ignore_init_response(request, "IKE_SA_INIT response without SPIr")
+            return
+        self._context.spi_r = response.spi_r
+        self._context.init_response = data
+        try:
+            for task in request.tasks:
+                task.process_i(response)
+        except IkeNotifyError as failure:
+            self._context.spi_r = _SPI_ZERO
+            self._ignore_init_response(request, failure.reason)
+            return
+        self._outstanding = None
+        self._next_request_id += 1
+        self._finish(request, now)
+
+    def _ignore_init_response(self, request: _OutstandingRequest, problem: str) -> None:
+        # Anyone can forge an unprotected IKE_SA_INIT response: keep waiting
+        # for the real one; the retransmission timer bounds the wait.
+        request.last_problem = problem
+        self._drop(f"unacceptable IKE_SA_INIT response: {problem}")
+
+    def _finish(self, request: _OutstandingRequest, now: float) -> None:
         self._events.extend(e for task in request.tasks for e in task.outcome)
         self._advance(request.exchange_type, now)
 

@@ -5,6 +5,8 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ipsec.ike.config import Identity, IkeSaConfig
 from ipsec.ike.constants import (
@@ -680,3 +682,69 @@ def test_events_never_show_keys():
     for key in (*child.outbound_keys, *child.inbound_keys):
         if key:
             assert key.hex() not in text and repr(key) not in text
+
+
+# ---------------------------------------------------------------------------
+# Fuzzing the engine: mutated datagrams never raise out of receive_datagram
+
+
+def handshake_datagrams():
+    log = []
+    initiator, responder = make_pair(seed=11)
+    initiator.initiate(0.0)
+    exchange_all(initiator, responder, log=log)
+    return [data for _, data in log]
+
+
+HANDSHAKE = handshake_datagrams()
+
+
+def engines_before(step):
+    """A fresh pair replayed up to `step` datagrams into the handshake."""
+    initiator, responder = make_pair(seed=11)
+    initiator.initiate(0.0)
+    initiator.datagrams_to_send()
+    for index, data in enumerate(HANDSHAKE[:step]):
+        target = responder if index % 2 == 0 else initiator
+        target.receive_datagram(data, 0.0)
+        target.datagrams_to_send()
+    return initiator, responder
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(0, len(HANDSHAKE) - 1),
+    st.lists(
+        st.tuples(st.integers(0, 2000), st.integers(0, 255)), min_size=1, max_size=4
+    ),
+    st.booleans(),
+)
+def test_mutated_handshake_datagram_never_escapes(step, edits, cut):
+    initiator, responder = engines_before(step)
+    data = bytearray(HANDSHAKE[step])
+    for position, value in edits:
+        data[position % len(data)] = value
+    if cut:
+        del data[edits[0][0] % len(data) :]
+    target = responder if step % 2 == 0 else initiator
+
+    target.receive_datagram(bytes(data), 0.0)
+    target.datagrams_to_send()
+    drain(target)
+
+
+def test_malformed_ike_sa_init_response_ignored_while_waiting():
+    initiator, responder = make_pair()
+    initiator.initiate(0.0)
+    responder.receive_datagram(initiator.datagrams_to_send()[0], 0.0)
+    [genuine] = responder.datagrams_to_send()
+    forged = bytearray(genuine)
+    forged[28 + 4 + 4] = 9  # a proposal with an unknown protocol: INVALID_SYNTAX
+
+    initiator.receive_datagram(bytes(forged), 0.0)
+    assert initiator.state is IkeSaState.IKE_SA_INIT_SENT
+    initiator.receive_datagram(genuine, 0.0)
+    exchange_all(initiator, responder)
+
+    assert initiator.state is IkeSaState.ESTABLISHED
+    assert sum(initiator.drops.values()) == 1
