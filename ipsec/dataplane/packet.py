@@ -29,9 +29,14 @@ _IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
 _IPV6_HEADER = struct.Struct("!IHBB16s16s")
 _UDP_HEADER = struct.Struct("!HHHH")
 _PORTS = struct.Struct("!HH")
+_TOTAL_AND_FRAGMENT = struct.Struct("!HxxH")
+_UDP_PORTS_LENGTH = struct.Struct("!HHH")
 _IPV6_PSEUDO_TAIL = struct.Struct("!IxxxB")
+_IPV4_UDP_HEADERS = struct.Struct("!BBHHHBBH4s4sHHHH")
 _DONT_FRAGMENT = 0x4000
 DEFAULT_TTL = 64
+# The IPv4 header words that never change here: version/IHL, DF, TTL/protocol.
+_IPV4_FIXED_SUM = 0x4500 + _DONT_FRAGMENT + (DEFAULT_TTL << 8 | IPPROTO_UDP)
 
 
 class Flow(NamedTuple):
@@ -125,9 +130,51 @@ def build_udp_packet(
     source: bytes, destination: bytes, source_port: int, destination_port: int,
     payload: bytes,
 ) -> bytes:  # fmt: skip
-    """A whole IP + UDP packet, the inner packet of tunnel mode."""
-    segment = build_udp(source, destination, source_port, destination_port, payload)
-    return build_ip(source, destination, IPPROTO_UDP, segment)
+    """A whole IP + UDP packet, the inner packet of tunnel mode.
+
+    This runs per packet, so for IPv4 both checksums are summed from the
+    header fields directly and both headers are packed in one call.
+    """
+    if len(source) != 4:
+        segment = build_udp(source, destination, source_port, destination_port, payload)
+        return build_ip(source, destination, IPPROTO_UDP, segment)
+    length = 8 + len(payload)
+    total = 20 + length
+    addresses = int.from_bytes(source + destination, "big") % 0xFFFF
+    data = int.from_bytes(payload, "big")
+    if length & 1:
+        data <<= 8
+    udp_sum = addresses + IPPROTO_UDP + 2 * length + source_port + destination_port
+    udp_checksum = _fold_not(udp_sum + data % 0xFFFF, data or udp_sum) or 0xFFFF
+    ip_sum = _IPV4_FIXED_SUM + total + addresses
+    ip_checksum = _fold_not(ip_sum, ip_sum)
+    return (
+        _IPV4_UDP_HEADERS.pack(
+            0x45,
+            0,
+            total,
+            0,
+            _DONT_FRAGMENT,
+            DEFAULT_TTL,
+            IPPROTO_UDP,
+            ip_checksum,
+            source,
+            destination,
+            source_port,
+            destination_port,
+            length,
+            udp_checksum,
+        )  # fmt: skip
+        + payload
+    )
+
+
+def _fold_not(total: int, nonzero: int) -> int:
+    """NOT of the one's complement sum whose plain sum is ``total``."""
+    remainder = total % 0xFFFF
+    if remainder == 0 and nonzero:
+        remainder = 0xFFFF
+    return ~remainder & 0xFFFF
 
 
 def parse_flow(packet: bytes | bytearray | memoryview) -> Flow | None:
@@ -196,6 +243,26 @@ def _parse_ipv6(packet: bytes | bytearray | memoryview) -> Flow | None:
     return Flow(
         6, protocol, bytes(packet[8:24]), bytes(packet[24:40]),
         source_port, destination_port, offset,
+    )  # fmt: skip
+
+
+def parse_ipv4_udp(
+    packet: bytes,
+) -> tuple[bytes, bytes, int, int, bytes] | None:
+    """Source, destination, ports and payload of a plain IPv4 UDP packet.
+
+    Only the common shape: no IP options, not a fragment, lengths that agree.
+    Anything else returns None and goes through :func:`parse_flow`.
+    """
+    if len(packet) < 28 or packet[0] != 0x45 or packet[9] != IPPROTO_UDP:
+        return None
+    total, fragment = _TOTAL_AND_FRAGMENT.unpack_from(packet, 2)
+    source_port, destination_port, length = _UDP_PORTS_LENGTH.unpack_from(packet, 20)
+    if total > len(packet) or fragment & 0x3FFF or length < 8 or 20 + length > total:
+        return None
+    return (
+        packet[12:16], packet[16:20], source_port, destination_port,
+        packet[28 : 20 + length],
     )  # fmt: skip
 
 

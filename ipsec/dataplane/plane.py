@@ -62,6 +62,7 @@ from .packet import (
     build_udp,
     build_udp_packet,
     parse_flow,
+    parse_ipv4_udp,
     parse_udp,
 )
 from .raw import RawIpSocket
@@ -433,10 +434,14 @@ class DataPlane:
     # -- inbound -------------------------------------------------------------
 
     def _on_esp(self, esp: bytes, address: Address) -> None:
-        result = self.sad.open(esp, self.loop.time())
+        entry = self._inbound.get(int.from_bytes(esp[:4], "big"))
+        if entry is None:
+            # The SAD counts what no SA can (unknown SPI, truncated header).
+            self.sad.open(esp, self.loop.time())
+            return
+        result = entry.sa.open(esp, self.loop.time())
         if isinstance(result, Drop):
             return
-        entry = self._inbound[int.from_bytes(esp[:4], "big")]
         next_header, payload = result.next_header, result.payload
         if entry.tunnel and next_header in (IPPROTO_IPIP, IPPROTO_IPV6):
             self._deliver_packet(entry, payload)
@@ -465,6 +470,16 @@ class DataPlane:
 
     def _deliver_packet(self, entry: _Inbound, packet: bytes) -> None:
         """An IP packet out of an SA: the tunnel's inner one, or transport's."""
+        fast = parse_ipv4_udp(packet)
+        if fast is not None:
+            # The common case (RTP and SIP in IPv4) without the general walk.
+            source, destination, source_port, destination_port, payload = fast
+            handler = self._handlers.get((destination, destination_port))
+            if handler is not None:
+                key = (IPPROTO_UDP, source, destination, source_port, destination_port)
+                if self._admits(entry, key):
+                    self._hand_over(handler, payload, source, source_port)
+                return
         flow = parse_flow(packet)
         if flow is None:
             entry.sa.count_drop(DropReason.MALFORMED)
@@ -473,7 +488,7 @@ class DataPlane:
             flow.protocol, flow.source, flow.destination,
             flow.source_port, flow.destination_port,
         )  # fmt: skip
-        if not self._admits(entry, key, packet):
+        if not self._admits(entry, key):
             return
 
         # The channel claims UDP addressed to a bound (address, port);
@@ -501,7 +516,7 @@ class DataPlane:
         source_port, destination_port, payload = udp
         remote, local = entry.remote.packed, entry.local.packed
         key = (IPPROTO_UDP, remote, local, source_port, destination_port)
-        if not self._admits(entry, key, None):
+        if not self._admits(entry, key):
             return
         handler = self._handlers.get((local, destination_port))
         if handler is None:
@@ -509,7 +524,7 @@ class DataPlane:
             return
         self._hand_over(handler, payload, remote, source_port)
 
-    def _admits(self, entry: _Inbound, key: FlowKey, packet: bytes | None) -> bool:
+    def _admits(self, entry: _Inbound, key: FlowKey) -> bool:
         # RFC 4301 §5.2 step 4: the inbound policy matching the inner packet
         # must name the SA it arrived on. Cached per (SA, flow).
         spi = entry.sa.spi
@@ -534,8 +549,10 @@ class DataPlane:
         counters = self.channel_counters
         counters.packets_in += 1
         counters.bytes_in += len(payload)
-        family = socket.AF_INET if len(source) == 4 else socket.AF_INET6
-        handler(payload, (socket.inet_ntop(family, source), port))
+        text = _address_texts.get(source)
+        if text is None:
+            text = _address_text(source)
+        handler(payload, (text, port))
 
     # -- installation helpers ------------------------------------------------
 
@@ -632,10 +649,31 @@ def _spi_of(packet: bytes, protocol: int) -> int:
     return int.from_bytes(packet[offset : offset + 4], "big")
 
 
+_packed_addresses: dict[AddressLike, bytes] = {}
+_address_texts: dict[bytes, str] = {}
+
+
+def _address_text(packed: bytes) -> str:
+    family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
+    text = socket.inet_ntop(family, packed)
+    if len(_address_texts) >= _FLOW_CACHE_LIMIT:
+        _address_texts.clear()
+    _address_texts[packed] = text
+    return text
+
+
 def _packed(address: AddressLike) -> bytes:
-    if isinstance(address, str):
-        return ip_address(address).packed
-    return address.packed
+    # Callers pass the same few addresses over and over; parsing a string
+    # costs more than sealing a small packet, so remember the answers.
+    packed = _packed_addresses.get(address)
+    if packed is None:
+        packed = (
+            ip_address(address).packed if isinstance(address, str) else address.packed
+        )
+        if len(_packed_addresses) >= _FLOW_CACHE_LIMIT:
+            _packed_addresses.clear()
+        _packed_addresses[address] = packed
+    return packed
 
 
 def _sa_stats(counters: SACounters) -> dict[str, Any]:
