@@ -10,7 +10,18 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import SipParseError
-from .uri import AbsoluteUri, Params, SipUri, TelUri, Uri, check_ipv6, parse_uri
+from .uri import (
+    COMMON_SIP_URI,
+    HOSTNAME,
+    AbsoluteUri,
+    Params,
+    SipUri,
+    TelUri,
+    Uri,
+    check_ipv6,
+    common_sip_uri,
+    parse_uri,
+)
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _SENT_PROTOCOL_RE = re.compile(
@@ -29,6 +40,23 @@ _PARAM_ITEM_RE = re.compile(_PARAM_ITEM, re.DOTALL)
 # RFC 3261 §25.1: quoted-string with quoted-pair escapes.
 _QUOTED_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _URI_DELIMITERS_RE = re.compile(r"[ \t<>]")
+# The common Via shape (no LWS, no IPv6, unquoted token values), matched in
+# one step; a subset of the full grammar with the same result
+# (tests/sip/test_headers.py checks both agree).
+_COMMON_VIA_RE = re.compile(
+    r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) "
+    f"({HOSTNAME})"
+    r"(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~]+)?)*)"
+)
+# The common name-addr shape: an optional quoted (no escapes) or one-token
+# display name, a plain SIP URI in <> and unquoted token parameters; a subset
+# of the full grammar with the same result (tests/sip/test_headers.py).
+_COMMON_NAME_ADDR_RE = re.compile(
+    r'(?:"([^"\\]*)" ?|([A-Za-z0-9\-.!%*_+`\'~]+) ?)?'
+    f"<(sips?):{COMMON_SIP_URI}>"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~]+)?)*)"
+)
 _QVALUE_RE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 _DEFAULT_PORTS = {"TLS": 5061, "WSS": 443, "WS": 80}
 _MAX_DELTA_SECONDS = 2**32 - 1
@@ -168,6 +196,23 @@ def parse_via(value: str) -> list[Via]:
 
 def parse_via_value(text: str) -> Via:
     """Parse one via-parm: sent-protocol LWS sent-by *( SEMI via-params )."""
+    match = _COMMON_VIA_RE.fullmatch(text)
+    if match is None:
+        return parse_via_general(text)
+    transport, host, port_text, param_text = match.groups()
+    port = _parse_via_port(port_text) if port_text else None
+    items: list[tuple[str, str, str | None]] = []
+    if param_text:
+        for part in param_text[1:].split(";"):
+            name, eq, value = part.partition("=")
+            items.append((name.lower(), name, value if eq else None))
+    params = Params.adopt(items)
+    _check_via_params(params)
+    return Via(transport.upper(), host, port, params)
+
+
+def parse_via_general(text: str) -> Via:
+    """Parse one via-parm by the full grammar (LWS, IPv6, quoted values)."""
     if text.startswith("SIP/2.0/"):
         space = _first_whitespace(text, 8)
         name, version = "SIP", "2.0"
@@ -221,9 +266,7 @@ def _parse_via_sent_by(text: str, protocol: str, transport: str) -> Via:
     return Via(transport, host, port, params, protocol)
 
 
-_HOST_CHARS_RE = re.compile(
-    r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*)(?:\.[A-Za-z0-9_][A-Za-z0-9_\-]*)*\.?"
-)
+_HOST_CHARS_RE = re.compile(HOSTNAME)
 
 
 def _parse_via_port(text: str) -> int:
@@ -328,6 +371,26 @@ STAR = NameAddr(AbsoluteUri("*", "*"), is_star=True)
 def parse_name_addr(text: str, header: str) -> NameAddr:
     """Parse ``[display-name] <URI> *(;param)`` or ``addr-spec *(;param)``."""
     text = text.strip(" \t")
+    match = _COMMON_NAME_ADDR_RE.fullmatch(text)
+    if match is None:
+        return parse_name_addr_general(text, header)
+    quoted, token, scheme, user, host, port_text, uri_params, param_text = (
+        match.groups()
+    )
+    uri = common_sip_uri(scheme, user, host, port_text, uri_params)
+    if uri is None:
+        return parse_name_addr_general(text, header)
+    items: list[tuple[str, str, str | None]] = []
+    if param_text:
+        for part in param_text[1:].split(";"):
+            name, eq, value = part.partition("=")
+            items.append((name.lower(), name, value if eq else None))
+    display_name = quoted if quoted is not None else token
+    return NameAddr(uri, display_name, Params.adopt(items))
+
+
+def parse_name_addr_general(text: str, header: str) -> NameAddr:
+    """Parse a stripped name-addr or addr-spec by the full grammar."""
     if text.startswith('"'):
         end = _quoted_end(text, 0, header)
         display_name: str | None = unquote_string(text[:end])

@@ -20,9 +20,18 @@ _HEADER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 # Host names are matched tolerantly (labels of letters, digits, '-' and
 # '_'), IPv4 addresses fall under the same pattern.
-_HOSTNAME_RE = re.compile(
-    r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*)(?:\.[A-Za-z0-9_][A-Za-z0-9_\-]*)*\.?"
+HOSTNAME = r"[A-Za-z0-9_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_\-]*)*\.?"
+_HOSTNAME_RE = re.compile(HOSTNAME)
+# The common shape user@host:port;params with nothing escaped, matched in one
+# step; it accepts a subset of what the general path below accepts, and
+# gives the same result (tests/sip/test_uri.py checks both agree).
+COMMON_SIP_URI = (
+    r"(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?"
+    f"({HOSTNAME})"
+    r"(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-_.!~*'()]+(?:=[A-Za-z0-9\-_.!~*'()]+)?)*)"
 )
+_COMMON_SIP_URI_RE = re.compile(COMMON_SIP_URI)
 _HOST_PORT_END_RE = re.compile(r"[;?]")
 _TEL_NUMBER_RE = re.compile(r"\+[0-9\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()]+")
 _VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
@@ -229,6 +238,28 @@ def parse_uri(text: str) -> Uri:
 
 
 def _parse_sip_uri(scheme: str, rest: str) -> SipUri:
+    match = _COMMON_SIP_URI_RE.fullmatch(rest)
+    uri = None if match is None else common_sip_uri(scheme, *match.groups())
+    return parse_sip_uri_general(scheme, rest) if uri is None else uri
+
+
+def common_sip_uri(
+    scheme: str, user: str | None, host: str, port_text: str | None, param_text: str
+) -> SipUri | None:
+    """Build a SipUri from the groups of COMMON_SIP_URI (None: port too big)."""
+    port = int(port_text) if port_text else None
+    if port is not None and port > 65535:
+        return None
+    items: list[tuple[str, str, str | None]] = []
+    if param_text:
+        for part in param_text[1:].split(";"):
+            name, eq, value = part.partition("=")
+            items.append((name.lower(), name, value if eq else None))
+    return SipUri(scheme, host, user, None, port, Params.adopt(items), [])
+
+
+def parse_sip_uri_general(scheme: str, rest: str) -> SipUri:
+    """Parse the part of a SIP URI after ``scheme:`` by the full grammar."""
     # RFC 3261 §25.1: userinfo ends at the first '@'; neither URI parameters
     # nor URI headers may hold an unescaped '@'.
     at = rest.find("@")

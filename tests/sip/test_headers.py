@@ -1,18 +1,25 @@
 """Typed header values (RFC 3261 §20, §25) and the Headers container."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sbc.sip import Headers, SipParseError, SipUri
 from sbc.sip.headers import (
+    _COMMON_NAME_ADDR_RE,
+    _COMMON_VIA_RE,
     parse_challenge,
     parse_contact,
     parse_credentials,
     parse_cseq,
     parse_media_type,
     parse_name_addr,
+    parse_name_addr_general,
     parse_rack,
     parse_session_expires,
     parse_via,
+    parse_via_general,
+    parse_via_value,
     split_list,
 )
 
@@ -325,3 +332,41 @@ def test_parse_challenge():
 def test_parse_auth_rejects(text):
     with pytest.raises(SipParseError):
         parse_challenge(text)
+
+
+@settings(max_examples=250, deadline=None)
+@given(
+    st.one_of(
+        st.from_regex(_COMMON_VIA_RE, fullmatch=True),
+        st.text("SIP/2.0UDPTCPudp abc019.:;=[]-_%!", max_size=40),
+    )
+)
+def test_common_via_shortcut_agrees_with_full_grammar(text):
+    def outcome(parse):
+        try:
+            via = parse(text)
+        except SipParseError as exc:
+            return ("error", exc.status_code)
+        return (via.protocol, via.transport, via.host, via.port, list(via.params))
+
+    assert outcome(parse_via_value) == outcome(parse_via_general)
+
+
+@settings(max_examples=250, deadline=None)
+@given(
+    st.one_of(
+        st.from_regex(_COMMON_NAME_ADDR_RE, fullmatch=True),
+        st.text('"\\<>sip:@ab;=tag,x1 .', max_size=40),
+    )
+)
+def test_common_name_addr_shortcut_agrees_with_full_grammar(text):
+    def outcome(parse):
+        try:
+            value = parse(text.strip(" \t"), "To")
+        except SipParseError as exc:
+            return ("error", exc.status_code)
+        uri = value.uri
+        return (value.display_name, list(value.params), str(uri),
+                getattr(uri, "user", None), getattr(uri, "port", None))  # fmt: skip
+
+    assert outcome(parse_name_addr) == outcome(parse_name_addr_general)

@@ -1,8 +1,11 @@
 """SIP, SIPS, tel and other URIs (RFC 3261 §19.1, RFC 3966)."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sbc.sip import AbsoluteUri, Params, SipParseError, SipUri, TelUri, parse_uri
+from sbc.sip.uri import _COMMON_SIP_URI_RE, _parse_sip_uri, parse_sip_uri_general
 
 
 def test_parse_sip_uri_all_parts():
@@ -168,3 +171,42 @@ def test_params_case_insensitive_and_ordered():
     assert list(params) == [("TRANSPORT", "udp"), ("lr", None), ("ttl", "5")]
     assert params.remove("lr") and not params.remove("lr")
     assert str(params) == ";TRANSPORT=udp;ttl=5"
+
+
+URI_ALPHABET = "abcXYZ019+-_.!~*'()&=$,;?/:@%[]"
+
+
+@settings(max_examples=250, deadline=None)
+@given(
+    st.sampled_from(["sip", "sips"]),
+    st.one_of(
+        st.text(URI_ALPHABET, min_size=1, max_size=30),
+        st.from_regex(_COMMON_SIP_URI_RE, fullmatch=True),
+    ),
+)
+def test_common_uri_shortcut_agrees_with_full_grammar(scheme, rest):
+    def outcome(parse):
+        try:
+            uri = parse(scheme, rest)
+        except SipParseError as exc:
+            return ("error", exc.status_code)
+        return (uri.scheme, uri.user, uri.password, uri.host, uri.port,
+                list(uri.params), uri.headers)  # fmt: skip
+
+    assert outcome(_parse_sip_uri) == outcome(parse_sip_uri_general)
+
+
+@pytest.mark.parametrize(
+    "rest",
+    ["a@b", "+1555@sbc.example.com:5060;user=phone;lr", "host", "h.example.com.;x",
+     "a@b:99999", "a@-b", "a@b;", "a@b;=x", "a@b..c"],
+)  # fmt: skip
+def test_common_uri_shortcut_agrees_on_examples(rest):
+    def outcome(parse):
+        try:
+            uri = parse("sip", rest)
+        except SipParseError:
+            return "error"
+        return (uri.user, uri.host, uri.port, list(uri.params))
+
+    assert outcome(_parse_sip_uri) == outcome(parse_sip_uri_general)
