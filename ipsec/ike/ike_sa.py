@@ -44,7 +44,14 @@ from .message import (
 )
 from .payloads import AuthPayload, EncryptedPayload, NotifyPayload, Payload
 from .proposals import dh_groups
-from .tasks import ChildCreate, IkeAuth, IkeInit, IkeSaContext, Task
+from .tasks import (
+    ChildCreate,
+    IkeAuth,
+    IkeInit,
+    IkeSaContext,
+    RefuseCreateChildSa,
+    Task,
+)
 
 logger = logging.getLogger("ipsec.ike")
 
@@ -338,8 +345,12 @@ class IkeSa:
             return [IkeInit(context)]
         if exchange == ExchangeType.IKE_AUTH and state is IkeSaState.IKE_SA_INIT_DONE:
             return [IkeAuth(context), ChildCreate(context)]
-        if exchange == ExchangeType.INFORMATIONAL and state is IkeSaState.ESTABLISHED:
+        if state is not IkeSaState.ESTABLISHED:
+            return None
+        if exchange == ExchangeType.INFORMATIONAL:
             return []  # an empty request is a liveness check (RFC 7296 §1.4)
+        if exchange == ExchangeType.CREATE_CHILD_SA:
+            return [RefuseCreateChildSa(context)]
         return None
 
     def _answer(

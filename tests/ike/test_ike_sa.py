@@ -748,3 +748,20 @@ def test_malformed_ike_sa_init_response_ignored_while_waiting():
 
     assert initiator.state is IkeSaState.ESTABLISHED
     assert sum(initiator.drops.values()) == 1
+
+
+def test_create_child_sa_refused_with_no_additional_sas():
+    initiator, responder = establish()
+    request = IkeMessage(
+        ExchangeType.CREATE_CHILD_SA, 2, initiator.spi_i, initiator.spi_r
+    )
+    [data] = protect_message(request, initiator._context.cipher_out, seeded(3))
+
+    responder.receive_datagram(data, 5.0)
+    [answer] = responder.datagrams_to_send()
+
+    response = decrypt_message(
+        answer, decode_message(answer), initiator._context.cipher_in
+    )
+    assert response.payloads == (NotifyPayload(NotifyType.NO_ADDITIONAL_SAS),)
+    assert responder.state is IkeSaState.ESTABLISHED

@@ -6,8 +6,15 @@ IKE_AUTH: ``IkeAuth`` then ``ChildCreate``), as strongSwan's
 """
 
 from .base import IkeSaContext, Task
-from .child_create import ChildCreate
+from .child_create import ChildCreate, RefuseCreateChildSa
 from .ike_auth import IkeAuth
 from .ike_init import IkeInit
 
-__all__ = ["ChildCreate", "IkeAuth", "IkeInit", "IkeSaContext", "Task"]
+__all__ = [
+    "ChildCreate",
+    "IkeAuth",
+    "IkeInit",
+    "IkeSaContext",
+    "RefuseCreateChildSa",
+    "Task",
+]

@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..constants import NotifyType, ProtocolId
-from ..errors import IkeNotifyError, InvalidSyntax, NoProposalChosen, TsUnacceptable
+from ..errors import (
+    IkeNotifyError,
+    InvalidSyntax,
+    NoAdditionalSas,
+    NoProposalChosen,
+    TsUnacceptable,
+)
 from ..events import ChildSaEstablished, ChildSaFailed
 from ..keymat import derive_child_sa_keys
 from ..message import IkeMessage
@@ -188,3 +194,14 @@ def _required(message: IkeMessage) -> tuple[SaPayload, TsiPayload, TsrPayload]:
     if sa is None or tsi is None or tsr is None:
         raise InvalidSyntax("CHILD_SA without SA, TSi and TSr")
     return sa, tsi, tsr
+
+
+class RefuseCreateChildSa(Task):
+    """CREATE_CHILD_SA is not implemented yet: refuse it politely.
+
+    NO_ADDITIONAL_SAS (RFC 7296 §3.10.1) tells the peer we take no more
+    CHILD_SAs on this IKE_SA, instead of leaving it to retransmit.
+    """
+
+    def process_r(self, request: IkeMessage) -> None:
+        raise NoAdditionalSas("CREATE_CHILD_SA is not supported yet")
