@@ -235,3 +235,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("version", "print the version and exit", _version_arguments, _run_version),
 )
 """Every subcommand, in the order ``sbc --help`` lists them."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
