@@ -138,14 +138,6 @@ def parse_params(text: str, header: str) -> Params:
     )
 
 
-def param_value(params: Params, name: str) -> str | None:
-    """A parameter's value with any quoting removed."""
-    value = params.get(name)
-    if value is not None and value.startswith('"'):
-        return unquote_string(value)
-    return value
-
-
 @dataclass(slots=True, frozen=True)
 class Via:
     """One Via value (RFC 3261 §20.42); ``host`` holds IPv6 without brackets."""
