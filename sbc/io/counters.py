@@ -28,8 +28,6 @@ class DropReason(StrEnum):
     """An inbound connection refused because too many are open."""
     IDLE_TIMEOUT = "idle_timeout"
     """A connection closed after carrying nothing for too long."""
-    UNROUTABLE_RESPONSE = "unroutable_response"
-    """A response whose Via names no place it can be sent."""
     SEND_FAILED = "send_failed"
     """A message that could not be handed to the socket or connection."""
     ICMP_ERROR = "icmp_error"
