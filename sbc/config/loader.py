@@ -119,7 +119,7 @@ def parse_config(
         problems += [
             _from_pydantic(error, document.root, source) for error in exc.errors()
         ]
-        raise ConfigError(problems) from None
+        raise ConfigError(_in_file_order(problems)) from None
     problems += [
         _locate(problem, document.root, source)
         for problem in reference_problems(config)
@@ -131,8 +131,13 @@ def parse_config(
             for problem in _file_problems(config)
         ]
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(_in_file_order(problems))
     return config
+
+
+def _in_file_order(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    # Stable: problems on one line keep the order the checks found them.
+    return sorted(problems, key=lambda problem: problem.line or 0)
 
 
 def dump_config(config: Config, *, reveal_secrets: bool = False) -> str:
