@@ -22,6 +22,9 @@ class IkeSaEstablished:
     dh_group: DhGroup
     remote_id: IdPayload
     """The peer's IDi or IDr as it authenticated."""
+    local_behind_nat: bool = False
+    remote_behind_nat: bool = False
+    """NAT detection (RFC 7296 §2.23): either means UDP encapsulation on 4500."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,10 +48,12 @@ from .tasks import (
     ChildCreate,
     IkeAuth,
     IkeInit,
+    IkeNatd,
     IkeSaContext,
     RefuseCreateChildSa,
     Task,
 )
+from .tasks.base import Endpoint
 
 logger = logging.getLogger("ipsec.ike")
 
@@ -89,8 +91,14 @@ class IkeSa:
         is_initiator: bool,
         local_spi: bytes,
         random_bytes: RandomBytes,
+        local_endpoint: Endpoint | None = None,
+        remote_endpoint: Endpoint | None = None,
     ) -> None:
-        """``local_spi`` is our 8-octet IKE SPI (SPIi or SPIr by role)."""
+        """``local_spi`` is our 8-octet IKE SPI (SPIi or SPIr by role).
+
+        With both endpoints given, IKE_SA_INIT carries NAT detection; the
+        responder's ``remote_endpoint`` is where the IKE_SA_INIT came from.
+        """
         if len(local_spi) != 8 or local_spi == _SPI_ZERO:
             raise ValueError("an IKE SPI is 8 non-zero octets")
         self._context = IkeSaContext(
@@ -99,6 +107,8 @@ class IkeSa:
             random_bytes,
             spi_i=local_spi if is_initiator else _SPI_ZERO,
             spi_r=_SPI_ZERO if is_initiator else local_spi,
+            local_endpoint=local_endpoint,
+            remote_endpoint=remote_endpoint,
         )
         self._state = IkeSaState.IDLE
         self._outstanding: _OutstandingRequest | None = None
@@ -132,7 +142,8 @@ class IkeSa:
             or self._state is not IkeSaState.IDLE
         ):
             raise RuntimeError("initiate() is for a fresh initiator IKE_SA")
-        self._send_request(ExchangeType.IKE_SA_INIT, [IkeInit(self._context)], now)
+        tasks: list[Task] = [IkeInit(self._context), IkeNatd(self._context)]
+        self._send_request(ExchangeType.IKE_SA_INIT, tasks, now)
         self._set_state(IkeSaState.IKE_SA_INIT_SENT)
 
     def receive_datagram(self, data: bytes, now: float) -> None:
@@ -303,9 +314,8 @@ class IkeSa:
             return
         self._invalid_ke_retries += 1
         self._context.spi_r = _SPI_ZERO
-        self._send_request(
-            ExchangeType.IKE_SA_INIT, [IkeInit(self._context, wanted)], now
-        )
+        tasks: list[Task] = [IkeInit(self._context, wanted), IkeNatd(self._context)]
+        self._send_request(ExchangeType.IKE_SA_INIT, tasks, now)
 
     # -- requests we answer ------------------------------------------------
 
@@ -342,7 +352,7 @@ class IkeSa:
     def _responder_tasks(self, header: IkeHeader) -> list[Task] | None:
         exchange, state, context = header.exchange_type, self._state, self._context
         if exchange == ExchangeType.IKE_SA_INIT and state is IkeSaState.IDLE:
-            return [IkeInit(context)]
+            return [IkeInit(context), IkeNatd(context)]
         if exchange == ExchangeType.IKE_AUTH and state is IkeSaState.IKE_SA_INIT_DONE:
             return [IkeAuth(context), ChildCreate(context)]
         if state is not IkeSaState.ESTABLISHED:

@@ -1,5 +1,6 @@
 """Two IKE_SA engines in memory: IKE_SA_INIT + IKE_AUTH with a PSK, C23, C27."""
 
+import hashlib
 import random
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
@@ -765,3 +766,75 @@ def test_create_child_sa_refused_with_no_additional_sas():
     )
     assert response.payloads == (NotifyPayload(NotifyType.NO_ADDITIONAL_SAS),)
     assert responder.state is IkeSaState.ESTABLISHED
+
+
+# ---------------------------------------------------------------------------
+# NAT detection (RFC 7296 §2.23)
+
+
+def nat_pair(initiator_sees, responder_sees):
+    """initiator_sees: (its own source, the responder); responder_sees likewise."""
+    initiator = IkeSa(
+        make_config(INITIATOR_ID, RESPONDER_ID),
+        is_initiator=True,
+        local_spi=bytes.fromhex("1111111111111111"),
+        random_bytes=seeded(1),
+        local_endpoint=initiator_sees[0],
+        remote_endpoint=initiator_sees[1],
+    )
+    responder = IkeSa(
+        make_config(RESPONDER_ID, INITIATOR_ID),
+        is_initiator=False,
+        local_spi=bytes.fromhex("2222222222222222"),
+        random_bytes=seeded(2),
+        local_endpoint=responder_sees[0],
+        remote_endpoint=responder_sees[1],
+    )
+    log = []
+    initiator.initiate(0.0)
+    exchange_all(initiator, responder, log=log)
+    return drain(initiator)[0], drain(responder)[0], log
+
+
+INITIATOR_AT = (IPv4Address("192.0.2.10"), 500)
+RESPONDER_AT = (IPv4Address("192.0.2.20"), 500)
+
+
+def test_nat_detection_notifies_hash_spis_and_endpoints():
+    _, _, log = nat_pair((INITIATOR_AT, RESPONDER_AT), (RESPONDER_AT, INITIATOR_AT))
+    request = decode_message(log[0][1])
+    response = decode_message(log[1][1])
+
+    def expected(spi_r, endpoint):
+        address, port = endpoint
+        data = request.spi_i + spi_r + address.packed + port.to_bytes(2)
+        return hashlib.sha1(data).digest()
+
+    assert request.notify(
+        NotifyType.NAT_DETECTION_SOURCE_IP
+    ).notification_data == expected(bytes(8), INITIATOR_AT)
+    assert request.notify(
+        NotifyType.NAT_DETECTION_DESTINATION_IP
+    ).notification_data == expected(bytes(8), RESPONDER_AT)
+    assert response.notify(
+        NotifyType.NAT_DETECTION_SOURCE_IP
+    ).notification_data == expected(response.spi_r, RESPONDER_AT)
+
+
+def test_no_nat_detected_between_direct_peers():
+    i_event, r_event, _ = nat_pair(
+        (INITIATOR_AT, RESPONDER_AT), (RESPONDER_AT, INITIATOR_AT)
+    )
+
+    assert (i_event.local_behind_nat, i_event.remote_behind_nat) == (False, False)
+    assert (r_event.local_behind_nat, r_event.remote_behind_nat) == (False, False)
+
+
+def test_nat_in_front_of_initiator_detected_by_both():
+    private = (IPv4Address("10.0.0.2"), 500)
+    translated = (IPv4Address("198.51.100.7"), 4500)
+
+    i_event, r_event, _ = nat_pair((private, RESPONDER_AT), (RESPONDER_AT, translated))
+
+    assert (i_event.local_behind_nat, i_event.remote_behind_nat) == (True, False)
+    assert (r_event.local_behind_nat, r_event.remote_behind_nat) == (False, True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
 
 from ..config import IkeSaConfig
 from ..crypto import RandomBytes, SkCipher
@@ -16,6 +17,9 @@ from ..keymat import (
 from ..message import IkeMessage
 from ..payloads import IdPayload, Payload
 from ..proposals import IkeSaSuite
+
+Endpoint = tuple[IPv4Address | IPv6Address, int]
+"""An IP address and UDP port."""
 
 NONCE_SIZE = 32
 """RFC 7296 §2.10: at least half the PRF key size; 32 covers HMAC-SHA2-512."""
@@ -42,6 +46,12 @@ class IkeSaContext:
     init_response: bytes = field(default=b"", repr=False)
     """The IKE_SA_INIT response as sent (RealMessage2)."""
     remote_id: IdPayload | None = None
+    local_endpoint: Endpoint | None = None
+    """Our address and port as we send from them, for NAT detection."""
+    remote_endpoint: Endpoint | None = None
+    """The peer's address and port as its datagrams arrive from them."""
+    local_behind_nat: bool = False
+    remote_behind_nat: bool = False
 
     @property
     def cipher_out(self) -> SkCipher | None:

@@ -87,5 +87,7 @@ class IkeAuth(Task):
                 transforms.integ,
                 suite.dh_group,
                 identity,
+                context.local_behind_nat,
+                context.remote_behind_nat,
             )
         )
