@@ -146,16 +146,19 @@ class SipEndpoint:
         """
         transport = transport.upper()
         branch = new_branch(secrets.token_bytes(8))
-        size = len(request.to_bytes()) + len(
-            f"Via: {client_via(transport, ('', 0), branch)}\r\n"
-        )
+        sized_local = self._local_address(transport, destination[0]) or ("", 0)
+        via_line = f"Via: {client_via(transport, sized_local, branch)}\r\n"
+        size = len(request.to_bytes()) + len(via_line)
+
+        # Connect first, so that a refused TCP connection can still fall
+        # back to UDP before any transaction exists.
         chosen = request_transport(size, transport)
-        local = None
+        connection_local = None
         if chosen in _STREAMS:
-            local, chosen = await self._connect_for_request(
+            connection_local, chosen = await self._connect_for_request(
                 chosen, transport, destination, size
             )
-        local = self._local_address(chosen, destination[0]) or local
+        local = self._local_address(chosen, destination[0]) or connection_local
         if local is None:
             raise OSError(f"no {chosen} listener to send to {destination}")
         request.headers.prepend("Via", str(client_via(chosen, local, branch)))
@@ -180,7 +183,7 @@ class SipEndpoint:
             connection = await self._streams.connect(
                 chosen, destination, self.settings.connect_timeout
             )
-        except (OSError, ConnectionError, TimeoutError) as exc:
+        except OSError as exc:  # refused, unreachable, timed out, TLS failed
             if chosen == asked:
                 raise
             # RFC 3261 §18.1.1: a refused connection means retrying over UDP.
@@ -437,7 +440,7 @@ class SipEndpoint:
             connection = await self._streams.connect(
                 transport, target, self.settings.connect_timeout
             )
-        except (OSError, ConnectionError, TimeoutError) as exc:
+        except OSError as exc:
             self.counters[transport].drop(DropReason.SEND_FAILED)
             self._transport_failed(
                 destination, transport, str(exc) or type(exc).__name__

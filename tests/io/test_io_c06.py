@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 
+import pytest
 from io_helpers import UdpPeer, bound, read_message, run, serving
 
 from sbc.log import TRANSPORT_LOGGER
@@ -111,22 +112,39 @@ def test_c06_large_request_goes_over_tcp_and_cancel_follows_it():
     run(scenario())
 
 
-def test_c06_request_of_1300_bytes_stays_on_udp():
+def padded_to(request: Request, size: int, endpoint) -> Request:
+    """Pad ``request`` so that, with the Via the endpoint adds, it is ``size`` bytes."""
+    port = bound(endpoint, "UDP")[1]
+    via = f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK0123456789abcdef;rport\r\n"
+    missing = size - len(request.to_bytes()) - len(via)
+    request.headers.add("X-Pad", "p" * (missing - len("X-Pad: \r\n")))
+    return request
+
+
+@pytest.mark.parametrize(("size", "transport"), [(1300, "UDP"), (1301, "TCP")])
+def test_c06_size_limit_is_1300_bytes_with_our_via(size, transport):
     async def scenario():
-        udp_peer = await UdpPeer.open()
+        tcp, port = free_port_pair()
+        tcp.listen()
+        udp_peer = await UdpPeer.open("127.0.0.1", port)
+        arrived: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def accept(reader, writer):
+            arrived.put_nowait(await read_message(reader))
+
+        server = await asyncio.start_server(accept, sock=tcp)
         async with serving("udp:127.0.0.1", "tcp:127.0.0.1") as endpoint:
-            request = invite(padding=0)
-            port = bound(endpoint, "UDP")[1]
-            via = f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK0123456789abcdef;rport\r\n"
-            via_size = len(via)
-            missing = 1300 - len(request.to_bytes()) - via_size
-            request.headers.add("X-Pad", "p" * (missing - len("X-Pad: \r\n")))
+            request = padded_to(invite(padding=0), size, endpoint)
 
-            await endpoint.send_request(request, udp_peer.address, "UDP")
-            data, _ = await udp_peer.receive()
+            await endpoint.send_request(request, ("127.0.0.1", port), "UDP")
+            if transport == "UDP":
+                data, _ = await udp_peer.receive()
+            else:
+                data = await asyncio.wait_for(arrived.get(), 5)
 
-            assert len(data) == 1300
-            assert parse_message(data).top_via.transport == "UDP"
+            assert len(data) == size
+            assert parse_message(data).top_via.transport == transport
+        server.close()
         udp_peer.close()
 
     run(scenario())
