@@ -92,7 +92,9 @@ class StreamConnection(asyncio.Protocol):
             self._deframe(plaintext)
 
     def eof_received(self) -> bool | None:
-        # A half-closed peer will send nothing more; close our side too.
+        # The peer will send nothing more: close rather than hold a socket in
+        # CLOSE_WAIT. A response still due then takes a new connection to
+        # the Via sent-by (RFC 3261 §18.2.2).
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
