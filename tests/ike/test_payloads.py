@@ -4,6 +4,8 @@ import struct
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.all import load_contrib
 
 from ipsec.ike.constants import (
@@ -651,3 +653,101 @@ def test_key_length_attribute_in_tlv_format_rejected():
 
     with pytest.raises(InvalidSyntax):
         decode_message(bytes(data))
+
+
+# ---------------------------------------------------------------------------
+# Property: any well-formed payload list survives encode then decode
+
+ids = st.sampled_from(list(IdType)) | st.integers(0, 255)
+octets = st.binary(max_size=40)
+
+
+def transforms():
+    return st.builds(
+        Transform,
+        st.sampled_from(list(TransformType)),
+        st.integers(0, 65535),
+        st.none() | st.integers(0, 65535),
+        st.lists(
+            st.builds(
+                TransformAttribute,
+                st.integers(0, 0x7FFF).filter(lambda t: t != 14),
+                octets,
+            ),
+            max_size=2,
+        ).map(tuple),
+    )
+
+
+def proposals():
+    protocol_and_spi = st.sampled_from(
+        [
+            (ProtocolId.IKE, 0),
+            (ProtocolId.IKE, 8),
+            (ProtocolId.ESP, 4),
+            (ProtocolId.AH, 4),
+        ]
+    )
+    return protocol_and_spi.flatmap(
+        lambda ps: st.builds(
+            Proposal,
+            st.integers(1, 255),
+            st.just(ps[0]),
+            st.lists(transforms(), min_size=1, max_size=4).map(tuple),
+            st.binary(min_size=ps[1], max_size=ps[1]),
+        )
+    )
+
+
+def selectors():
+    v4 = st.builds(IPv4Address, st.integers(0, 2**32 - 1))
+    v6 = st.builds(IPv6Address, st.integers(0, 2**128 - 1))
+    ports = st.integers(0, 65535)
+    return st.one_of(
+        st.builds(TrafficSelector, v4, v4, st.integers(0, 255), ports, ports),
+        st.builds(TrafficSelector, v6, v6, st.integers(0, 255), ports, ports),
+    )
+
+
+any_payload = st.one_of(
+    st.builds(SaPayload, st.lists(proposals(), min_size=1, max_size=3).map(tuple)),
+    st.builds(KePayload, st.integers(0, 65535), octets),
+    st.builds(IdiPayload, ids, octets),
+    st.builds(IdrPayload, ids, octets),
+    st.builds(CertPayload, st.integers(0, 255), octets),
+    st.builds(AuthPayload, st.integers(0, 255), octets),
+    st.builds(NoncePayload, st.binary(min_size=16, max_size=64)),
+    st.builds(
+        NotifyPayload,
+        st.integers(0, 65535),
+        octets,
+        st.integers(0, 255),
+        st.binary(max_size=8),
+    ),
+    st.builds(
+        DeletePayload,
+        st.just(ProtocolId.ESP),
+        st.lists(st.binary(min_size=4, max_size=4), max_size=3).map(tuple),
+    ),
+    st.builds(VendorIdPayload, octets),
+    st.builds(TsiPayload, st.lists(selectors(), max_size=3).map(tuple)),
+    st.builds(TsrPayload, st.lists(selectors(), max_size=3).map(tuple)),
+    st.builds(
+        CpPayload,
+        st.integers(0, 255),
+        st.lists(
+            st.builds(ConfigAttribute, st.integers(0, 0x7FFF), octets), max_size=3
+        ).map(tuple),
+    ),
+    st.builds(UnknownPayload, st.integers(100, 255), octets),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(any_payload, max_size=6))
+def test_payload_lists_round_trip(payloads):
+    message = IkeMessage(
+        ExchangeType.INFORMATIONAL, 9, SPI_I, SPI_R, payloads=tuple(payloads)
+    )
+
+    assert decode_message(encode_message(message)) == message
