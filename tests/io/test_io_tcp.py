@@ -19,6 +19,8 @@ from io_helpers import (
 
 from sbc.io.counters import DropReason
 from sbc.sip.core import CorePolicy
+from sbc.sip.message import Headers, Request
+from sbc.sip.parser import parse_message
 
 FAMILIES = [pytest.param("127.0.0.1", id="ipv4"), pytest.param("::1", id="ipv6")]
 
@@ -273,5 +275,62 @@ def test_tcp_request_and_udp_request_counted_per_transport():
             assert endpoint.counters["UDP"].received == 1
             writer.close()
             peer.close()
+
+    run(scenario())
+
+
+def outbound_options(call_id):
+    return Request(
+        "OPTIONS",
+        "sip:peer.example.com",
+        Headers(
+            [
+                ("Max-Forwards", "70"),
+                ("From", "<sip:sbc@sbc.example.com>;tag=o1"),
+                ("To", "<sip:peer@peer.example.com>"),
+                ("Call-ID", call_id),
+                ("CSeq", "1 OPTIONS"),
+            ]
+        ),
+    )
+
+
+def test_request_to_peer_reuses_its_inbound_connection():
+    async def scenario():
+        async with serving("tcp:127.0.0.1") as endpoint:
+            reader, writer = await connect(endpoint)
+            writer.write(request_bytes("OPTIONS", via=tcp_via(writer, "z9hG4bKin")))
+            await read_message(reader)
+            peer = writer.get_extra_info("sockname")
+
+            await endpoint.send_request(
+                outbound_options("reuse-1"), (peer[0], peer[1]), "TCP"
+            )
+            request = parse_message(await read_message(reader))
+
+            assert request.call_id == "reuse-1"
+            assert endpoint.open_connections == 1
+            writer.close()
+
+    run(scenario())
+
+
+def test_via_alias_lets_requests_to_sent_by_reuse_the_connection():
+    # RFC 5923: with ;alias the connection also serves requests to sent-by.
+    async def scenario():
+        async with serving("tcp:127.0.0.1") as endpoint:
+            reader, writer = await connect(endpoint)
+            via = "SIP/2.0/TCP 127.0.0.1:5999;alias;branch=z9hG4bKalias"
+            writer.write(request_bytes("OPTIONS", via=via))
+            await read_message(reader)
+
+            await endpoint.send_request(
+                outbound_options("alias-1"), ("127.0.0.1", 5999), "TCP"
+            )
+            request = parse_message(await read_message(reader))
+
+            assert request.call_id == "alias-1"
+            assert endpoint.open_connections == 1
+            writer.close()
 
     run(scenario())
