@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sbc.config.model import HeaderRule, NumberRule, Trunk
+from sbc.config.types import parse_template
 from sbc.sip.message import Headers, header_key
 from sbc.sip.uri import SipUri, TelUri, Uri
 
@@ -35,13 +36,22 @@ class NumberRewriter:
     __slots__ = ("_rules",)
 
     def __init__(self, rules: Sequence[NumberRule]) -> None:
-        self._rules = tuple((re.compile(rule.match), rule.replace) for rule in rules)
+        compiled = [re.compile(rule.match) for rule in rules]
+        self._rules = tuple(
+            (pattern, parse_template(pattern, rule.replace))
+            for pattern, rule in zip(compiled, rules, strict=True)
+        )
 
     def apply(self, number: str) -> str:
-        for pattern, template in self._rules:
+        for pattern, parts in self._rules:
             match = pattern.fullmatch(number)
             if match is not None:
-                return match.expand(template)
+                # The template is split once, at construction: expanding is
+                # a join (an unmatched group expands to "", as in re).
+                return "".join(
+                    part if isinstance(part, str) else match.group(part) or ""
+                    for part in parts
+                )
         return number
 
     def __len__(self) -> int:

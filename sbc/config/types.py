@@ -40,7 +40,7 @@ _PREFIX_RE = re.compile(r"\+?[0-9*#]*")
 _FAILOVER_CLASS_RE = re.compile(r"[3-6]xx")
 # Backslash escapes allowed in a replacement template: a group by number
 # or by name, or a literal backslash (re.Match.expand semantics).
-_TEMPLATE_ESCAPE_RE = re.compile(r"\\(?:(\d+)|g<([^>]*)>|(\\))")
+_TEMPLATE_ESCAPE_RE = re.compile(r"\\(?:([1-9]\d*)|g<([^>]*)>|(\\))")
 
 
 def _fail(kind: str, message: str) -> PydanticCustomError:
@@ -187,14 +187,19 @@ def _check_regex(value: Any) -> str:
 Regex = Annotated[str, BeforeValidator(_check_regex)]
 
 
-def check_template(pattern: str, template: str) -> None:
-    """Raise ValueError unless ``template`` only names groups of ``pattern``.
+TemplatePart = str | int
+"""A literal piece of a replacement template, or a group number."""
 
-    Only ``\\N``, ``\\g<N>``, ``\\g<name>`` and ``\\\\`` escapes are allowed;
-    numbers and header values need no others, and refusing the rest keeps a
-    typo from turning into a run-time ``re.error``.
+
+def parse_template(pattern: re.Pattern[str], template: str) -> tuple[TemplatePart, ...]:
+    """Split a replacement template into literals and group numbers.
+
+    Only ``\\N`` (N from 1), ``\\g<N>``, ``\\g<name>`` and ``\\\\``
+    escapes are allowed: numbers and header values need no others, and
+    refusing the rest (``\\0`` is NUL to ``re``, ``\\n`` a line break)
+    keeps a typo from changing meaning. Raises ValueError.
     """
-    compiled = re.compile(pattern)
+    parts: list[TemplatePart] = []
     position = 0
     while (backslash := template.find("\\", position)) >= 0:
         escape = _TEMPLATE_ESCAPE_RE.match(template, backslash)
@@ -203,20 +208,33 @@ def check_template(pattern: str, template: str) -> None:
                 "replacement escapes are \\1, \\g<1>, \\g<name> or \\\\ only"
             )
         number, name, _ = escape.groups()
-        group = number if number is not None else name
-        if group is not None:
-            _check_group(compiled, group)
+        literal = template[position:backslash]
+        if number is None and name is None:
+            literal += "\\"
+        parts.append(literal)
+        if number is not None or name is not None:
+            parts.append(_group_number(pattern, number or name or ""))
         position = escape.end()
+    parts.append(template[position:])
+    return tuple(part for part in parts if part != "")
 
 
-def _check_group(compiled: re.Pattern[str], group: str) -> None:
+def check_template(pattern: str, template: str) -> None:
+    """Raise ValueError unless ``template`` is a valid template for
+    ``pattern`` (see :func:`parse_template`)."""
+    parse_template(re.compile(pattern), template)
+
+
+def _group_number(compiled: re.Pattern[str], group: str) -> int:
     if group.isdigit():
         if int(group) > compiled.groups:
             raise ValueError(
                 f"replacement names group {group}; the pattern has {compiled.groups}"
             )
-    elif group not in compiled.groupindex:
+        return int(group)
+    if group not in compiled.groupindex:
         raise ValueError(f"replacement names group {group!r} the pattern lacks")
+    return compiled.groupindex[group]
 
 
 def _check_token_name(value: Any) -> str:

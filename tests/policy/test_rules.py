@@ -286,3 +286,39 @@ def test_topology_hiding_default_list_drops_internal_headers():
 )
 def test_number_from_uri(uri, number):
     assert number_from_uri(parse_uri(uri)) == number
+
+
+TEMPLATE_PIECES = st.sampled_from(
+    ["+", "00", "44", "x", r"\1", r"\2", r"\g<1>", r"\g<rest>", r"\g<0>", "\\\\"]
+)
+
+
+def join_template(pieces):
+    """Join, spelling \\N as \\g<N> before a digit (\\10 is group 10)."""
+    text = ""
+    for index, piece in enumerate(pieces):
+        after = pieces[index + 1] if index + 1 < len(pieces) else ""
+        if re.fullmatch(r"\\[1-9]", piece) and after[:1].isdigit():
+            piece = rf"\g<{piece[1]}>"
+        text += piece
+    return text
+
+
+@given(
+    pieces=st.lists(TEMPLATE_PIECES, max_size=6),
+    number=st.from_regex(r"[0-9]{1,8}", fullmatch=True),
+)
+def test_template_expansion_matches_re_expand(pieces, number):
+    pattern = r"(\d)(\d)?(?P<rest>\d*)"
+    template = join_template(pieces)
+
+    result = NumberRewriter([NumberRule(match=pattern, replace=template)]).apply(number)
+
+    # Oracle: the stdlib's own template expansion.
+    assert result == re.fullmatch(pattern, number).expand(template)
+
+
+@pytest.mark.parametrize("template", [r"\0", r"\n", r"\g<>", "\\"])
+def test_ambiguous_template_escapes_refused(template):
+    with pytest.raises(ValueError, match="replacement"):
+        NumberRule(match=r"(\d+)", replace=template)
