@@ -8,7 +8,6 @@ at the line and the admin plane at the form field.
 from __future__ import annotations
 
 import ipaddress
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -200,7 +199,7 @@ def _digest_only_trunks(config: Config) -> Iterator[Problem]:
     """Trunks identified by digest alone share a listener only if the
     challenge can be the same (one realm) and the username tells them apart."""
     realms: dict[str, str] = {}
-    users: dict[tuple[str, str], str] = defaultdict(str)
+    users: dict[tuple[str, str], str] = {}
     for index, trunk in enumerate(config.trunks):
         digest = trunk.inbound.digest
         if digest is None or trunk.inbound.allow:
@@ -213,8 +212,7 @@ def _digest_only_trunks(config: Config) -> Iterator[Problem]:
                     (*where, "realm"),
                     f"listener {listener!r} already challenges with realm {realm!r}",
                 )
-            owner = users[(listener, digest.username)] or trunk.name
-            users[(listener, digest.username)] = owner
+            owner = users.setdefault((listener, digest.username), trunk.name)
             if owner != trunk.name:
                 yield Problem(
                     (*where, "username"),
