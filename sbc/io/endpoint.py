@@ -215,9 +215,7 @@ class SipEndpoint:
     def stream_framing_failed(
         self, error: SipParseError, connection: StreamConnection
     ) -> None:
-        with_context(_log, peer=connection.describe()).debug(
-            "framing failed, closing: %s", error.reason
-        )
+        connection.log.debug("framing failed, closing: %s", error.reason)
 
     def _receive(
         self,
@@ -235,9 +233,7 @@ class SipEndpoint:
             # a bug. uvloop would close the socket if it escaped, so keep the
             # listener serving and make the bug visible.
             self.sip_counters.internal_errors += 1
-            _log.exception(
-                "internal error on a message from %s", format_peer(source, transport)
-            )
+            _peer_log(source, transport).exception("internal error on a message")
 
     def _process(
         self,
@@ -305,7 +301,7 @@ class SipEndpoint:
             counters.drop(DropReason.ANSWERED_ERROR)
         else:
             counters.drop(DropReason.UNPARSEABLE_REQUEST)
-        _log.debug("%s: %s", format_peer(source, transport), error.reason)
+        _peer_log(source, transport).debug("dropped or answered: %s", error.reason)
         if error.stream_unusable and connection is not None:
             counters.drop(DropReason.FRAMING_ERROR)
             connection.close()
@@ -467,7 +463,7 @@ class SipEndpoint:
         listener.send(data, resolved)
 
     def _transport_failed(self, destination: Address, transport: str, why: str) -> None:
-        _log.debug("cannot send to %s: %s", format_peer(destination, transport), why)
+        _peer_log(destination, transport).debug("cannot send: %s", why)
         self.sip_counters.transport_errors += 1
         now = self._now()
         self.transactions.report_transport_error(destination, transport, now)
@@ -532,6 +528,12 @@ class SipEndpoint:
             max_header_bytes=self.settings.max_header_bytes,
             max_body_bytes=self.settings.max_body_bytes,
         )
+
+
+def _peer_log(
+    address: Address, transport: str
+) -> logging.LoggerAdapter[logging.Logger]:
+    return with_context(_log, peer=format_peer(address, transport))
 
 
 def _server_tls(settings: TransportSettings) -> ssl.SSLContext | None:

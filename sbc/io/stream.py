@@ -19,7 +19,7 @@ from typing import Protocol, cast
 from sbc.io.addresses import Address, address_of
 from sbc.io.counters import DropReason, TransportCounters
 from sbc.io.tls import TlsError, TlsSession
-from sbc.log import TRANSPORT_LOGGER, format_peer
+from sbc.log import TRANSPORT_LOGGER, format_peer, with_context
 from sbc.sip.errors import SipParseError
 from sbc.sip.framing import StreamFramer
 
@@ -69,6 +69,8 @@ class StreamConnection(asyncio.Protocol):
         self.keys: list[ConnectionKey] = []
         """Where the connection table files it: its peer and any aliases."""
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.log: logging.LoggerAdapter[logging.Logger] = with_context(_log)
+        """The transport logger with this connection's peer as context."""
 
     # asyncio.Protocol
 
@@ -76,6 +78,7 @@ class StreamConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         self.peer = address_of(transport.get_extra_info("peername"))
         self.local = address_of(transport.get_extra_info("sockname"))
+        self.log = with_context(_log, peer=self.describe())
         self.opened_at = self.last_activity = asyncio.get_running_loop().time()
         if not self._owner.register(self):
             self._transport.abort()
@@ -103,7 +106,7 @@ class StreamConnection(asyncio.Protocol):
             self.ready.set_exception(ConnectionError(f"connection lost: {exc}"))
             # Nobody may be awaiting it (an inbound connection).
             self.ready.exception()
-        _log.debug("%s closed (%s)", self.describe(), exc or "normally")
+        self.log.debug("closed (%s)", exc or "normally")
 
     # Used by the SIP layer
 
@@ -152,7 +155,7 @@ class StreamConnection(asyncio.Protocol):
                 if was_complete
                 else DropReason.TLS_HANDSHAKE_FAILED
             )
-            _log.debug("%s: %s", self.describe(), exc.reason)
+            self.log.debug("%s", exc.reason)
             self._fail(reason)
             return b""
         self._write_raw(reply)
@@ -184,7 +187,7 @@ class StreamConnection(asyncio.Protocol):
             return
         transport.write(data)
         if transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
-            _log.debug("%s: peer does not read, closing", self.describe())
+            self.log.debug("peer does not read, closing")
             self._fail(DropReason.SEND_FAILED)
 
     def _fail(self, reason: DropReason) -> None:
@@ -276,7 +279,7 @@ class StreamTransports:
             else:
                 continue
             self.counters[connection.transport_name].drop(reason)
-            _log.debug("%s: closing idle connection", connection.describe())
+            connection.log.debug("closing: %s", reason.value)
             connection.close()
 
     @property
@@ -300,7 +303,7 @@ class StreamTransports:
             return False
         self._connections.add(connection)
         self._index(connection, connection.peer)
-        _log.debug("%s opened", connection.describe())
+        connection.log.debug("opened")
         return True
 
     def unregister(self, connection: StreamConnection) -> None:

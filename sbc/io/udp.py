@@ -50,7 +50,7 @@ class UdpListener(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like, about an earlier send.
         self._counters.drop(DropReason.ICMP_ERROR)
-        _log.debug("UDP %s: ICMP error %s", self.local, exc)
+        _log.debug("udp:%s: ICMP error for an earlier send: %s", self.local, exc)
 
     def send(self, data: bytes, destination: Address) -> None:
         if self._transport is None or self._transport.is_closing():
