@@ -69,14 +69,15 @@ def load_config(path: Path) -> GatewayConfig:
     raw = json.loads(path.read_text())
     tun = raw["tun"]
     local, peer = raw["local"], raw["peer"]
-    children = [_child(child, local, peer) for child in raw["children"]]
+    transport = Transport(raw.get("transport", "udp"))
+    children = [_child(child, local, peer, transport) for child in raw["children"]]
     return GatewayConfig(
         tun_name=tun["name"],
         tun_mtu=int(tun.get("mtu", DEFAULT_MTU)),
         tun_addresses=list(tun.get("addresses", [])),
         routes=list(tun.get("routes", [])),
         route_source=tun.get("route_source"),
-        transport=Transport(raw.get("transport", "udp")),
+        transport=transport,
         local=local,
         port=int(raw.get("port", IKE_PORT_NAT_T)),
         peer=peer,
@@ -85,7 +86,9 @@ def load_config(path: Path) -> GatewayConfig:
     )
 
 
-def _child(raw: dict[str, Any], local: str, peer: str) -> ChildConfig:
+def _child(
+    raw: dict[str, Any], local: str, peer: str, transport: Transport
+) -> ChildConfig:
     encryption = Encryption[raw.get("encryption", "AES_GCM_16_128")]
     integrity = Integrity[raw.get("integrity", "NONE")]
 
@@ -102,12 +105,16 @@ def _child(raw: dict[str, Any], local: str, peer: str) -> ChildConfig:
             tunnel_destination=ip_address(destination),
         )
 
-    return ChildConfig(
+    child = ChildConfig(
         local_subnet=raw["local_subnet"],
         remote_subnet=raw["remote_subnet"],
         outbound=sa(raw["outbound"], local, peer),
         inbound=sa(raw["inbound"], peer, local),
     )
+    if child.outbound.protocol is Protocol.AH and transport is Transport.UDP:
+        # RFC 3948 encapsulates ESP only; AH cannot cross NAT at all.
+        raise ValueError("AH needs the raw transport")
+    return child
 
 
 class Gateway:
@@ -122,7 +129,8 @@ class Gateway:
         if config.transport is Transport.UDP:
             plane.open_udp_encap(config.local, config.port)
         else:
-            plane.open_raw(Protocol.ESP, config.local)
+            for protocol in {child.outbound.protocol for child in config.children}:
+                plane.open_raw(protocol, config.local)
         for child in config.children:
             self._install(child)
         tun = await TunDevice.create(

@@ -118,7 +118,9 @@ class DataPlane:
     """SAs, policies and the packet paths between them, on one event loop.
 
     ``on_lifetime_event`` receives the engine's Soft/HardLifetimeReached
-    events; SAs are polled once a second, so an idle SA expires on time.
+    events; SAs are polled every ``lifetime_interval`` seconds (one by
+    default), so an idle SA expires on time too. ``spi_source`` draws SPI
+    candidates (default: the secrets module).
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class DataPlane:
         *,
         on_lifetime_event: LifetimeHandler | None = None,
         spi_source: Callable[[], int] | None = None,
+        lifetime_interval: float = _LIFETIME_TICK,
     ) -> None:
         self.loop = loop
         self.channel_counters = PathCounters()
@@ -144,7 +147,8 @@ class DataPlane:
         self._on_lifetime_event = on_lifetime_event
         self._spi_source = spi_source or (lambda: secrets.randbits(32))
         self._ike_handler: IkeHandler | None = None
-        self._lifetime_timer = loop.call_later(_LIFETIME_TICK, self._check_lifetimes)
+        self._lifetime_interval = lifetime_interval
+        self._lifetime_timer = loop.call_later(lifetime_interval, self._check_lifetimes)
 
     # -- transports ---------------------------------------------------------
 
@@ -638,7 +642,7 @@ class DataPlane:
                     self._on_lifetime_event(event)
                 event = sa.next_event()
         self._lifetime_timer = self.loop.call_later(
-            _LIFETIME_TICK, self._check_lifetimes
+            self._lifetime_interval, self._check_lifetimes
         )
 
 

@@ -14,14 +14,36 @@ import uvloop
 from scapy.layers.inet import IP, UDP
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
-from ipsec.dataplane import DatagramKind, DataPlane, PathDrop, classify
-from ipsec.esp import DropReason, Encryption, Integrity, Mode, Protocol, SAConfig
+from ipsec.dataplane import (
+    DatagramKind,
+    DataPlane,
+    DuplicateSA,
+    PathDrop,
+    UdpEncapSocket,
+    UnknownSA,
+    classify,
+)
+from ipsec.esp import (
+    DropReason,
+    Encryption,
+    HardLifetimeReached,
+    Integrity,
+    Lifetime,
+    LifetimeEvent,
+    LifetimeKind,
+    Mode,
+    Protocol,
+    SAConfig,
+    SoftLifetimeReached,
+)
 from ipsec.esp.spd import Direction, PolicyAction, TrafficSelector
 
 LOOPBACK = "127.0.0.1"
 # Inner (tunnelled) addresses of the two ends; they never touch a real link.
 INNER_A, INNER_B = "198.51.100.1", "198.51.100.2"
+LOOPBACK6, INNER6_A, INNER6_B = "::1", "2001:db8::1", "2001:db8::2"
 ECHO_PORT = 7
+UNLIMITED = Lifetime()
 
 
 @dataclass
@@ -30,6 +52,9 @@ class Pair:
     b: DataPlane
     a_to_b: SAConfig
     b_to_a: SAConfig
+    encap_a: UdpEncapSocket
+    encap_b: UdpEncapSocket
+    events: list[LifetimeEvent]
 
 
 @pytest.fixture
@@ -40,9 +65,17 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 def sa_config(
-    spi: int, source: str, destination: str, mode: Mode, encryption: Encryption
+    spi: int,
+    source: str,
+    destination: str,
+    mode: Mode,
+    encryption: Encryption,
+    soft: Lifetime = UNLIMITED,
+    hard: Lifetime = UNLIMITED,
 ) -> SAConfig:
     return SAConfig(
+        soft=soft,
+        hard=hard,
         spi=spi,
         protocol=Protocol.ESP,
         mode=mode,
@@ -56,7 +89,14 @@ def sa_config(
 
 
 def host(address: str, port: int | None = None) -> TrafficSelector:
-    return TrafficSelector.from_network(f"{address}/32", 17, port)
+    prefix = 128 if ":" in address else 32
+    return TrafficSelector.from_network(f"{address}/{prefix}", 17, port)
+
+
+def inner_addresses(mode: Mode, version: int = 4) -> tuple[str, str]:
+    if mode is Mode.TRANSPORT:
+        return (LOOPBACK, LOOPBACK) if version == 4 else (LOOPBACK6, LOOPBACK6)
+    return (INNER_A, INNER_B) if version == 4 else (INNER6_A, INNER6_B)
 
 
 def connect(
@@ -64,26 +104,31 @@ def connect(
     mode: Mode,
     encryption: Encryption = Encryption.AES_GCM_16_128,
     inbound_b: TrafficSelector | None = None,
+    version: int = 4,
+    **lifetimes: Lifetime,
 ) -> Pair:
     """Two planes on loopback ports, one SA each way, policies both ways."""
-    a, b = DataPlane(loop), DataPlane(loop)
-    encap_a = a.open_udp_encap(LOOPBACK, 0)
-    encap_b = b.open_udp_encap(LOOPBACK, 0)
+    outer = LOOPBACK if version == 4 else LOOPBACK6
+    events: list[LifetimeEvent] = []
+    a = DataPlane(loop, lifetime_interval=0.01, on_lifetime_event=events.append)
+    b = DataPlane(loop, lifetime_interval=0.01)
+    encap_a = a.open_udp_encap(outer, 0)
+    encap_b = b.open_udp_encap(outer, 0)
     port_a, port_b = encap_a.local_address[1], encap_b.local_address[1]
-    a_to_b = sa_config(0x1000, LOOPBACK, LOOPBACK, mode, encryption)
-    b_to_a = sa_config(0x2000, LOOPBACK, LOOPBACK, mode, encryption)
-    inner_a, inner_b = (INNER_A, INNER_B) if mode is Mode.TUNNEL else (LOOPBACK,) * 2
+    a_to_b = sa_config(0x1000, outer, outer, mode, encryption, **lifetimes)
+    b_to_a = sa_config(0x2000, outer, outer, mode, encryption)
+    inner_a, inner_b = inner_addresses(mode, version)
     side_a, side_b = host(inner_a), host(inner_b)
 
-    a.add_sa(a_to_b, inbound=False, peer=LOOPBACK, peer_port=port_b)
+    a.add_sa(a_to_b, inbound=False, peer=outer, peer_port=port_b)
     a.add_sa(b_to_a, inbound=True)
     b.add_sa(a_to_b, inbound=True)
-    b.add_sa(b_to_a, inbound=False, peer=LOOPBACK, peer_port=port_a)
+    b.add_sa(b_to_a, inbound=False, peer=outer, peer_port=port_a)
     a.add_policy(side_a, side_b, a_to_b.spi)
     a.add_policy(side_a, side_b, b_to_a.spi, direction=Direction.INBOUND)
     b.add_policy(side_b, side_a, b_to_a.spi)
     b.add_policy(side_b, inbound_b or side_a, a_to_b.spi, direction=Direction.INBOUND)
-    return Pair(a, b, a_to_b, b_to_a)
+    return Pair(a, b, a_to_b, b_to_a, encap_a, encap_b, events)
 
 
 def serve_echo(plane: DataPlane, address: str, port: int) -> None:
@@ -115,13 +160,14 @@ def run_until(loop: asyncio.AbstractEventLoop, predicate, timeout: float = 3.0) 
     return loop.run_until_complete(wait())
 
 
+@pytest.mark.parametrize("version", [4, 6])
 @pytest.mark.parametrize("mode", [Mode.TUNNEL, Mode.TRANSPORT])
 @pytest.mark.parametrize(
     "encryption", [Encryption.AES_GCM_16_128, Encryption.CHACHA20_POLY1305]
 )
-def test_channel_echo_round_trip(loop, mode, encryption) -> None:
-    pair = connect(loop, mode, encryption)
-    inner_a, inner_b = (INNER_A, INNER_B) if mode is Mode.TUNNEL else (LOOPBACK,) * 2
+def test_channel_echo_round_trip(loop, mode, encryption, version) -> None:
+    pair = connect(loop, mode, encryption, version=version)
+    inner_a, inner_b = inner_addresses(mode, version)
     serve_echo(pair.b, inner_b, ECHO_PORT)
     replies = collect(pair.a, inner_a, 40000)
     payloads = [os.urandom(n) for n in (1, 160, 1200)] + [b""]
@@ -150,7 +196,7 @@ def test_channel_burst_batched_without_loss(loop) -> None:
 
     assert run_until(loop, lambda: len(received) == count)
     assert [int.from_bytes(p[:4], "big") for p, _ in received] == list(range(count))
-    assert pair.a._encap[LOOPBACK].gso_batches >= count // 64
+    assert pair.encap_a.gso_batches >= count // 64
     pair.a.close()
     pair.b.close()
 
@@ -163,7 +209,7 @@ def test_channel_send_without_policy_dropped_and_counted(loop) -> None:
 
     assert drop is PathDrop.NO_POLICY
     assert pair.a.channel_counters.drops == {"no_policy": 1}
-    assert pair.a._encap[LOOPBACK].counters.packets_out == 0
+    assert pair.encap_a.counters.packets_out == 0
     assert not run_until(loop, lambda: sniffed, timeout=0.1)
     pair.a.close()
     pair.b.close()
@@ -203,7 +249,7 @@ def test_ike_and_keepalive_share_the_encap_socket(loop) -> None:
     pair = connect(loop, Mode.TUNNEL)
     messages: list[tuple[bytes, tuple, tuple]] = []
     pair.b.set_ike_handler(lambda m, local, remote: messages.append((m, local, remote)))
-    encap_a, encap_b = pair.a._encap[LOOPBACK], pair.b._encap[LOOPBACK]
+    encap_a, encap_b = pair.encap_a, pair.encap_b
     ike = bytes(8) + b"\x21\x20\x22\x08" + bytes(16)  # IKE header, zero SPIr
 
     pair.a.send_ike(ike, LOOPBACK, encap_b.local_address)
@@ -235,7 +281,7 @@ def test_classify_rfc3948_demultiplexing(datagram, kind) -> None:
 
 def test_malformed_datagrams_counted_not_raised(loop) -> None:
     pair = connect(loop, Mode.TUNNEL)
-    encap_b = pair.b._encap[LOOPBACK]
+    encap_b = pair.encap_b
     received = collect(pair.b, INNER_B, 5004)
     garbage = [
         b"",
@@ -294,5 +340,70 @@ def test_wire_format_decrypts_with_scapy(loop) -> None:
         / b"rtp-ish payload"
     )
     assert bytes(tunnelled) == bytes(expected)
+    pair.a.close()
+    pair.b.close()
+
+
+def test_lifetime_events_reported_and_expired_sa_refuses(loop) -> None:
+    pair = connect(
+        loop, Mode.TUNNEL, soft=Lifetime(packets=2), hard=Lifetime(packets=3)
+    )
+    events, spi = pair.events, pair.a_to_b.spi
+
+    results = [pair.a.send(INNER_A, INNER_B, 17, 1, 2, b"x") for _ in range(4)]
+
+    assert results == [None, None, None, PathDrop.SA_EXPIRED]
+    assert run_until(loop, lambda: len(events) == 2)
+    assert events == [
+        SoftLifetimeReached(spi, LifetimeKind.PACKETS),
+        HardLifetimeReached(spi, LifetimeKind.PACKETS),
+    ]
+    assert pair.a.channel_counters.drops == {"sa_expired": 1}
+    pair.a.close()
+    pair.b.close()
+
+
+def test_lifetime_seconds_expire_an_idle_sa(loop) -> None:
+    pair = connect(loop, Mode.TUNNEL, hard=Lifetime(seconds=0.05))
+    events = pair.events
+
+    assert run_until(loop, lambda: events)
+
+    assert events == [HardLifetimeReached(pair.a_to_b.spi, LifetimeKind.SECONDS)]
+    assert pair.a.send(INNER_A, INNER_B, 17, 1, 2, b"x") is PathDrop.SA_EXPIRED
+    pair.a.close()
+    pair.b.close()
+
+
+def test_get_spi_skips_reserved_taken_and_repeated_values(loop) -> None:
+    candidates = iter([0, 255, 0x1000, 0x2000, 0x3000, 0x3000, 0x4000])
+    plane = DataPlane(loop, spi_source=lambda: next(candidates))
+    plane.open_udp_encap(LOOPBACK, 0)
+    plane.add_sa(sa_config(0x1000, LOOPBACK, LOOPBACK, Mode.TUNNEL,
+                           Encryption.AES_GCM_16_128), inbound=True)  # fmt: skip
+
+    first, second = plane.get_spi(), plane.get_spi()
+
+    # 0 and 1-255 are reserved (RFC 4303 §2.1), 0x1000 is installed, and
+    # 0x2000 is handed out once only.
+    assert (first, second) == (0x2000, 0x3000)
+    assert plane.get_spi() == 0x4000
+    plane.close()
+
+
+def test_sa_management_errors_are_typed(loop) -> None:
+    pair = connect(loop, Mode.TUNNEL)
+
+    with pytest.raises(DuplicateSA):
+        pair.b.add_sa(pair.a_to_b, inbound=True)
+    with pytest.raises(UnknownSA):
+        pair.a.update_sa(0xDEAD, peer_port=1)
+    pair.b.del_sa(pair.a_to_b.spi, inbound=True)
+    with pytest.raises(UnknownSA):
+        pair.b.counters(pair.a_to_b.spi, inbound=True)
+
+    # Traffic for the deleted SA now counts as an unknown SPI at B.
+    pair.a.send(INNER_A, INNER_B, 17, 1, 2, b"x")
+    assert run_until(loop, lambda: pair.b.sad.drops[DropReason.UNKNOWN_SPI] == 1)
     pair.a.close()
     pair.b.close()
