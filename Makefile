@@ -11,8 +11,10 @@ DATA ?= ./data
 PEER_PACKAGES := sip-tester tshark tcpdump iperf3 iproute2 \
 	strongswan-charon strongswan-swanctl libcharon-extra-plugins \
 	libstrongswan-standard-plugins
+# Peers that only the benchmarks run beside ours.
+BENCH_PACKAGES := rtpengine-daemon kamailio
 
-.PHONY: run test lint types unit peers bench clean python-venv
+.PHONY: run test lint types unit peers bench-peers install-packages bench clean python-venv
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(MAKE) --no-print-directory python-venv
@@ -33,7 +35,13 @@ run: $(STAMP)
 # Installs the real peers when run as root; otherwise their tests skip (or
 # fail under SBC_STRICT=1).
 peers:
-	@missing=$$(for p in $(PEER_PACKAGES); do \
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(PEER_PACKAGES)"
+
+bench-peers:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(PEER_PACKAGES) $(BENCH_PACKAGES)"
+
+install-packages:
+	@missing=$$(for p in $(PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
@@ -54,7 +62,7 @@ unit: $(STAMP)
 
 test: peers $(STAMP) lint types unit
 
-bench: $(STAMP) peers
+bench: $(STAMP) bench-peers
 	$(BIN)/python -m bench
 
 clean:
