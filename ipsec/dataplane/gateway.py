@@ -6,9 +6,11 @@ transform and manually keyed SAs (the lab and benchmark use this; in
 production the IKE daemon installs SAs through :class:`DataPlane`). Keys are
 read from the file and never logged; keep the file private (mode 0600).
 
-The process prints ``ready`` on stdout once the device, sockets, SAs and
-policies are in place, writes its counters as JSON to ``--stats`` on SIGUSR1
-and on exit, and exits on SIGTERM or SIGINT.
+``--keylog FILE`` (or SBC_IPSEC_KEYLOG) appends each SA to a Wireshark
+esp_sa table, for debugging only. The process prints ``ready`` on stdout
+once the device, sockets, SAs and policies are in place, writes its counters
+as JSON to ``--stats`` on SIGUSR1 and on exit, and exits on SIGTERM or
+SIGINT.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import uvloop
 
 from ipsec.esp import Encryption, Integrity, Mode, Protocol, SAConfig
+from ipsec.esp.keylog import EspKeyLog
 from ipsec.esp.spd import Direction, TrafficSelector
 
 from .plane import DataPlane, Transport
@@ -120,9 +123,14 @@ def _child(
 class Gateway:
     """Sets up the TUN device, transport, SAs and policies on a DataPlane."""
 
-    def __init__(self, config: GatewayConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        loop: asyncio.AbstractEventLoop,
+        keylog: EspKeyLog | None = None,
+    ) -> None:
         self.config = config
-        self.plane = DataPlane(loop)
+        self.plane = DataPlane(loop, keylog=keylog)
 
     async def start(self) -> None:
         config, plane = self.config, self.plane
@@ -164,9 +172,11 @@ class Gateway:
         os.replace(temporary, path)
 
 
-async def _serve(config: GatewayConfig, stats: Path | None) -> None:
+async def _serve(
+    config: GatewayConfig, stats: Path | None, keylog: EspKeyLog | None
+) -> None:
     loop = asyncio.get_running_loop()
-    gateway = Gateway(config, loop)
+    gateway = Gateway(config, loop, keylog)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -185,10 +195,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--stats", type=Path, help="write counters here (JSON)")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--keylog",
+        help="append SA keys to this file for Wireshark (esp_sa); debugging only",
+    )
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=arguments.log_level, stream=sys.stderr)
     config = load_config(arguments.config)
-    uvloop.run(_serve(config, arguments.stats))
+    keylog = EspKeyLog(arguments.keylog) if arguments.keylog else None
+    uvloop.run(_serve(config, arguments.stats, keylog))
     return 0
 
 

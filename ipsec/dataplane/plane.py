@@ -42,6 +42,7 @@ from ipsec.esp import (
     SACounters,
     SAExpired,
 )
+from ipsec.esp.keylog import EspKeyLog
 from ipsec.esp.sad import SADatabase
 from ipsec.esp.spd import (
     DEFAULT_POLICY,
@@ -120,7 +121,9 @@ class DataPlane:
     ``on_lifetime_event`` receives the engine's Soft/HardLifetimeReached
     events; SAs are polled every ``lifetime_interval`` seconds (one by
     default), so an idle SA expires on time too. ``spi_source`` draws SPI
-    candidates (default: the secrets module).
+    candidates (default: the secrets module). Installed SAs go to a
+    Wireshark key log only when ``keylog`` is given (from a CLI argument) or
+    SBC_IPSEC_KEYLOG names a file.
     """
 
     def __init__(
@@ -130,6 +133,7 @@ class DataPlane:
         on_lifetime_event: LifetimeHandler | None = None,
         spi_source: Callable[[], int] | None = None,
         lifetime_interval: float = _LIFETIME_TICK,
+        keylog: EspKeyLog | None = None,
     ) -> None:
         self.loop = loop
         self.channel_counters = PathCounters()
@@ -148,6 +152,7 @@ class DataPlane:
         self._spi_source = spi_source or (lambda: secrets.randbits(32))
         self._ike_handler: IkeHandler | None = None
         self._lifetime_interval = lifetime_interval
+        self._keylog = keylog or EspKeyLog.from_environment()
         self._lifetime_timer = loop.call_later(lifetime_interval, self._check_lifetimes)
 
     # -- transports ---------------------------------------------------------
@@ -574,6 +579,8 @@ class DataPlane:
             sa, config.mode is Mode.TUNNEL, local_address, config.tunnel_source
         )
         self._reserved_spis.discard(config.spi)
+        if self._keylog is not None and config.tunnel_source and local_address:
+            self._keylog.log(config, config.tunnel_source, local_address)
 
     def _add_outbound(
         self,
@@ -599,6 +606,8 @@ class DataPlane:
             local=_packed(local_address),
             remote=_packed(remote),
         )
+        if self._keylog is not None:
+            self._keylog.log(config, ip_address(local_address), ip_address(remote))
 
     def _sender_for(
         self, transport: Transport, local: str, protocol: Protocol

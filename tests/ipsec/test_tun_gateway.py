@@ -58,7 +58,8 @@ VARIANTS = {
 class Gateways:
     lab: Lab
     variant: Variant
-    keys: dict[str, str]
+    keylog: Path
+    """The gateways' Wireshark esp_sa key log (both write to it)."""
     stats_paths: dict[str, Path]
     processes: dict[str, subprocess.Popen[bytes]]
 
@@ -98,7 +99,7 @@ def gateway_config(side: str, lab: Lab, variant: Variant, keys: dict[str, str]) 
 
 
 def start_gateway(
-    namespace: Namespace, config: dict, directory: Path
+    namespace: Namespace, config: dict, directory: Path, keylog: Path
 ) -> tuple[subprocess.Popen[bytes], Path]:
     path = directory / f"{namespace.name}.json"
     path.touch(mode=0o600)
@@ -106,7 +107,7 @@ def start_gateway(
     stats = directory / f"{namespace.name}-stats.json"
     process = namespace.spawn(
         [sys.executable, "-m", "ipsec.dataplane.gateway", "--config", str(path),
-         "--stats", str(stats)],
+         "--stats", str(stats), "--keylog", str(keylog)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     line = process.stdout.readline() if process.stdout else b""
@@ -126,10 +127,13 @@ def gateways(request, tmp_path) -> Iterator[Gateways]:
         lab.a.add_loopback_address(LAN_A)
         lab.b.add_loopback_address(LAN_B)
         processes, stats = {}, {}
+        keylog = tmp_path / "esp_sa"
         for side, namespace in (("a", lab.a), ("b", lab.b)):
             config = gateway_config(side, lab, variant, keys)
-            processes[side], stats[side] = start_gateway(namespace, config, tmp_path)
-        yield Gateways(lab, variant, keys, stats, processes)
+            processes[side], stats[side] = start_gateway(
+                namespace, config, tmp_path, keylog
+            )
+        yield Gateways(lab, variant, keylog, stats, processes)
 
 
 class Capture:
@@ -146,33 +150,19 @@ class Capture:
         line = self.process.stderr.readline() if self.process.stderr else b""
         assert b"listening" in line, line
 
-    def protocols(self, tshark: str, keys: dict[str, str] | None = None) -> list[str]:
-        """Each IP frame's protocol stack (ARP left out); ESP decrypted with keys."""
+    def protocols(self, tshark: str, keylog: Path | None = None) -> list[str]:
+        """Each IP frame's protocol stack (ARP left out); ESP decrypted with keylog."""
         stop(self.process)
         options = []
-        if keys:
-            options = [
-                "-o",
-                "esp.enable_encryption_decode:TRUE",
-                "-o",
-                esp_sa_uat(keys),
-            ]
+        if keylog is not None:
+            table = "uat:esp_sa:" + keylog.read_text().strip()
+            options = ["-o", "esp.enable_encryption_decode:TRUE", "-o", table]
         result = subprocess.run(
             [tshark, "-r", str(self.path), *options, "-T", "fields",
              "-e", "frame.protocols"],
             capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         return [p for p in result.stdout.split() if not p.endswith(":arp")]
-
-
-def esp_sa_uat(keys: dict[str, str]) -> str:
-    """Wireshark's esp_sa table for both SAs (any addresses, by SPI)."""
-    rows = [
-        f'"IPv4","*","*","0x{spi}","AES-GCM with 16 octet ICV [RFC4106]",'
-        f'"0x{key}","NULL",""'
-        for spi, key in keys.items()
-    ]
-    return "uat:esp_sa:" + "\n".join(rows)
 
 
 def ping(
@@ -227,8 +217,9 @@ def test_tun_gateway_ping_both_ways_only_ipsec_on_the_wire(gateways, tmp_path) -
     assert all(variant.wire in p for p in protocols), set(protocols)
     if variant.protocol == "ESP":
         assert all(p.endswith(":esp") for p in protocols), set(protocols)
-        # Decrypted by tshark with the SA keys, the same frames are the pings.
-        decrypted = capture.protocols(tshark, gateways.keys)
+        # Decrypted by tshark with the gateways' key log: the same frames
+        # are the pings.
+        decrypted = capture.protocols(tshark, gateways.keylog)
         assert sum(":esp:ip:icmp" in p for p in decrypted) == 20, set(decrypted)
 
 
