@@ -101,6 +101,13 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         f"Repeat for more listeners. Default: {defaults}.",
     )
     parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a configuration file (docs/configuration.md), checked at start; "
+        "its listeners are used unless --listen is given",
+    )
+    parser.add_argument(
         "--tls-cert",
         type=Path,
         metavar="FILE",
@@ -148,6 +155,11 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_serve(args: argparse.Namespace) -> int:
     listen: tuple[ListenSpec, ...] = tuple(args.listen or DEFAULT_LISTEN)
+    if args.config is not None:
+        configured = _configured_listeners(args.config)
+        if configured is None:
+            return 2
+        listen = tuple(args.listen or configured or DEFAULT_LISTEN)
     uses_tls = any(spec.transport == "TLS" for spec in listen)
     if uses_tls and (args.tls_cert is None or args.tls_key is None):
         sys.stderr.write("sbc serve: tls: listeners need --tls-cert and --tls-key\n")
@@ -162,6 +174,19 @@ def _run_serve(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout,
     )
     return _run_on_uvloop(_serve(settings, args.no_route_delay))
+
+
+def _configured_listeners(path: Path) -> tuple[ListenSpec, ...] | None:
+    """The listeners of a checked configuration file; None after reporting errors."""
+    from sbc.config import ConfigError, listen_specs, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"{problem}\n")
+        return None
+    return listen_specs(config)
 
 
 async def _serve(settings: TransportSettings, no_route_delay: float) -> int:
@@ -198,6 +223,31 @@ def _run_on_uvloop(main_coroutine: Coroutine[Any, Any, int]) -> int:
     return result
 
 
+# sbc config check
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="config_action", metavar="ACTION")
+    actions.required = True
+    check = actions.add_parser(
+        "check",
+        help="check a configuration file and print every problem with its "
+        "file, line and field; exit 0 when it is good, 1 when not",
+    )
+    check.add_argument("file", type=Path, metavar="FILE")
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    from sbc.config import check_config_file
+
+    problems = check_config_file(args.file)
+    for problem in problems:
+        sys.stdout.write(f"{problem}\n")
+    if not problems:
+        sys.stdout.write(f"{args.file}: ok\n")
+    return 1 if problems else 0
+
+
 # Argument types
 
 
@@ -231,6 +281,12 @@ COMMANDS: tuple[Command, ...] = (
         "run the SIP listeners until SIGINT or SIGTERM",
         _serve_arguments,
         _run_serve,
+    ),
+    Command(
+        "config",
+        "work with configuration files: `sbc config check FILE`",
+        _config_arguments,
+        _run_config,
     ),
     Command("version", "print the version and exit", _version_arguments, _run_version),
 )

@@ -58,6 +58,7 @@ def test_serve_help_documents_every_option():
     assert result.returncode == 0
     for option in (
         "--listen",
+        "--config",
         "--tls-cert",
         "--tls-key",
         "--tls-ca",
@@ -167,3 +168,34 @@ def test_serve_default_data_dir_is_created_in_working_directory(tmp_path):
 
     assert returncode == 0
     assert (tmp_path / "data" / "sbc.log").is_file()
+
+
+EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "single-node.yaml"
+
+
+def test_config_check_accepts_the_shipped_example():
+    result = sbc_run("config", "check", str(EXAMPLE))
+
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_config_check_names_file_line_and_field_of_each_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listeners:\n  - name: a\n    transport: udpx\n    port: 5060\n")
+
+    result = sbc_run("config", "check", str(bad))
+
+    assert result.returncode == 1
+    assert f"{bad}:3: listeners[0].transport:" in result.stdout
+    assert f"{bad}:2: listeners[0].address: required field missing" in result.stdout
+
+
+def test_serve_refuses_to_start_with_a_bad_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listeners: 7\n")
+
+    result = sbc_run("serve", "--config", str(bad), "--data-dir", str(tmp_path))
+
+    assert result.returncode == 2
+    assert str(bad) in result.stderr
