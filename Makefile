@@ -63,7 +63,7 @@ unit: $(STAMP)
 test: peers $(STAMP) lint types unit
 
 bench: $(STAMP) bench-peers
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
