@@ -33,6 +33,7 @@ from .errors import (
     InvalidSyntax,
 )
 from .events import IkeEvent, IkeSaFailed
+from .keymat import IkeSaKeys, IkeSaTransforms
 from .message import (
     IkeHeader,
     IkeMessage,
@@ -134,6 +135,25 @@ class IkeSa:
     @property
     def spi_r(self) -> bytes:
         return self._context.spi_r
+
+    @property
+    def nat_detected(self) -> tuple[bool, bool]:
+        """(we are behind a NAT, the peer is), known once IKE_SA_INIT is done.
+
+        Either one moves the IKE_SA and its ESP to UDP port 4500 (RFC 7296
+        §2.23, RFC 3948).
+        """
+        return self._context.local_behind_nat, self._context.remote_behind_nat
+
+    def export_keys(self) -> tuple[IkeSaTransforms, IkeSaKeys] | None:
+        """The negotiated transforms and SK_*, for an opt-in key log only.
+
+        None until IKE_SA_INIT has completed. Never log what this returns.
+        """
+        context = self._context
+        if context.suite is None or context.keys is None:
+            return None
+        return context.suite.transforms, context.keys
 
     def initiate(self, now: float) -> None:
         """Start IKE_SA_INIT (original initiator only)."""
