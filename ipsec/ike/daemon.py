@@ -1,0 +1,637 @@
+"""The IKEv2 daemon: sans-IO IKE_SA engines on asyncio, CHILD_SAs into ESP.
+
+The daemon owns two sockets of one local address: UDP 500 for IKE, and the
+data plane's RFC 3948 socket on 4500, where IKE travels behind the non-ESP
+marker next to ESP. It finds the IKE_SA of every datagram through the
+:class:`~ipsec.ike.manager.IkeSaManager`, feeds the engine with the loop's
+time, sends what the engine returns, and re-arms one timer per IKE_SA from
+``get_timer()``. Requests are answered to the address and port they came
+from (RFC 7296 §2.11); our own requests go to where the peer was last
+heard. After NAT detection, or when UDP encapsulation is forced, the
+initiator floats to port 4500 (RFC 7296 §2.23).
+
+A CHILD_SA the engine reports is installed through the data plane's narrow
+interface (add_sa both ways, one outbound and one inbound policy per
+selector pair) and removed when its IKE_SA fails or is terminated.
+Subscribers receive typed past-tense events; the daemon logs SPIs and
+algorithm names, never keys. Keys reach a file only through the opt-in key
+logs (SBC_IPSEC_KEYLOG for ESP, SBC_IKE_KEYLOG for IKE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any
+
+from ipsec.dataplane import DataPlane, DataPlaneError, Transport, UdpEncapSocket
+from ipsec.esp import Encryption, Integrity, Mode, Protocol
+from ipsec.esp.spd import Direction, Policy
+from ipsec.esp.spd import TrafficSelector as PolicySelector
+
+from .connection import (
+    IKE_PORT,
+    NAT_T_PORT,
+    ChildSaInstallation,
+    ConnectionDefinition,
+    StartAction,
+    child_sa_installation,
+)
+from .constants import DhGroup, ExchangeType, NotifyType
+from .crypto import EncrAlgorithm, IntegAlgorithm, PrfAlgorithm, RandomBytes
+from .errors import IkeError
+from .events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed
+from .ike_sa import IkeSa, IkeSaState
+from .keylog import IkeKeyLog
+from .manager import HalfOpenLimitReached, IkeSaManager, InstalledChild, ManagedIkeSa
+from .message import IkeHeader, decode_header
+from .tasks.base import Endpoint
+
+logger = logging.getLogger("ipsec.ike.daemon")
+
+IPAddress = IPv4Address | IPv6Address
+_SPI_ZERO = bytes(8)
+_RECEIVE_SIZE = 65535
+_READ_BUDGET = 64
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    """Where the daemon listens and how much unauthenticated state it keeps."""
+
+    host: str
+    """The local address both sockets bind (a concrete address: NAT
+    detection hashes it)."""
+    ike_port: int = IKE_PORT
+    """0 picks a free port (tests)."""
+    nat_t_port: int = NAT_T_PORT
+    max_half_open: int = 128
+    """Responder IKE_SAs not yet authenticated; more IKE_SA_INITs are dropped."""
+    half_open_timeout: float = 30.0
+    """A responder IKE_SA not authenticated by then is forgotten."""
+
+
+# ---------------------------------------------------------------------------
+# Events
+
+
+@dataclass(frozen=True, slots=True)
+class IkeSaUp:
+    """An IKE_SA was authenticated."""
+
+    connection: str
+    spi_i: bytes
+    spi_r: bytes
+    is_initiator: bool
+    encr: EncrAlgorithm
+    prf: PrfAlgorithm
+    integ: IntegAlgorithm | None
+    dh_group: DhGroup
+    remote: Endpoint
+    encapsulated: bool
+    """The IKE_SA and its CHILD_SAs use UDP port 4500 (NAT found or forced)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IkeSaDown:
+    """An IKE_SA failed, was refused, timed out or was terminated."""
+
+    connection: str
+    spi_i: bytes
+    spi_r: bytes
+    notify_type: NotifyType | int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDead:
+    """An established IKE_SA's peer stopped answering our requests."""
+
+    connection: str
+    spi_i: bytes
+    spi_r: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSaInstalled:
+    """Both SAs and the policies of a CHILD_SA are in the data plane."""
+
+    connection: str
+    child: str
+    inbound_spi: int
+    outbound_spi: int
+    encryption: Encryption
+    integrity: Integrity
+    esn: bool
+    mode: Mode
+    encapsulated: bool
+    local_ts: tuple[PolicySelector, ...]
+    remote_ts: tuple[PolicySelector, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSaRefused:
+    """The CHILD_SA was refused (by either peer) or could not be installed."""
+
+    connection: str
+    child: str
+    notify_type: NotifyType | int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSaRemoved:
+    """A CHILD_SA's SAs and policies left the data plane."""
+
+    connection: str
+    child: str
+    inbound_spi: int
+    outbound_spi: int
+    reason: str
+
+
+DaemonEvent = (
+    IkeSaUp | IkeSaDown | PeerDead | ChildSaInstalled | ChildSaRefused | ChildSaRemoved
+)
+Subscriber = Callable[[DaemonEvent], None]
+
+
+# ---------------------------------------------------------------------------
+# The daemon
+
+
+class IkeDaemon:
+    """Runs connection definitions on one local address.
+
+    Build it, :meth:`load` connections, then :meth:`start` (or start first:
+    loading a ``StartAction.START`` connection into a started daemon
+    initiates it at once). ``random_bytes`` feeds SPIs, nonces and DH keys
+    (default: the secrets module).
+    """
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        settings: DaemonSettings,
+        *,
+        random_bytes: RandomBytes = secrets.token_bytes,
+        keylog: IkeKeyLog | None = None,
+    ) -> None:
+        self.dataplane = dataplane
+        self.settings = settings
+        self.loop = dataplane.loop
+        self.address: IPAddress = ip_address(settings.host)
+        self.manager = IkeSaManager(settings.max_half_open)
+        self.connections: dict[str, ConnectionDefinition] = {}
+        self.drops: Counter[str] = Counter()
+        """Datagrams no IKE_SA took, by reason (attacker-controlled)."""
+        self._random_bytes = random_bytes
+        self._keylog = keylog or IkeKeyLog.from_environment()
+        self._subscribers: list[Subscriber] = []
+        self._timers: dict[ManagedIkeSa, asyncio.TimerHandle] = {}
+        self._socket: socket.socket | None = None
+        self._encap: UdpEncapSocket | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Open UDP 500 and the shared 4500 socket, then start connections."""
+        family = socket.AF_INET6 if self.address.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((self.settings.host, self.settings.ike_port))
+            self._encap = self.dataplane.open_udp_encap(
+                self.settings.host, self.settings.nat_t_port
+            )
+        except BaseException:
+            sock.close()
+            raise
+        self._socket = sock
+        self.loop.add_reader(sock.fileno(), self._on_ike_readable)
+        self.dataplane.set_ike_handler(self._on_nat_t_message)
+        for connection in self.connections.values():
+            if connection.start_action is StartAction.START:
+                self.initiate(connection.name)
+
+    def close(self) -> None:
+        """Remove every CHILD_SA from the data plane and close the sockets."""
+        for sa in self.manager:
+            self._remove(sa, None, "daemon closed")
+        if self._socket is not None:
+            self.loop.remove_reader(self._socket.fileno())
+            self._socket.close()
+            self._socket = None
+        self.dataplane.set_ike_handler(None)
+
+    @property
+    def ike_port(self) -> int:
+        """The bound IKE port (useful when the settings asked for 0)."""
+        if self._socket is None:
+            raise RuntimeError("the daemon is not started")
+        return int(self._socket.getsockname()[1])
+
+    @property
+    def nat_t_port(self) -> int:
+        if self._encap is None:
+            raise RuntimeError("the daemon is not started")
+        return int(self._encap.local_address[1])
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call ``subscriber(event)`` for every daemon event; it must not raise."""
+        self._subscribers.append(subscriber)
+
+    def load(self, connection: ConnectionDefinition) -> None:
+        """Add or replace a connection; a started daemon acts on start_action."""
+        self.connections[connection.name] = connection
+        started = self._socket is not None
+        if started and connection.start_action is StartAction.START:
+            self.initiate(connection.name)
+
+    # -- initiating and terminating -------------------------------------------
+
+    def initiate(self, name: str) -> ManagedIkeSa:
+        """Start IKE_SA_INIT for connection ``name``, CHILD_SA in IKE_AUTH."""
+        connection = self.connections[name]
+        if connection.remote_address is None:
+            raise ValueError(f"connection {name} has no remote address to initiate to")
+        local = (self.address, self.ike_port)
+        remote = (connection.remote_address, connection.remote_port)
+        engine = IkeSa(
+            connection.ike_sa_config(),
+            is_initiator=True,
+            local_spi=self._new_spi(),
+            random_bytes=self._random_bytes,
+            local_endpoint=_hashed_endpoint(connection, local),
+            remote_endpoint=remote,
+        )
+        now = self.loop.time()
+        sa = ManagedIkeSa(engine, connection, local, remote, True, now)
+        self.manager.add(sa)
+        engine.initiate(now)
+        logger.info("%s: initiating to %s:%d", sa.label, *remote)
+        self._after_step(sa, None)
+        return sa
+
+    def terminate(self, name: str) -> int:
+        """Remove the IKE_SAs of connection ``name`` and their CHILD_SAs.
+
+        Returns how many IKE_SAs were removed.
+        """
+        removed = 0
+        for sa in self.manager:
+            if sa.connection.name == name:
+                self._remove(sa, None, "terminated locally")
+                removed += 1
+        return removed
+
+    def ike_sas(self, name: str | None = None) -> list[ManagedIkeSa]:
+        """The live IKE_SAs, of one connection or of all."""
+        return [sa for sa in self.manager if name in (None, sa.connection.name)]
+
+    # -- receiving -----------------------------------------------------------
+
+    def _on_ike_readable(self) -> None:
+        sock = self._socket
+        if sock is None:
+            return
+        for _ in range(_READ_BUDGET):
+            try:
+                data, source = sock.recvfrom(_RECEIVE_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                # ICMP port unreachable surfaces here; the retransmit timer copes.
+                logger.debug("IKE receive error: %s", error)
+                return
+            self._receive(data, source, floated=False)
+
+    def _on_nat_t_message(self, data: bytes, _local: Any, source: Any) -> None:
+        self._receive(data, source, floated=True)
+
+    def _receive(self, data: bytes, source: Any, *, floated: bool) -> None:
+        remote = (ip_address(source[0]), int(source[1]))
+        try:
+            header = decode_header(data)
+        except IkeError:
+            self.drops["bad IKE header"] += 1
+            return
+        sa = self.manager.lookup(header, remote) or self._new_responder(
+            header, remote, floated
+        )
+        if sa is None:
+            return
+        sa.engine.receive_datagram(data, self.loop.time())
+        reply_to = None if header.is_response else (remote, floated)
+        self._after_step(sa, reply_to)
+
+    def _new_responder(
+        self, header: IkeHeader, remote: Endpoint, floated: bool
+    ) -> ManagedIkeSa | None:
+        """An IKE_SA for a fresh IKE_SA_INIT request (RFC 7296 §1.2)."""
+        fresh = (
+            header.exchange_type == ExchangeType.IKE_SA_INIT
+            and header.is_initiator
+            and not header.is_response
+            and header.message_id == 0
+            and header.spi_r == _SPI_ZERO
+        )
+        if not fresh:
+            self.drops["no IKE_SA for these SPIs"] += 1
+            return None
+        connection = next(
+            (
+                c
+                for c in self.connections.values()
+                if c.accepts(self.address, remote[0])
+            ),
+            None,
+        )
+        if connection is None:
+            self.drops["no connection for the peer"] += 1
+            return None
+        port = self.nat_t_port if floated else self.ike_port
+        local = (self.address, port)
+        engine = IkeSa(
+            connection.ike_sa_config(),
+            is_initiator=False,
+            local_spi=self._new_spi(),
+            random_bytes=self._random_bytes,
+            local_endpoint=_hashed_endpoint(connection, local),
+            remote_endpoint=remote,
+        )
+        sa = ManagedIkeSa(
+            engine, connection, local, remote, False, self.loop.time(), floated
+        )
+        try:
+            self.manager.add(sa, header.spi_i)
+        except HalfOpenLimitReached:
+            self.drops["half-open limit"] += 1
+            return None
+        return sa
+
+    # -- after every engine step ---------------------------------------------
+
+    def _after_step(
+        self, sa: ManagedIkeSa, reply_to: tuple[Endpoint, bool] | None
+    ) -> None:
+        """Send what the engine produced, act on its events, re-arm its timer.
+
+        ``reply_to`` is the source of the request just fed in, if it was one.
+        """
+        datagrams = sa.engine.datagrams_to_send()
+        if reply_to is not None and datagrams:
+            # Only requests the engine accepted get an answer: the peer is
+            # where this one came from (RFC 7296 §2.11, §2.23).
+            self._peer_moved(sa, *reply_to)
+        self._maybe_float(sa)
+        for datagram in datagrams:
+            self._send(sa, datagram)
+        if self._handle_events(sa):
+            self._rearm(sa)
+
+    def _maybe_float(self, sa: ManagedIkeSa) -> None:
+        """The initiator moves to port 4500 once IKE_SA_INIT found a NAT."""
+        engine = sa.engine
+        if sa.floated or not sa.is_initiator:
+            return
+        if engine.state is not IkeSaState.IKE_AUTH_SENT:
+            return
+        if any(engine.nat_detected) or sa.connection.encap:
+            sa.floated = True
+            sa.local = (self.address, self.nat_t_port)
+            sa.remote = (sa.remote[0], sa.connection.remote_nat_t_port)
+            logger.debug("%s: NAT found, moving to port 4500", sa.label)
+
+    def _peer_moved(self, sa: ManagedIkeSa, remote: Endpoint, floated: bool) -> None:
+        if (remote, floated) == (sa.remote, sa.floated):
+            return
+        sa.remote, sa.floated = remote, floated
+        if floated:
+            sa.local = (self.address, self.nat_t_port)
+        for child in sa.children:
+            # NAT rebinding: ESP follows IKE to the new address and port.
+            self.dataplane.update_sa(
+                child.outbound_spi, peer=remote[0], peer_port=remote[1]
+            )
+
+    def _send(self, sa: ManagedIkeSa, datagram: bytes) -> None:
+        address, port = sa.remote
+        try:
+            if sa.floated:
+                self.dataplane.send_ike(
+                    datagram, self.settings.host, (str(address), port)
+                )
+            elif self._socket is not None:
+                self._socket.sendto(datagram, (str(address), port))
+        except OSError as error:
+            logger.debug("%s: send failed: %s", sa.label, error)
+
+    def _handle_events(self, sa: ManagedIkeSa) -> bool:
+        """Act on the engine's events; False once the IKE_SA is gone."""
+        while (event := sa.engine.next_event()) is not None:
+            if isinstance(event, IkeSaEstablished):
+                self._ike_sa_established(sa, event)
+            elif isinstance(event, ChildSaEstablished):
+                self._install_child(sa, event)
+            elif isinstance(event, ChildSaFailed):
+                name = sa.connection.child.name
+                self._emit(
+                    ChildSaRefused(
+                        sa.connection.name, name, event.notify_type, event.reason
+                    )
+                )
+            elif isinstance(event, IkeSaFailed):
+                self._ike_sa_failed(sa, event)
+                return False
+        return True
+
+    def _rearm(self, sa: ManagedIkeSa) -> None:
+        handle = self._timers.pop(sa, None)
+        if handle is not None:
+            handle.cancel()
+        deadline = sa.engine.get_timer()
+        if not sa.is_initiator and not sa.established:
+            half_open_end = sa.created + self.settings.half_open_timeout
+            deadline = (
+                half_open_end if deadline is None else min(deadline, half_open_end)
+            )
+        if deadline is not None:
+            self._timers[sa] = self.loop.call_at(deadline, self._on_timer, sa)
+
+    def _on_timer(self, sa: ManagedIkeSa) -> None:
+        self._timers.pop(sa, None)
+        now = self.loop.time()
+        if not sa.is_initiator and not sa.established:
+            if now - sa.created >= self.settings.half_open_timeout:
+                self._remove(sa, None, "half-open IKE_SA timed out")
+                return
+        sa.engine.handle_timer(now)
+        self._after_step(sa, None)
+
+    # -- IKE_SA and CHILD_SA outcomes ----------------------------------------
+
+    def _ike_sa_established(self, sa: ManagedIkeSa, event: IkeSaEstablished) -> None:
+        self.manager.mark_established(sa)
+        keys = sa.engine.export_keys()
+        if self._keylog is not None and keys is not None:
+            self._keylog.log(event.spi_i, event.spi_r, *keys)
+        if sa.floated and self._encap is not None and sa.engine.nat_detected[0]:
+            # RFC 3948 §4: keep our NAT mapping open while we are behind it.
+            peer = (str(sa.remote[0]), sa.remote[1])
+            self._encap.start_keepalive(peer, sa.connection.keepalive_interval)
+        logger.info(
+            "%s: IKE_SA established with %s:%d%s",
+            sa.label,
+            *sa.remote,
+            " (UDP-encapsulated)" if sa.floated else "",
+        )
+        self._emit(
+            IkeSaUp(
+                sa.connection.name, event.spi_i, event.spi_r, sa.is_initiator,
+                event.encr, event.prf, event.integ, event.dh_group,
+                sa.remote, sa.floated,
+            )
+        )  # fmt: skip
+
+    def _install_child(self, sa: ManagedIkeSa, event: ChildSaEstablished) -> None:
+        definition = sa.connection.child
+        try:
+            installation = child_sa_installation(
+                event, definition, sa.local[0], sa.remote[0]
+            )
+            transport = Transport.UDP if sa.floated else Transport.RAW
+            if transport is Transport.RAW:
+                self.dataplane.open_raw(Protocol.ESP, self.settings.host)
+            policies = self._add_to_dataplane(sa, installation, transport)
+        except (ValueError, DataPlaneError) as error:
+            logger.warning("%s: CHILD_SA not installed: %s", sa.label, error)
+            self._emit(
+                ChildSaRefused(sa.connection.name, definition.name, None, str(error))
+            )
+            return
+        inbound, outbound = installation.inbound, installation.outbound
+        sa.children.append(
+            InstalledChild(definition.name, inbound.spi, outbound.spi, policies)
+        )
+        logger.info(
+            "%s: CHILD_SA %s installed, SPIs in 0x%08x out 0x%08x, %s/%s",
+            sa.label, definition.name, inbound.spi, outbound.spi,
+            inbound.encryption.name, inbound.integrity.name,
+        )  # fmt: skip
+        self._emit(
+            ChildSaInstalled(
+                sa.connection.name, definition.name, inbound.spi, outbound.spi,
+                inbound.encryption, inbound.integrity, inbound.esn, inbound.mode,
+                sa.floated, installation.local_selectors,
+                installation.remote_selectors,
+            )
+        )  # fmt: skip
+
+    def _add_to_dataplane(
+        self, sa: ManagedIkeSa, installation: ChildSaInstallation, transport: Transport
+    ) -> tuple[Policy, ...]:
+        """add_sa both ways and a policy pair per selector pair; all or nothing."""
+        dataplane = self.dataplane
+        inbound, outbound = installation.inbound, installation.outbound
+        local_address, (peer, peer_port) = sa.local[0], sa.remote
+        dataplane.add_sa(
+            inbound, inbound=True, transport=transport, local=local_address
+        )
+        try:
+            dataplane.add_sa(
+                outbound, inbound=False, transport=transport,
+                peer=peer, peer_port=peer_port, local=local_address,
+            )  # fmt: skip
+        except DataPlaneError:
+            dataplane.del_sa(inbound.spi, inbound=True)
+            raise
+        policies = []
+        for local_ts in installation.local_selectors:
+            for remote_ts in installation.remote_selectors:
+                policies.append(dataplane.add_policy(local_ts, remote_ts, outbound.spi))
+                policies.append(
+                    dataplane.add_policy(
+                        local_ts, remote_ts, inbound.spi, direction=Direction.INBOUND
+                    )
+                )
+        return tuple(policies)
+
+    def _ike_sa_failed(self, sa: ManagedIkeSa, event: IkeSaFailed) -> None:
+        was_established = sa.established
+        logger.info("%s: IKE_SA failed: %s", sa.label, event.reason)
+        self._remove(sa, event.notify_type, event.reason)
+        if was_established and event.notify_type is None:
+            # The engine gives up on an established IKE_SA only when its
+            # requests (DPD, rekey, delete) go unanswered.
+            engine = sa.engine
+            self._emit(PeerDead(sa.connection.name, engine.spi_i, engine.spi_r))
+
+    def _remove(
+        self, sa: ManagedIkeSa, notify_type: NotifyType | int | None, reason: str
+    ) -> None:
+        """Take the IKE_SA and its CHILD_SAs out of the manager and data plane."""
+        handle = self._timers.pop(sa, None)
+        if handle is not None:
+            handle.cancel()
+        self.manager.remove(sa)
+        if self._encap is not None and sa.floated:
+            self._encap.stop_keepalive((str(sa.remote[0]), sa.remote[1]))
+        for child in sa.children:
+            self._remove_child(sa, child, reason)
+        sa.children.clear()
+        engine = sa.engine
+        self._emit(
+            IkeSaDown(
+                sa.connection.name, engine.spi_i, engine.spi_r, notify_type, reason
+            )
+        )
+
+    def _remove_child(
+        self, sa: ManagedIkeSa, child: InstalledChild, reason: str
+    ) -> None:
+        dataplane = self.dataplane
+        for policy in child.policies:
+            dataplane.del_policy(policy)
+        for spi, inbound in ((child.inbound_spi, True), (child.outbound_spi, False)):
+            try:
+                dataplane.del_sa(spi, inbound=inbound)
+            except DataPlaneError:
+                logger.debug("%s: SA 0x%08x already gone", sa.label, spi)
+        self._emit(
+            ChildSaRemoved(
+                sa.connection.name, child.name, child.inbound_spi,
+                child.outbound_spi, reason,
+            )
+        )  # fmt: skip
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _new_spi(self) -> bytes:
+        # RFC 7296 §2.6: our SPI alone must find the IKE_SA; never zero.
+        for _ in range(16):
+            spi = self._random_bytes(8)
+            if spi != _SPI_ZERO and not self.manager.is_taken(spi):
+                return spi
+        raise RuntimeError("no free IKE SPI: the random source is broken")
+
+    def _emit(self, event: DaemonEvent) -> None:
+        for subscriber in self._subscribers:
+            subscriber(event)
+
+
+def _hashed_endpoint(connection: ConnectionDefinition, local: Endpoint) -> Endpoint:
+    """The endpoint NAT detection hashes as our source.
+
+    With ``encap`` we hash port 0, which no datagram carries: the peer then
+    sees us behind a NAT and both sides float to 4500 and encapsulate ESP,
+    the trick strongSwan's ``encap = yes`` plays (RFC 7296 §2.23 leaves the
+    hashes to the sender).
+    """
+    return (local[0], 0) if connection.encap else local

@@ -1,0 +1,405 @@
+"""Two IKE daemons on loopback: real sockets, real data planes, real timers.
+
+Each daemon has its own DataPlane; the CHILD_SA they negotiate must carry
+UDP both ways through the in-process channel, so the ESP engine checks
+SPIs, keys and policies end to end. Ports are picked by the kernel (0), so
+pytest-xdist workers never collide.
+"""
+
+import asyncio
+import logging
+import socket
+from ipaddress import IPv4Address
+
+import pytest
+
+from ipsec.dataplane import DataPlane
+from ipsec.ike.config import Identity
+from ipsec.ike.connection import (
+    ChildDefinition,
+    ConnectionDefinition,
+    StartAction,
+    parse_proposal,
+    traffic_selector,
+)
+from ipsec.ike.constants import IdType, NotifyType, ProtocolId
+from ipsec.ike.daemon import (
+    ChildSaInstalled,
+    ChildSaRemoved,
+    DaemonSettings,
+    IkeDaemon,
+    IkeSaDown,
+    IkeSaUp,
+)
+from ipsec.ike.ike_sa import IkeSa
+from ipsec.ike.keylog import IkeKeyLog
+from ipsec.ike.keymat import PresharedKey
+from ipsec.ike.message import decode_message
+
+from .test_ike_sa import seeded
+
+A_ID = Identity(IdType.ID_FQDN, b"sbc.example.com")
+B_ID = Identity(IdType.ID_FQDN, b"trunk.example.com")
+PSK = PresharedKey(b"loopback trunk secret")
+A_INNER, B_INNER = "10.1.0.1", "10.2.0.1"
+ECHO_PORT = 5060
+
+
+def connection(
+    name,
+    local,
+    remote,
+    local_id,
+    remote_id,
+    *,
+    local_net,
+    remote_net,
+    ike="aes128gcm16-prfsha256-x25519",
+    esp="aes128gcm16",
+    psk=PSK,
+    **changes,
+):
+    child = ChildDefinition(
+        "sip",
+        (traffic_selector(local_net),),
+        (traffic_selector(remote_net),),
+        (parse_proposal(esp, ProtocolId.ESP),),
+    )
+    return ConnectionDefinition(
+        name=name,
+        local_address=IPv4Address(local),
+        remote_address=IPv4Address(remote) if remote else None,
+        local_id=local_id,
+        remote_id=remote_id,
+        psk=psk,
+        ike_proposals=(parse_proposal(ike, ProtocolId.IKE),),
+        child=child,
+        **changes,
+    )
+
+
+class Node:
+    """One daemon, its data plane and the events it emitted."""
+
+    def __init__(self, host, **settings):
+        loop = asyncio.get_running_loop()
+        self.dataplane = DataPlane(loop)
+        self.daemon = IkeDaemon(
+            self.dataplane, DaemonSettings(host, ike_port=0, nat_t_port=0, **settings)
+        )
+        self.events = []
+        self.daemon.subscribe(self.events.append)
+        self.daemon.start()
+
+    def of(self, kind):
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def close(self):
+        self.daemon.close()
+        self.dataplane.close()
+
+
+async def until(predicate, timeout=5.0):
+    """Let the loop run until ``predicate()`` holds; bounded in time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 30))
+
+
+def pair(a, b, *, a_changes=None, b_changes=None):
+    """Load A (initiator, start) and B (responder) connections."""
+    b.daemon.load(
+        connection(
+            "to-a", "127.0.0.2", "127.0.0.1", B_ID, A_ID,
+            local_net="10.2.0.0/24", remote_net="10.1.0.0/24",
+            **(b_changes or {}),
+        )
+    )  # fmt: skip
+    a.daemon.load(
+        connection(
+            "to-b", "127.0.0.1", "127.0.0.2", A_ID, B_ID,
+            local_net="10.1.0.0/24", remote_net="10.2.0.0/24",
+            remote_port=b.daemon.ike_port,
+            remote_nat_t_port=b.daemon.nat_t_port,
+            start_action=StartAction.START,
+            **(a_changes or {}),
+        )
+    )  # fmt: skip
+
+
+async def echo_round_trip(a, b, payload):
+    """A sends UDP to B's echo through the CHILD_SA and gets it back."""
+    received = []
+
+    def echo(data, source):
+        b.dataplane.send(B_INNER, source[0], 17, ECHO_PORT, source[1], data)
+
+    b.dataplane.bind(B_INNER, ECHO_PORT, echo)
+    a.dataplane.bind(A_INNER, 40000, lambda data, source: received.append(data))
+    drop = a.dataplane.send(A_INNER, B_INNER, 17, 40000, ECHO_PORT, payload)
+    assert drop is None
+    await until(lambda: received)
+    return received
+
+
+@pytest.mark.parametrize(
+    ("ike", "esp"),
+    [
+        ("aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+        ("aes256-sha256-ecp256", "aes256-sha256"),
+    ],
+)
+def test_daemons_install_child_sa_and_carry_udp_encap(ike, esp):
+    async def scenario():
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
+        try:
+            changes = {"ike": ike, "esp": esp, "encap": True}
+            pair(a, b, a_changes=changes, b_changes={"ike": ike, "esp": esp})
+            await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+
+            echoed = await echo_round_trip(a, b, b"OPTIONS sip:trunk SIP/2.0")
+
+            [a_child], [b_child] = a.of(ChildSaInstalled), b.of(ChildSaInstalled)
+            [a_up], [b_up] = a.of(IkeSaUp), b.of(IkeSaUp)
+            assert echoed == [b"OPTIONS sip:trunk SIP/2.0"]
+            assert a_child.inbound_spi == b_child.outbound_spi
+            assert a_child.outbound_spi == b_child.inbound_spi
+            assert a_child.encapsulated and b_child.encapsulated
+            assert a_up.is_initiator and not b_up.is_initiator
+            assert (a_up.spi_i, a_up.spi_r) == (b_up.spi_i, b_up.spi_r)
+            # The responder answers where IKE_AUTH came from: A's 4500 socket.
+            assert b_up.remote == (IPv4Address("127.0.0.1"), a.daemon.nat_t_port)
+            stats = b.dataplane.stats()["inbound"][b_child.inbound_spi]
+            assert stats["packets"] == 1
+        finally:
+            a.close()
+            b.close()
+
+    run(scenario())
+
+
+def test_daemon_without_nat_stays_on_port_500_until_child_install():
+    async def scenario():
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
+        try:
+            pair(a, b)
+            await until(lambda: a.of(IkeSaUp) and b.of(IkeSaUp))
+
+            [a_up], [b_up] = a.of(IkeSaUp), b.of(IkeSaUp)
+            assert not a_up.encapsulated and not b_up.encapsulated
+            assert b_up.remote == (IPv4Address("127.0.0.1"), a.daemon.ike_port)
+        finally:
+            a.close()
+            b.close()
+
+    run(scenario())
+
+
+def test_terminate_removes_sas_and_policies_from_the_dataplane():
+    async def scenario():
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
+        try:
+            pair(a, b, a_changes={"encap": True})
+            await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+
+            removed = a.daemon.terminate("to-b")
+
+            [installed] = a.of(ChildSaInstalled)
+            [gone] = a.of(ChildSaRemoved)
+            assert removed == 1
+            assert (gone.inbound_spi, gone.outbound_spi) == (
+                installed.inbound_spi,
+                installed.outbound_spi,
+            )
+            assert a.dataplane.stats()["inbound"] == {}
+            assert a.dataplane.stats()["outbound"] == {}
+            assert len(a.dataplane.spd) == 0
+            assert a.daemon.ike_sas() == []
+            assert [e.reason for e in a.of(IkeSaDown)] == ["terminated locally"]
+            drop = a.dataplane.send(A_INNER, B_INNER, 17, 40000, ECHO_PORT, b"x")
+            assert drop is not None
+        finally:
+            a.close()
+            b.close()
+
+    run(scenario())
+
+
+def test_wrong_psk_fails_without_installing_anything():
+    async def scenario():
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
+        try:
+            wrong = {"psk": PresharedKey(b"not the trunk secret")}
+            pair(a, b, a_changes={"encap": True, **wrong})
+            await until(lambda: a.of(IkeSaDown) and b.of(IkeSaDown))
+
+            [a_down], [b_down] = a.of(IkeSaDown), b.of(IkeSaDown)
+            assert a_down.notify_type == NotifyType.AUTHENTICATION_FAILED
+            assert b_down.notify_type == NotifyType.AUTHENTICATION_FAILED
+            assert not a.of(ChildSaInstalled) and not b.of(ChildSaInstalled)
+            assert a.daemon.ike_sas() == [] and b.daemon.ike_sas() == []
+            assert b.dataplane.stats()["inbound"] == {}
+        finally:
+            a.close()
+            b.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------------
+# The responder's guards: retransmitted IKE_SA_INIT, half-open cap and timeout
+
+
+def ike_sa_init(spi):
+    """An IKE_SA_INIT request from a throwaway initiator engine."""
+    config = connection(
+        "probe", "127.0.0.1", "127.0.0.2", A_ID, B_ID,
+        local_net="10.1.0.0/24", remote_net="10.2.0.0/24",
+    ).ike_sa_config()  # fmt: skip
+    engine = IkeSa(config, is_initiator=True, local_spi=spi, random_bytes=seeded(7))
+    engine.initiate(0.0)
+    [datagram] = engine.datagrams_to_send()
+    return datagram
+
+
+async def exchange(sock, port, datagram):
+    """Send one datagram to B and wait for one answer."""
+    loop = asyncio.get_running_loop()
+    sock.sendto(datagram, ("127.0.0.2", port))
+    return await asyncio.wait_for(loop.sock_recv(sock, 65535), 5)
+
+
+def probe_socket():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def test_retransmitted_ike_sa_init_reaches_the_same_ike_sa():
+    async def scenario():
+        b = Node("127.0.0.2")
+        sock = probe_socket()
+        try:
+            pair_b_only(b)
+            request = ike_sa_init(bytes.fromhex("0102030405060708"))
+            answers = [
+                await exchange(sock, b.daemon.ike_port, request) for _ in range(2)
+            ]
+
+            first, second = (decode_message(a) for a in answers)
+            assert answers[0] == answers[1]
+            assert first.spi_r == second.spi_r != bytes(8)
+            assert len(b.daemon.ike_sas()) == 1
+            assert b.daemon.manager.half_open == 1
+        finally:
+            sock.close()
+            b.close()
+
+    run(scenario())
+
+
+def pair_b_only(b, **changes):
+    b.daemon.load(
+        connection(
+            "to-a", "127.0.0.2", "127.0.0.1", B_ID, A_ID,
+            local_net="10.2.0.0/24", remote_net="10.1.0.0/24", **changes,
+        )
+    )  # fmt: skip
+
+
+def test_half_open_cap_drops_further_ike_sa_init():
+    async def scenario():
+        b = Node("127.0.0.2", max_half_open=2)
+        sock = probe_socket()
+        try:
+            pair_b_only(b)
+            for n in range(1, 4):
+                spi = bytes([n]) * 8
+                sock.sendto(ike_sa_init(spi), ("127.0.0.2", b.daemon.ike_port))
+            await until(lambda: b.daemon.drops["half-open limit"] == 1)
+
+            assert len(b.daemon.ike_sas()) == 2
+            assert b.daemon.manager.half_open == 2
+        finally:
+            sock.close()
+            b.close()
+
+    run(scenario())
+
+
+def test_half_open_ike_sa_is_forgotten_after_the_timeout():
+    async def scenario():
+        b = Node("127.0.0.2", half_open_timeout=0.2)
+        sock = probe_socket()
+        try:
+            pair_b_only(b)
+            sock.sendto(ike_sa_init(b"\x09" * 8), ("127.0.0.2", b.daemon.ike_port))
+            await until(lambda: b.daemon.ike_sas())
+            await until(lambda: b.of(IkeSaDown), timeout=3)
+
+            [down] = b.of(IkeSaDown)
+            assert down.reason == "half-open IKE_SA timed out"
+            assert b.daemon.ike_sas() == [] and b.daemon.manager.half_open == 0
+        finally:
+            sock.close()
+            b.close()
+
+    run(scenario())
+
+
+def test_unknown_peer_gets_no_ike_sa():
+    async def scenario():
+        b = Node("127.0.0.2")
+        sock = probe_socket()
+        try:
+            pair_b_only(b)
+            b.daemon.connections.clear()
+            sock.sendto(ike_sa_init(b"\x05" * 8), ("127.0.0.2", b.daemon.ike_port))
+            await until(lambda: b.daemon.drops["no connection for the peer"] == 1)
+
+            assert b.daemon.ike_sas() == []
+        finally:
+            sock.close()
+            b.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------------
+# Keys: in the opt-in key log, never in the text log
+
+
+def test_ike_keylog_holds_keys_and_the_log_does_not(tmp_path, caplog):
+    keylog_path = tmp_path / "ike.keys"
+
+    async def scenario():
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
+        a.daemon._keylog = IkeKeyLog(str(keylog_path))
+        try:
+            pair(a, b, a_changes={"encap": True})
+            await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+            [sa] = a.daemon.ike_sas()
+            return sa.engine.export_keys()
+        finally:
+            a.close()
+            b.close()
+
+    with caplog.at_level(logging.DEBUG):
+        transforms, keys = run(scenario())
+
+    row = keylog_path.read_text().strip().split(",")
+    assert row[2:4] == [keys.sk_ei.hex(), keys.sk_er.hex()]
+    assert row[4] == '"AES-GCM-128 with 16 octet ICV [RFC5282]"'
+    assert oct(keylog_path.stat().st_mode & 0o777) == "0o600"
+    text = caplog.text
+    assert "IKE_SA established" in text
+    for secret in (keys.sk_d, keys.sk_ei, keys.sk_er, keys.sk_pi, PSK.secret):
+        assert secret.hex() not in text
