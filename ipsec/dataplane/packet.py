@@ -29,8 +29,6 @@ _IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
 _IPV6_HEADER = struct.Struct("!IHBB16s16s")
 _UDP_HEADER = struct.Struct("!HHHH")
 _PORTS = struct.Struct("!HH")
-_TOTAL_AND_FRAGMENT = struct.Struct("!HxxH")
-_UDP_PORTS_LENGTH = struct.Struct("!HHH")
 _IPV6_PSEUDO_TAIL = struct.Struct("!IxxxB")
 _IPV4_UDP_HEADERS = struct.Struct("!BBHHHBBH4s4sHHHH")
 _DONT_FRAGMENT = 0x4000
@@ -243,26 +241,6 @@ def _parse_ipv6(packet: bytes | bytearray | memoryview) -> Flow | None:
     return Flow(
         6, protocol, bytes(packet[8:24]), bytes(packet[24:40]),
         source_port, destination_port, offset,
-    )  # fmt: skip
-
-
-def parse_ipv4_udp(
-    packet: bytes,
-) -> tuple[bytes, bytes, int, int, bytes] | None:
-    """Source, destination, ports and payload of a plain IPv4 UDP packet.
-
-    Only the common shape: no IP options, not a fragment, lengths that agree.
-    Anything else returns None and goes through :func:`parse_flow`.
-    """
-    if len(packet) < 28 or packet[0] != 0x45 or packet[9] != IPPROTO_UDP:
-        return None
-    total, fragment = _TOTAL_AND_FRAGMENT.unpack_from(packet, 2)
-    source_port, destination_port, length = _UDP_PORTS_LENGTH.unpack_from(packet, 20)
-    if total > len(packet) or fragment & 0x3FFF or length < 8 or 20 + length > total:
-        return None
-    return (
-        packet[12:16], packet[16:20], source_port, destination_port,
-        packet[28 : 20 + length],
     )  # fmt: skip
 
 

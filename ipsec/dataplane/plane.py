@@ -24,8 +24,9 @@ import enum
 import logging
 import secrets
 import socket
+import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
@@ -63,7 +64,6 @@ from .packet import (
     build_udp,
     build_udp_packet,
     parse_flow,
-    parse_ipv4_udp,
     parse_udp,
 )
 from .raw import RawIpSocket
@@ -79,6 +79,10 @@ DatagramHandler = Callable[[bytes, tuple[str, int]], None]
 LifetimeHandler = Callable[[LifetimeEvent], None]
 IkeHandler = Callable[[bytes, Address, Address], None]
 FlowKey = tuple[int, bytes, bytes, int, int]
+_Route = tuple[DatagramHandler, tuple[str, int]]
+_UNKNOWN: Any = object()
+_IPV4_UDP_FIELDS = struct.Struct("!H2xH16xH")
+_PORTS = struct.Struct("!HH")
 
 _LIFETIME_TICK = 1.0
 _FLOW_CACHE_LIMIT = 8192
@@ -113,6 +117,8 @@ class _Inbound:
     local: IPAddress | None
     remote: IPAddress | None
     """This end's and the peer's address: transport mode's inner addresses."""
+    routes: dict[bytes, _Route | None] = field(default_factory=dict)
+    """IPv4 UDP flows (source, destination, ports as packed) to handlers."""
 
 
 class DataPlane:
@@ -143,7 +149,7 @@ class DataPlane:
         self._inbound: dict[int, _Inbound] = {}
         self._reserved_spis: set[int] = set()
         self._flows: dict[FlowKey, _Outbound | PathDrop] = {}
-        self._admitted: dict[tuple[int, FlowKey], bool] = {}
+        self._admissions: dict[tuple[int, FlowKey], bool] = {}
         self._handlers: dict[tuple[bytes, int], DatagramHandler] = {}
         self._encap: dict[str, UdpEncapSocket] = {}
         self._raw: dict[tuple[str, int], RawIpSocket] = {}
@@ -171,6 +177,9 @@ class DataPlane:
     def open_raw(self, protocol: Protocol, host: str = "0.0.0.0") -> RawIpSocket:
         """Open a raw socket for ESP or AH on ``host`` (needs CAP_NET_RAW)."""
         key = (host, int(protocol))
+        if protocol is Protocol.AH and ":" in host:
+            # An IPv6 raw socket strips the IPv6 header, which AH's ICV covers.
+            raise DataPlaneError("AH over IPv6 raw sockets is not supported")
         if key not in self._raw:
 
             def on_packet(packet: bytes, _address: Address) -> None:
@@ -328,9 +337,11 @@ class DataPlane:
         and must not raise.
         """
         self._handlers[(_packed(address), port)] = handler
+        self._forget_flows()
 
     def unbind(self, address: AddressLike, port: int) -> None:
         self._handlers.pop((_packed(address), port), None)
+        self._forget_flows()
 
     def send(
         self,
@@ -479,16 +490,44 @@ class DataPlane:
 
     def _deliver_packet(self, entry: _Inbound, packet: bytes) -> None:
         """An IP packet out of an SA: the tunnel's inner one, or transport's."""
-        fast = parse_ipv4_udp(packet)
-        if fast is not None:
-            # The common case (RTP and SIP in IPv4) without the general walk.
-            source, destination, source_port, destination_port, payload = fast
-            handler = self._handlers.get((destination, destination_port))
-            if handler is not None:
-                key = (IPPROTO_UDP, source, destination, source_port, destination_port)
-                if self._admits(entry, key):
-                    self._hand_over(handler, payload, source, source_port)
-                return
+        # Fast path for the common case, IPv4 UDP (RTP, SIP) to a bound
+        # handler: a header check and one lookup of a per-SA route cache
+        # keyed by the addresses and ports as they sit in the packet.
+        if len(packet) >= 28 and packet[0] == 0x45 and packet[9] == IPPROTO_UDP:
+            total, fragment, length = _IPV4_UDP_FIELDS.unpack_from(packet, 2)
+            if (
+                total == len(packet)
+                and not fragment & 0x3FFF
+                and 8 <= length <= total - 20
+            ):
+                flow = packet[12:24]
+                route = entry.routes.get(flow, _UNKNOWN)
+                if route is _UNKNOWN:
+                    route = self._route(entry, flow)
+                if route is not None:
+                    handler, source = route
+                    counters = self.channel_counters
+                    counters.packets_in += 1
+                    counters.bytes_in += length - 8
+                    handler(packet[28 : 20 + length], source)
+                    return
+        self._deliver_general(entry, packet)
+
+    def _route(self, entry: _Inbound, flow: bytes) -> _Route | None:
+        """Cache where an IPv4 UDP flow on ``entry`` goes, if to a handler."""
+        source, destination = flow[:4], flow[4:8]
+        source_port, destination_port = _PORTS.unpack_from(flow, 8)
+        handler = self._handlers.get((destination, destination_port))
+        route: _Route | None = None
+        key = (IPPROTO_UDP, source, destination, source_port, destination_port)
+        if handler is not None and self._admitted(entry, key):
+            route = (handler, (_address_text(source), source_port))
+        if len(entry.routes) >= _FLOW_CACHE_LIMIT:
+            entry.routes.clear()
+        entry.routes[flow] = route
+        return route
+
+    def _deliver_general(self, entry: _Inbound, packet: bytes) -> None:
         flow = parse_flow(packet)
         if flow is None:
             entry.sa.count_drop(DropReason.MALFORMED)
@@ -534,10 +573,17 @@ class DataPlane:
         self._hand_over(handler, payload, remote, source_port)
 
     def _admits(self, entry: _Inbound, key: FlowKey) -> bool:
+        """Whether the flow may use this SA; a refusal is counted on the SA."""
+        if self._admitted(entry, key):
+            return True
+        entry.sa.count_drop(DropReason.POLICY_MISMATCH)
+        return False
+
+    def _admitted(self, entry: _Inbound, key: FlowKey) -> bool:
         # RFC 4301 §5.2 step 4: the inbound policy matching the inner packet
         # must name the SA it arrived on. Cached per (SA, flow).
         spi = entry.sa.spi
-        admitted = self._admitted.get((spi, key))
+        admitted = self._admissions.get((spi, key))
         if admitted is None:
             protocol, source, destination, source_port, destination_port = key
             policy = self.spd.lookup(
@@ -545,11 +591,9 @@ class DataPlane:
                 source_port, destination_port, Direction.INBOUND,
             )  # fmt: skip
             admitted = policy.action is PolicyAction.PROTECT and policy.spi == spi
-            if len(self._admitted) >= _FLOW_CACHE_LIMIT:
-                self._admitted.clear()
-            self._admitted[(spi, key)] = admitted
-        if not admitted:
-            entry.sa.count_drop(DropReason.POLICY_MISMATCH)
+            if len(self._admissions) >= _FLOW_CACHE_LIMIT:
+                self._admissions.clear()
+            self._admissions[(spi, key)] = admitted
         return admitted
 
     def _hand_over(
@@ -558,10 +602,7 @@ class DataPlane:
         counters = self.channel_counters
         counters.packets_in += 1
         counters.bytes_in += len(payload)
-        text = _address_texts.get(source)
-        if text is None:
-            text = _address_text(source)
-        handler(payload, (text, port))
+        handler(payload, (_address_text(source), port))
 
     # -- installation helpers ------------------------------------------------
 
@@ -637,7 +678,9 @@ class DataPlane:
 
     def _forget_flows(self) -> None:
         self._flows.clear()
-        self._admitted.clear()
+        self._admissions.clear()
+        for entry in self._inbound.values():
+            entry.routes.clear()
 
     def _check_lifetimes(self) -> None:
         now = self.loop.time()
@@ -667,11 +710,13 @@ _address_texts: dict[bytes, str] = {}
 
 
 def _address_text(packed: bytes) -> str:
-    family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
-    text = socket.inet_ntop(family, packed)
-    if len(_address_texts) >= _FLOW_CACHE_LIMIT:
-        _address_texts.clear()
-    _address_texts[packed] = text
+    text = _address_texts.get(packed)
+    if text is None:
+        family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
+        text = socket.inet_ntop(family, packed)
+        if len(_address_texts) >= _FLOW_CACHE_LIMIT:
+            _address_texts.clear()
+        _address_texts[packed] = text
     return text
 
 

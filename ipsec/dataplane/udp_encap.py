@@ -201,24 +201,32 @@ class UdpEncapSocket:
 
     def _on_readable(self) -> None:
         # Drain what the kernel holds, bounded so other sockets get a turn.
-        receive = self._receive_coalesced if self._gro else self._receive_one
+        if self._gro:
+            self._drain_coalesced()
+            return
+        receive, dispatch = self.sock.recvfrom, self._dispatch
         for _ in range(_READ_BUDGET):
             try:
-                if not receive():
-                    return
+                datagram, address = receive(_RECEIVE_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
                 # ICMP errors surface here on some kernels; not fatal.
                 logger.debug("encap receive error: %s", error)
                 return
+            dispatch(datagram, address)
 
-    def _receive_one(self) -> bool:
-        datagram, address = self.sock.recvfrom(_RECEIVE_SIZE)
-        self._dispatch(datagram, address)
-        return True
+    def _drain_coalesced(self) -> None:
+        for _ in range(_READ_BUDGET):
+            try:
+                self._receive_coalesced()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                logger.debug("encap receive error: %s", error)
+                return
 
-    def _receive_coalesced(self) -> bool:
+    def _receive_coalesced(self) -> None:
         # With UDP_GRO the kernel may hand over several same-sized datagrams
         # in one buffer, with the segment size in a control message.
         data, ancillary, _, address = self.sock.recvmsg(_RECEIVE_SIZE, 64)
@@ -228,11 +236,10 @@ class UdpEncapSocket:
                 segment = int.from_bytes(value[:2], "little") or segment
         if segment >= len(data):
             self._dispatch(data, address)
-            return True
+            return
         self.coalesced_reads += 1
         for start in range(0, len(data), segment):
             self._dispatch(data[start : start + segment], address)
-        return True
 
     def _dispatch(self, datagram: bytes, address: Address) -> None:
         counters = self.counters

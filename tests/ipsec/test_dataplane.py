@@ -105,6 +105,7 @@ def connect(
     encryption: Encryption = Encryption.AES_GCM_16_128,
     inbound_b: TrafficSelector | None = None,
     version: int = 4,
+    gro: bool = False,
     **lifetimes: Lifetime,
 ) -> Pair:
     """Two planes on loopback ports, one SA each way, policies both ways."""
@@ -113,7 +114,7 @@ def connect(
     a = DataPlane(loop, lifetime_interval=0.01, on_lifetime_event=events.append)
     b = DataPlane(loop, lifetime_interval=0.01)
     encap_a = a.open_udp_encap(outer, 0)
-    encap_b = b.open_udp_encap(outer, 0)
+    encap_b = b.open_udp_encap(outer, 0, gro=gro)
     port_a, port_b = encap_a.local_address[1], encap_b.local_address[1]
     a_to_b = sa_config(0x1000, outer, outer, mode, encryption, **lifetimes)
     b_to_a = sa_config(0x2000, outer, outer, mode, encryption)
@@ -184,8 +185,9 @@ def test_channel_echo_round_trip(loop, mode, encryption, version) -> None:
     pair.b.close()
 
 
-def test_channel_burst_batched_without_loss(loop) -> None:
-    pair = connect(loop, Mode.TUNNEL)
+@pytest.mark.parametrize("gro", [False, True])
+def test_channel_burst_batched_without_loss(loop, gro) -> None:
+    pair = connect(loop, Mode.TUNNEL, gro=gro)
     received = collect(pair.b, INNER_B, 5004)
     count = 2000
 
@@ -197,6 +199,8 @@ def test_channel_burst_batched_without_loss(loop) -> None:
     assert run_until(loop, lambda: len(received) == count)
     assert [int.from_bytes(p[:4], "big") for p, _ in received] == list(range(count))
     assert pair.encap_a.gso_batches >= count // 64
+    # Over loopback a GSO batch reaches a GRO socket still in one piece.
+    assert (pair.encap_b.coalesced_reads > 0) is gro
     pair.a.close()
     pair.b.close()
 
