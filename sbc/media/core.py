@@ -1,0 +1,346 @@
+"""The sans-IO core of the relay: latching, transforms, counters, timeouts.
+
+A stream joins two legs, A (toward the caller) and B (toward the callee).
+What arrives on a leg's ports from its peer goes out of the other leg's
+ports to that leg's peer. The core receives bytes, the source address and the
+time; it returns what to send and where, and never touches a socket or clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from sbc.media.counters import MediaDropReason, StreamCounters
+from sbc.media.events import MediaTimedOut
+from sbc.media.rtcp import read_reports
+from sbc.media.rtp import (
+    DEFAULT_CLOCK_RATE,
+    RTCP_HEADER_SIZE,
+    RTP_HEADER_SIZE,
+    PayloadTypeMap,
+    Translation,
+    clock_rates,
+    is_rtcp_on_rtp_port,
+    payload_type_translation,
+    rewrite_payload_type,
+)
+from sbc.media.srtp import SrtpContext, SrtpParameters
+
+MEDIA_LOGGER = "sbc.media"
+_log = logging.getLogger(MEDIA_LOGGER)
+
+Address = tuple[str, int]
+
+RTP_SOCKET = 0
+RTCP_SOCKET = 1
+
+Forward = tuple[bytes, Address, int]
+"""(datagram, destination, RTP_SOCKET or RTCP_SOCKET of the other leg)."""
+
+_SHORT = MediaDropReason.SHORT
+_BAD_VERSION = MediaDropReason.BAD_VERSION
+_WRONG_SOURCE = MediaDropReason.WRONG_SOURCE
+_NO_DESTINATION = MediaDropReason.NO_DESTINATION
+_UNPROTECT = MediaDropReason.SRTP_UNPROTECT_FAILED
+_PROTECT = MediaDropReason.SRTP_PROTECT_FAILED
+
+
+class Side(IntEnum):
+    """The two legs of a call's media."""
+
+    A = 0
+    """Toward the caller (the A-leg of the B2BUA)."""
+    B = 1
+    """Toward the callee (the B-leg)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteMedia:
+    """What an offer/answer says about one leg's peer for one m-line."""
+
+    host: str
+    """Connection address (c=), an IPv4 or IPv6 literal."""
+    rtp_port: int
+    """Port of the m-line."""
+    rtcp_port: int | None = None
+    """a=rtcp port (RFC 3605); None means rtp_port + 1."""
+    rtcp_mux: bool = False
+    """Both sides agreed on a=rtcp-mux (RFC 5761 §5.1.1)."""
+    srtp: SrtpParameters | None = field(default=None, repr=False)
+    """Keys from a=crypto when the m-line is RTP/SAVP; None for plain RTP."""
+    payload_types: PayloadTypeMap = field(default_factory=dict)
+    """Encoding -> payload type this peer listed (``"PCMU/8000": 0``)."""
+    latch_any_source: bool | None = None
+    """Override of the relay's or trunk's NAT setting; None keeps it."""
+
+
+class Latch:
+    """Symmetric RTP: whom to accept packets from and whom to send to.
+
+    The relay accepts the first packet from the signalled address and sends
+    back to its source; with ``any_source`` the first packet from anywhere
+    wins (a peer behind NAT). After a re-INVITE moves the peer, the old
+    source stays accepted until the new one is heard, so nothing in flight
+    is lost.
+    """
+
+    __slots__ = ("signalled", "source", "destination", "any_source", "pending")
+
+    def __init__(self, any_source: bool) -> None:
+        self.signalled: Address | None = None
+        self.source: Address | None = None
+        self.destination: Address | None = None
+        self.any_source = any_source
+        self.pending = True
+
+    def signal(self, address: Address, any_source: bool) -> None:
+        """A new offer or answer; send there at once, relatch when heard."""
+        self.any_source = any_source
+        if address == self.signalled and not self.pending:
+            return
+        self.signalled = address
+        self.destination = address
+        self.pending = True
+
+    def accepts(self, source: Any) -> bool:
+        """True if a packet from ``source`` may pass; latches as a side effect."""
+        current = self.source
+        if current is not None and source[0] == current[0] and source[1] == current[1]:
+            return True
+        if not self.pending:
+            return False
+        signalled = self.signalled
+        if not self.any_source and (
+            signalled is None or source[0] != signalled[0] or source[1] != signalled[1]
+        ):
+            return False
+        self.source = self.destination = (source[0], source[1])
+        self.pending = False
+        return True
+
+
+class Leg:
+    """One side of one stream: its peer, its keys, its payload numbering."""
+
+    __slots__ = (
+        "side",
+        "rtp",
+        "rtcp",
+        "rtcp_mux",
+        "srtp",
+        "payload_types",
+        "counters",
+        "_rates",
+    )
+
+    def __init__(self, side: Side, latch_any_source: bool) -> None:
+        self.side = side
+        self.rtp = Latch(latch_any_source)
+        self.rtcp = Latch(latch_any_source)
+        self.rtcp_mux = False
+        self.srtp: SrtpContext | None = None
+        self.payload_types: PayloadTypeMap = {}
+        self.counters = StreamCounters()
+        self._rates: dict[int, int] = {}
+
+    @property
+    def remote_known(self) -> bool:
+        return self.rtp.destination is not None
+
+    def update(self, remote: RemoteMedia, default_any_source: bool) -> None:
+        any_source = (
+            default_any_source
+            if remote.latch_any_source is None
+            else remote.latch_any_source
+        )
+        self.rtp.signal((remote.host, remote.rtp_port), any_source)
+        if remote.rtcp_mux:
+            self.rtcp.signal((remote.host, remote.rtp_port), any_source)
+        else:
+            rtcp_port = remote.rtcp_port or remote.rtp_port + 1
+            self.rtcp.signal((remote.host, rtcp_port), any_source)
+        self.rtcp_mux = remote.rtcp_mux
+
+        # Same keys keep the same context, so the rollover counter survives a
+        # re-INVITE (RFC 3711 §3.3.1); new keys start a new cryptographic context.
+        if remote.srtp is None:
+            self.srtp = None
+        elif self.srtp is None or self.srtp.parameters != remote.srtp:
+            self.srtp = SrtpContext(remote.srtp)
+        self.payload_types = dict(remote.payload_types)
+        self._rates = clock_rates(remote.payload_types)
+        self.counters.clock_rate = next(iter(self._rates.values()), DEFAULT_CLOCK_RATE)
+
+    def clock_rate(self, payload_type: int) -> int:
+        return self._rates.get(payload_type, DEFAULT_CLOCK_RATE)
+
+
+class StreamCore:
+    """One m-line of a call: two legs and the relay rules between them."""
+
+    __slots__ = ("legs", "last_rtp", "_translations", "_latch_any_source")
+
+    def __init__(self, now: float, latch_any_source: bool = False) -> None:
+        self._latch_any_source = latch_any_source
+        self.legs = (Leg(Side.A, latch_any_source), Leg(Side.B, latch_any_source))
+        self.last_rtp = now
+        # _translations[side] renumbers packets going out toward ``side``.
+        self._translations: list[Translation | None] = [None, None]
+
+    def update_leg(self, side: Side, remote: RemoteMedia) -> None:
+        """Apply a completed offer/answer for one leg (initial or re-INVITE)."""
+        self.legs[side].update(remote, self._latch_any_source)
+        a, b = self.legs
+        self._translations[Side.B] = payload_type_translation(
+            a.payload_types, b.payload_types
+        )
+        self._translations[Side.A] = payload_type_translation(
+            b.payload_types, a.payload_types
+        )
+        _log.debug("media: leg %s now %s", side.name, remote)
+
+    def rtp_received(
+        self, side: int, packet: bytes, source: Any, now: float
+    ) -> Forward | None:
+        """A datagram on ``side``'s RTP port; what to send, or None if dropped."""
+        leg = self.legs[side]
+        if len(packet) < RTP_HEADER_SIZE:
+            return _drop(leg, _SHORT)
+        if packet[0] >> 6 != 2:
+            return _drop(leg, _BAD_VERSION)
+        if leg.rtcp_mux and is_rtcp_on_rtp_port(packet[1]):
+            return self.rtcp_received(side, packet, source, now)
+        if not leg.rtp.accepts(source):
+            return _drop(leg, _WRONG_SOURCE)
+        if leg.srtp is not None:
+            plain = leg.srtp.unprotect(packet)
+            if plain is None:
+                return _drop(leg, _UNPROTECT)
+            packet = plain
+
+        self._account(leg, packet, now)
+        return self._rtp_toward(self.legs[1 - side], packet)
+
+    def rtcp_received(
+        self, side: int, packet: bytes, source: Any, now: float
+    ) -> Forward | None:
+        """A datagram on ``side``'s RTCP port (or muxed on its RTP port)."""
+        leg = self.legs[side]
+        if len(packet) < RTCP_HEADER_SIZE:
+            return _drop(leg, _SHORT)
+        if packet[0] >> 6 != 2:
+            return _drop(leg, _BAD_VERSION)
+        if not leg.rtcp.accepts(source):
+            return _drop(leg, _WRONG_SOURCE)
+        if leg.srtp is not None:
+            plain = leg.srtp.unprotect_rtcp(packet)
+            if plain is None:
+                return _drop(leg, _UNPROTECT)
+            packet = plain
+
+        leg.counters.rtcp_received += 1
+        _read_receiver_reports(leg, packet)
+        return self._rtcp_toward(self.legs[1 - side], packet)
+
+    def timed_out(self, now: float, timeout: float) -> bool:
+        return now - self.last_rtp >= timeout
+
+    def _account(self, leg: Leg, packet: bytes, now: float) -> None:
+        counters = leg.counters
+        counters.packets_received += 1
+        counters.bytes_received += len(packet)
+        self.last_rtp = now
+        rate = leg.clock_rate(packet[1] & 0x7F)
+        counters.statistics.update(
+            int.from_bytes(packet[8:12], "big"),
+            int.from_bytes(packet[2:4], "big"),
+            int.from_bytes(packet[4:8], "big"),
+            int(now * rate),
+        )
+
+    def _rtp_toward(self, out: Leg, packet: bytes) -> Forward | None:
+        destination = out.rtp.destination
+        if destination is None:
+            return _drop(out, _NO_DESTINATION)
+        translation = self._translations[out.side]
+        if translation is not None:
+            packet = rewrite_payload_type(packet, translation)
+        if out.srtp is not None:
+            protected = out.srtp.protect(packet)
+            if protected is None:
+                return _drop(out, _PROTECT)
+            packet = protected
+        counters = out.counters
+        counters.packets_sent += 1
+        counters.bytes_sent += len(packet)
+        return packet, destination, RTP_SOCKET
+
+    def _rtcp_toward(self, out: Leg, packet: bytes) -> Forward | None:
+        latch = out.rtp if out.rtcp_mux else out.rtcp
+        destination = latch.destination
+        if destination is None:
+            return _drop(out, _NO_DESTINATION)
+        if out.srtp is not None:
+            protected = out.srtp.protect_rtcp(packet)
+            if protected is None:
+                return _drop(out, _PROTECT)
+            packet = protected
+        out.counters.rtcp_sent += 1
+        return packet, destination, RTP_SOCKET if out.rtcp_mux else RTCP_SOCKET
+
+
+class SessionCore:
+    """All streams of one call and its media timeout."""
+
+    __slots__ = ("call_id", "streams", "media_timeout", "_reported")
+
+    def __init__(
+        self,
+        call_id: str,
+        stream_count: int,
+        now: float,
+        media_timeout: float,
+        latch_any_source: bool = False,
+    ) -> None:
+        self.call_id = call_id
+        self.streams = [StreamCore(now, latch_any_source) for _ in range(stream_count)]
+        self.media_timeout: float | None = media_timeout
+        self._reported = False
+
+    def poll_timeout(self, now: float) -> MediaTimedOut | None:
+        """MediaTimedOut once, when no stream carried RTP for media_timeout."""
+        timeout = self.media_timeout
+        if self._reported or timeout is None:
+            return None
+        last = max(stream.last_rtp for stream in self.streams)
+        if now - last < timeout:
+            return None
+        self._reported = True
+        return MediaTimedOut(call_id=self.call_id, idle_for=now - last)
+
+    def set_media_timeout(self, timeout: float | None, now: float) -> None:
+        """Change the limit (None: never, e.g. on hold); the clock restarts."""
+        self.media_timeout = timeout
+        self._reported = False
+        for stream in self.streams:
+            stream.last_rtp = max(stream.last_rtp, now)
+
+
+def _drop(leg: Leg, reason: MediaDropReason) -> Forward | None:
+    leg.counters.drops[reason] += 1
+    return None
+
+
+def _read_receiver_reports(leg: Leg, packet: bytes) -> None:
+    # The peer's report blocks describe the media we relay to it.
+    reports = read_reports(packet)
+    if not reports:
+        return
+    last = reports[-1]
+    counters = leg.counters
+    counters.reported_fraction_lost = last.fraction_lost
+    counters.reported_packets_lost = last.packets_lost
+    counters.reported_jitter = 1000.0 * last.jitter / counters.clock_rate
