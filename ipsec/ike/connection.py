@@ -142,6 +142,13 @@ _DH = {
     "curve448": DhGroup.CURVE448,
 }
 _ESN = {"esn": EsnId.ESN, "noesn": EsnId.NO_ESN}
+_TYPE_ORDER = {
+    TransformType.ENCR: 0,
+    TransformType.INTEG: 1,
+    TransformType.PRF: 2,
+    TransformType.DH: 3,
+    TransformType.ESN: 4,
+}
 
 
 def parse_proposal(text: str, protocol: ProtocolId, number: int = 1) -> Proposal:
@@ -161,6 +168,9 @@ def parse_proposal(text: str, protocol: ProtocolId, number: int = 1) -> Proposal
         transforms += _implied_ike_transforms(text, transforms, types)
     elif TransformType.ESN not in types:
         transforms.append(Transform(TransformType.ESN, EsnId.NO_ESN))
+    # strongSwan's order; the responder's matching compares the order of
+    # transform types, so a different one would find no proposal.
+    transforms.sort(key=lambda t: _TYPE_ORDER[TransformType(t.transform_type)])
     return Proposal(number, protocol, tuple(transforms))
 
 

@@ -1,0 +1,245 @@
+"""Our IKE daemon against strongSwan's charon, with traffic through the tunnel.
+
+Namespace A holds our node (192.0.2.1): the daemon, the data plane, a TUN
+device serving the inner address 10.1.0.1 and an in-process UDP echo on
+10.1.0.2:7. Namespace B holds charon (192.0.2.2) with kernel-libipsec and
+the inner address 10.2.0.1. Both run ``encap = yes`` (charon) / ``encap``
+(ours), so IKE floats to 4500 and ESP travels in UDP, which is all
+kernel-libipsec speaks. Each test sets up the IKE_SA from one side, pings
+10.1.0.1 from charon's namespace (kernel ICMP through our TUN), sends UDP
+to our in-process echo, and checks that charon lists the same SPIs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from ipaddress import IPv4Address, ip_interface, ip_network
+
+import pytest
+from charon import Charon, CharonConnection, netns_entered
+from conftest import require_root, require_tool
+from netns import Lab, veth_lab
+
+from ipsec.dataplane import DataPlane, TunDevice
+from ipsec.ike.config import Identity
+from ipsec.ike.connection import (
+    ChildDefinition,
+    ConnectionDefinition,
+    StartAction,
+    parse_proposal,
+    traffic_selector,
+)
+from ipsec.ike.constants import IdType, ProtocolId
+from ipsec.ike.daemon import (
+    ChildSaInstalled,
+    DaemonSettings,
+    IkeDaemon,
+    IkeSaUp,
+)
+from ipsec.ike.keymat import PresharedKey
+
+OUR_ADDRESS, CHARON_ADDRESS = "192.0.2.1", "192.0.2.2"
+OUR_NET, CHARON_NET = "10.1.0.0/24", "10.2.0.0/24"
+TUN_ADDRESS, ECHO_ADDRESS, CHARON_INNER = "10.1.0.1", "10.1.0.2", "10.2.0.1"
+ECHO_PORT = 7
+OUR_ID, CHARON_ID = "sbc.example.com", "trunk.example.com"
+PSK = "interop secret, only for this test"
+
+SUITES = [
+    pytest.param(("aes128gcm16-prfsha256-x25519", "aes128gcm16"), id="gcm-x25519"),
+    pytest.param(("aes256-sha256-modp2048", "aes256-sha256"), id="cbc-modp2048"),
+]
+
+# Runs in charon's namespace: UDP to our in-process echo, answer printed.
+UDP_PROBE = f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("{CHARON_INNER}", 0))
+s.settimeout(1.0)
+for attempt in range(5):
+    s.sendto(b"OPTIONS sip:probe SIP/2.0", ("{ECHO_ADDRESS}", {ECHO_PORT}))
+    try:
+        data, source = s.recvfrom(2048)
+    except TimeoutError:
+        continue
+    print(source[0], source[1], data.decode())
+    break
+"""
+
+
+@pytest.fixture
+def charon_lab(tmp_path) -> Iterator[tuple[Lab, Charon]]:
+    require_root("network namespaces, TUN devices and a private /run for charon")
+    require_tool("charon", "strongswan-charon")
+    require_tool("swanctl", "strongswan-swanctl")
+    with veth_lab("192.0.2") as lab:
+        lab.b.add_loopback_address(CHARON_INNER)
+        charon = Charon(lab.b, tmp_path)
+        try:
+            charon.start()
+            yield lab, charon
+        finally:
+            charon.stop()
+
+
+def charon_connection(suite, start_action="none"):
+    ike, esp = suite
+    return CharonConnection(
+        local_addr=CHARON_ADDRESS, remote_addr=OUR_ADDRESS,
+        local_id=CHARON_ID, remote_id=OUR_ID, psk=PSK,
+        local_ts=CHARON_NET, remote_ts=OUR_NET,
+        proposals=ike, esp_proposals=esp, start_action=start_action,
+    )  # fmt: skip
+
+
+def our_connection(suite, start_action=StartAction.NONE):
+    ike, esp = suite
+    child = ChildDefinition(
+        "sip",
+        (traffic_selector(OUR_NET),),
+        (traffic_selector(CHARON_NET),),
+        (parse_proposal(esp, ProtocolId.ESP),),
+    )
+    return ConnectionDefinition(
+        name="charon",
+        local_address=IPv4Address(OUR_ADDRESS),
+        remote_address=IPv4Address(CHARON_ADDRESS),
+        local_id=Identity(IdType.ID_FQDN, OUR_ID.encode()),
+        remote_id=Identity(IdType.ID_FQDN, CHARON_ID.encode()),
+        psk=PresharedKey(PSK.encode()),
+        ike_proposals=(parse_proposal(ike, ProtocolId.IKE),),
+        child=child,
+        start_action=start_action,
+        encap=True,
+    )
+
+
+class OurNode:
+    """Daemon, data plane, TUN and UDP echo, all inside namespace A."""
+
+    def __init__(self, dataplane, daemon):
+        self.dataplane = dataplane
+        self.daemon = daemon
+        self.events = []
+        self.echoed = 0
+        daemon.subscribe(self.events.append)
+
+    @classmethod
+    async def start(cls):
+        dataplane = DataPlane(asyncio.get_running_loop())
+        tun = await TunDevice.create(
+            f"sbc{os.getpid() % 100000}",
+            addresses=[ip_interface(f"{TUN_ADDRESS}/32")],
+            routes=[ip_network(CHARON_NET)],
+            route_source=IPv4Address(TUN_ADDRESS),
+        )
+        dataplane.attach_tun(tun)
+        node = cls(dataplane, IkeDaemon(dataplane, DaemonSettings(OUR_ADDRESS)))
+        dataplane.bind(ECHO_ADDRESS, ECHO_PORT, node.echo)
+        node.daemon.start()
+        return node
+
+    def echo(self, data, source):
+        self.echoed += 1
+        self.dataplane.send(ECHO_ADDRESS, source[0], 17, ECHO_PORT, source[1], data)
+
+    def of(self, kind):
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def close(self):
+        self.daemon.close()
+        self.dataplane.close()
+
+
+async def until(predicate, timeout, why):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {why}")
+        await asyncio.sleep(0.02)
+
+
+@contextmanager
+def inside(lab):
+    """Run our node in namespace A for the span of the block."""
+    with netns_entered(lab.a.name):
+        yield
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 120))
+
+
+async def check_traffic(lab, charon, node):
+    """Ping through our TUN, UDP through our channel, SPIs as charon lists them."""
+    ping = await asyncio.to_thread(
+        lab.b.exec, "ping", "-c", "3", "-i", "0.2", "-W", "2",
+        "-I", CHARON_INNER, TUN_ADDRESS, check=False,
+    )  # fmt: skip
+    probe = await asyncio.to_thread(
+        lab.b.exec, sys.executable, "-c", UDP_PROBE, check=False
+    )
+    listing = await asyncio.to_thread(charon.list_sas)
+
+    [child] = node.of(ChildSaInstalled)
+    assert " 0% packet loss" in ping.stdout, ping.stdout + charon.tail()
+    assert probe.stdout.startswith(f"{ECHO_ADDRESS} {ECHO_PORT} OPTIONS sip:probe")
+    assert node.echoed >= 1
+    # charon's SPIs: its inbound is our outbound and the other way round.
+    assert f"in  {child.outbound_spi:08x}" in listing, listing
+    assert f"out {child.inbound_spi:08x}" in listing, listing
+    inbound = node.dataplane.stats()["inbound"][child.inbound_spi]
+    assert inbound["packets"] >= 4  # three echo requests and the UDP probe
+
+
+@pytest.mark.peer("charon")
+@pytest.mark.root
+@pytest.mark.parametrize("suite", SUITES)
+def test_charon_initiates_to_our_daemon(charon_lab, suite):
+    lab, charon = charon_lab
+    charon.load(charon_connection(suite))
+
+    async def scenario():
+        node = await OurNode.start()
+        try:
+            node.daemon.load(our_connection(suite))
+            outcome = await asyncio.to_thread(charon.initiate)
+            await until(lambda: node.of(ChildSaInstalled), 10, "our CHILD_SA")
+
+            [up] = node.of(IkeSaUp)
+            assert "initiate completed successfully" in outcome, outcome
+            assert not up.is_initiator and up.encapsulated
+            await check_traffic(lab, charon, node)
+        finally:
+            node.close()
+
+    with inside(lab):
+        run(scenario())
+
+
+@pytest.mark.peer("charon")
+@pytest.mark.root
+@pytest.mark.parametrize("suite", SUITES)
+def test_our_daemon_initiates_to_charon(charon_lab, suite):
+    lab, charon = charon_lab
+    charon.load(charon_connection(suite))
+
+    async def scenario():
+        node = await OurNode.start()
+        try:
+            node.daemon.load(our_connection(suite, StartAction.START))
+            await until(lambda: node.of(ChildSaInstalled), 15, "our CHILD_SA")
+
+            [up] = node.of(IkeSaUp)
+            assert up.is_initiator and up.encapsulated
+            await check_traffic(lab, charon, node)
+        finally:
+            node.close()
+
+    with inside(lab):
+        run(scenario())
