@@ -403,3 +403,24 @@ def test_ike_keylog_holds_keys_and_the_log_does_not(tmp_path, caplog):
     assert "IKE_SA established" in text
     for secret in (keys.sk_d, keys.sk_ei, keys.sk_er, keys.sk_pi, PSK.secret):
         assert secret.hex() not in text
+
+
+def test_nat_keepalives_flow_while_behind_a_nat():
+    async def scenario():
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
+        try:
+            # encap fakes a NAT in front of A, so A keeps the mapping open.
+            pair(a, b, a_changes={"encap": True, "keepalive_interval": 0.05})
+            await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+            encap = b.daemon._encap
+            await until(lambda: encap.keepalives_received >= 2)
+
+            a.daemon.terminate("to-b")
+            seen = encap.keepalives_received
+            await asyncio.sleep(0.2)
+            assert encap.keepalives_received == seen
+        finally:
+            a.close()
+            b.close()
+
+    run(scenario())
