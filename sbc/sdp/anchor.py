@@ -236,11 +236,10 @@ def _remote_endpoint(
         return None
     address = connection.address.partition("/")[0]
     rtcp_port, rtcp_address = _rtcp_attribute(section)
-    if section.has_attribute("rtcp-mux") and rtcp_port is None:
-        rtcp_port = section.port
     return MediaEndpoint(
-        rtcp_address or address,
+        address,
         section.port,
+        rtcp_address or address,
         rtcp_port if rtcp_port is not None else section.port + 1,
     )
 
@@ -550,4 +549,6 @@ def _write_answer_crypto(
 def _muxed(remote: MediaEndpoint | None, mux: bool) -> MediaEndpoint | None:
     if remote is None or not mux:
         return remote
-    return MediaEndpoint(remote.address, remote.rtp_port, remote.rtp_port)
+    return MediaEndpoint(
+        remote.address, remote.rtp_port, remote.address, remote.rtp_port
+    )

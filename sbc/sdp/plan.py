@@ -32,6 +32,8 @@ class MediaEndpoint:
 
     address: str
     rtp_port: int
+    rtcp_address: str
+    """From a=rtcp when it names one (RFC 3605), else ``address``."""
     rtcp_port: int
     """Equal to ``rtp_port`` when RTP and RTCP are multiplexed (RFC 5761)."""
 
