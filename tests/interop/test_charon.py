@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,9 +23,10 @@ from ipaddress import IPv4Address, ip_interface, ip_network
 import pytest
 from charon import Charon, CharonConnection, netns_entered
 from conftest import require_root, require_tool
-from netns import Lab, veth_lab
+from netns import Lab, stop, veth_lab
 
 from ipsec.dataplane import DataPlane, TunDevice
+from ipsec.esp.keylog import EspKeyLog
 from ipsec.ike.config import Identity
 from ipsec.ike.connection import (
     ChildDefinition,
@@ -40,6 +42,7 @@ from ipsec.ike.daemon import (
     IkeDaemon,
     IkeSaUp,
 )
+from ipsec.ike.keylog import IkeKeyLog
 from ipsec.ike.keymat import PresharedKey
 
 OUR_ADDRESS, CHARON_ADDRESS = "192.0.2.1", "192.0.2.2"
@@ -129,8 +132,8 @@ class OurNode:
         daemon.subscribe(self.events.append)
 
     @classmethod
-    async def start(cls):
-        dataplane = DataPlane(asyncio.get_running_loop())
+    async def start(cls, esp_keylog=None, ike_keylog=None):
+        dataplane = DataPlane(asyncio.get_running_loop(), keylog=esp_keylog)
         tun = await TunDevice.create(
             f"sbc{os.getpid() % 100000}",
             addresses=[ip_interface(f"{TUN_ADDRESS}/32")],
@@ -138,7 +141,8 @@ class OurNode:
             route_source=IPv4Address(TUN_ADDRESS),
         )
         dataplane.attach_tun(tun)
-        node = cls(dataplane, IkeDaemon(dataplane, DaemonSettings(OUR_ADDRESS)))
+        settings = DaemonSettings(OUR_ADDRESS)
+        node = cls(dataplane, IkeDaemon(dataplane, settings, keylog=ike_keylog))
         dataplane.bind(ECHO_ADDRESS, ECHO_PORT, node.echo)
         node.daemon.start()
         return node
@@ -243,3 +247,68 @@ def test_our_daemon_initiates_to_charon(charon_lab, suite):
 
     with inside(lab):
         run(scenario())
+
+
+@pytest.mark.peer("charon")
+@pytest.mark.root
+def test_key_logs_let_tshark_decrypt_ike_auth_and_esp(charon_lab, tmp_path):
+    tshark = require_tool("tshark", "tshark")
+    tcpdump = require_tool("tcpdump", "tcpdump")
+    lab, charon = charon_lab
+    suite = ("aes128gcm16-prfsha256-x25519", "aes128gcm16")
+    charon.load(charon_connection(suite))
+    pcap, esp_keys, ike_keys = (tmp_path / n for n in ("c.pcap", "esp_sa", "ike"))
+    capture = lab.a.spawn(
+        [
+            tcpdump,
+            "-i",
+            lab.a.veth,
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-c",
+            "1000",
+            "-w",
+            str(pcap),
+            "udp",
+        ],
+        stderr=subprocess.PIPE,
+    )
+    assert b"listening" in capture.stderr.readline()
+
+    async def scenario():
+        node = await OurNode.start(EspKeyLog(str(esp_keys)), IkeKeyLog(str(ike_keys)))
+        try:
+            node.daemon.load(our_connection(suite, StartAction.START))
+            await until(lambda: node.of(ChildSaInstalled), 15, "our CHILD_SA")
+            await asyncio.to_thread(
+                lab.b.exec, "ping", "-c", "2", "-i", "0.2", "-W", "2",
+                "-I", CHARON_INNER, TUN_ADDRESS, check=False,
+            )  # fmt: skip
+        finally:
+            node.close()
+
+    with inside(lab):
+        run(scenario())
+    stop(capture)
+
+    def dissect(*options):
+        result = subprocess.run(
+            [tshark, "-r", str(pcap), *options], capture_output=True, text=True,
+            timeout=60, check=True,
+        )  # fmt: skip
+        return result.stdout
+
+    ike_row = ike_keys.read_text().strip()
+    identities = dissect(
+        "-o", f"uat:ikev2_decryption_table:{ike_row}",
+        "-Y", "isakmp.exchangetype == 35", "-T", "fields", "-e", "isakmp.id.data.fqdn",
+    )  # fmt: skip
+    stacks = dissect(
+        "-o", "esp.enable_encryption_decode:TRUE",
+        "-o", "uat:esp_sa:" + esp_keys.read_text().strip(),
+        "-T", "fields", "-e", "frame.protocols",
+    )  # fmt: skip
+    assert OUR_ID in identities and CHARON_ID in identities, identities
+    decrypted = [s for s in stacks.split() if ":esp:ip:icmp" in s]
+    assert len(decrypted) == 4, stacks  # two echo requests, two replies
