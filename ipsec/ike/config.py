@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from .constants import IdType
 from .keymat import PresharedKey
 from .payloads import IdiPayload, IdPayload, IdrPayload, Proposal, TrafficSelector
+
+
+class DpdAction(Enum):
+    """What to do with an IKE_SA whose peer stopped answering."""
+
+    CLEAR = "clear"
+    RESTART = "restart"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,4 +52,17 @@ class IkeSaConfig:
     """Each further retransmission waits this factor longer."""
     retransmit_tries: int = 5
     max_invalid_ke_retries: int = 2
-    """IKE_SA_INIT retries after INVALID_KE_PAYLOAD (RFC 7296 §1.2, case C23)."""
+    """Retries after INVALID_KE_PAYLOAD (RFC 7296 §1.2, §1.3, case C23)."""
+    child_rekey_time: float | None = None
+    """Soft lifetime of a CHILD_SA in seconds; None rekeys only on request
+    (strongSwan's default is 3600)."""
+    ike_rekey_time: float | None = None
+    """Soft lifetime of the IKE_SA in seconds (strongSwan: 14400)."""
+    rand_time: float = 0.0
+    """Each rekey comes up to this many seconds early, drawn from the injected
+    randomness, so that two peers with one configuration rarely collide."""
+    dpd_delay: float | None = None
+    """Send a liveness check after this long without hearing from the peer."""
+    dpd_action: DpdAction = DpdAction.CLEAR
+    send_initial_contact: bool = True
+    """Put INITIAL_CONTACT in our IKE_AUTH request (RFC 7296 §2.4)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from .constants import DhGroup, NotifyType, ProtocolId
 from .crypto import EncrAlgorithm, IntegAlgorithm, PrfAlgorithm
@@ -47,6 +48,11 @@ class ChildSaEstablished:
     """True when we initiated the exchange, so our outbound keys are ``*_i``."""
     local_traffic_selectors: tuple[TrafficSelector, ...]
     remote_traffic_selectors: tuple[TrafficSelector, ...]
+    rekeyed_spi: bytes | None = None
+    """Our inbound SPI of the CHILD_SA this one replaces, None for a new one."""
+    outbound_active: bool = True
+    """Send on it now; if False, install it inbound and keep sending on the
+    old pair until ``ChildSaOutboundSwitched`` (make-before-break, §2.8)."""
 
     @property
     def outbound_keys(self) -> tuple[bytes, bytes]:
@@ -79,4 +85,80 @@ class IkeSaFailed:
     reason: str
 
 
-IkeEvent = IkeSaEstablished | ChildSaEstablished | ChildSaFailed | IkeSaFailed
+class ChildSaDeleteReason(Enum):
+    REKEYED = "rekeyed"
+    """Replaced by a new CHILD_SA (RFC 7296 §2.8)."""
+    REDUNDANT = "redundant after a rekey collision"
+    """Created by the exchange with the lowest nonce (RFC 7296 §2.8.1)."""
+    DELETED_LOCALLY = "deleted locally"
+    DELETED_BY_PEER = "deleted by the peer"
+    IKE_SA_GONE = "its IKE_SA was deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSaOutboundSwitched:
+    """Send on this CHILD_SA from now on: its peer has dropped the old one."""
+
+    inbound_spi: bytes
+    outbound_spi: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSaDeleted:
+    """Remove both SAs of this CHILD_SA pair from the data plane."""
+
+    inbound_spi: bytes
+    outbound_spi: bytes
+    reason: ChildSaDeleteReason
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSaRekeyFailed:
+    """Our rekey was refused; the old CHILD_SA stays in use until deleted."""
+
+    inbound_spi: bytes
+    notify_type: NotifyType | int
+    reason: str
+
+
+class IkeSaDeleteReason(Enum):
+    DELETED_LOCALLY = "deleted locally"
+    DELETED_BY_PEER = "deleted by the peer"
+    PEER_DEAD = "no answer from the peer"
+    """The retransmissions of a request ran out (RFC 7296 §2.4)."""
+    REKEYED = "rekeyed"
+    """Replaced by a new IKE_SA that took over its CHILD_SAs (§2.18)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IkeSaDeleted:
+    """An established IKE_SA is gone; its CHILD_SAs were reported deleted."""
+
+    spi_i: bytes
+    spi_r: bytes
+    reason: IkeSaDeleteReason
+    restart: bool = False
+    """dpd_action restart: the manager should set the IKE_SA up again."""
+
+
+@dataclass(frozen=True, slots=True)
+class InitialContactReceived:
+    """The peer has no other IKE_SA with us (RFC 7296 §2.4): the manager
+    should delete any older IKE_SA authenticated as ``remote_id``."""
+
+    spi_i: bytes
+    spi_r: bytes
+    remote_id: IdPayload
+
+
+IkeEvent = (
+    IkeSaEstablished
+    | ChildSaEstablished
+    | ChildSaFailed
+    | IkeSaFailed
+    | ChildSaOutboundSwitched
+    | ChildSaDeleted
+    | ChildSaRekeyFailed
+    | IkeSaDeleted
+    | InitialContactReceived
+)

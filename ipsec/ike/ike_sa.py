@@ -13,6 +13,11 @@ State diagram (original initiator / original responder)::
       |                                                              |
       +--IKE_SA_INIT request--> IKE_SA_INIT_DONE --IKE_AUTH request--+--> ESTABLISHED
     any state --error Notify, failed AUTH, retransmits exhausted--> FAILED
+    ESTABLISHED --Delete sent or received, peer dead--> DELETED
+
+Once established, CREATE_CHILD_SA and INFORMATIONAL exchanges (rekeying,
+Delete, liveness; ``tasks/child_rekey.py``, ``child_delete.py``,
+``ike_delete.py``, ``ike_dpd.py``) queue behind the one outstanding request.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .config import IkeSaConfig
+from .child_sa import ChildSa, ChildSaState, ChildSaTable, soft_lifetime
+from .config import DpdAction, IkeSaConfig
 from .constants import ExchangeType, NotifyType
 from .crypto import RandomBytes
 from .errors import (
@@ -32,7 +38,14 @@ from .errors import (
     InvalidKePayload,
     InvalidSyntax,
 )
-from .events import IkeEvent, IkeSaFailed
+from .events import (
+    ChildSaDeleteReason,
+    ChildSaEstablished,
+    IkeEvent,
+    IkeSaDeleted,
+    IkeSaDeleteReason,
+    IkeSaFailed,
+)
 from .keymat import IkeSaKeys, IkeSaTransforms
 from .message import (
     IkeHeader,
@@ -51,10 +64,13 @@ from .tasks import (
     IkeInit,
     IkeNatd,
     IkeSaContext,
-    RefuseCreateChildSa,
     Task,
 )
 from .tasks.base import Endpoint
+from .tasks.child_delete import ChildDelete, InformationalResponder
+from .tasks.child_rekey import CreateChildSa, CreateChildSaResponder
+from .tasks.ike_delete import IkeDelete, ike_sa_deleted_events
+from .tasks.ike_dpd import InitialContact, LivenessCheck
 
 logger = logging.getLogger("ipsec.ike")
 
@@ -68,6 +84,7 @@ class IkeSaState(Enum):
     IKE_AUTH_SENT = "IKE_AUTH sent"
     ESTABLISHED = "established"
     FAILED = "failed"
+    DELETED = "deleted"
 
 
 @dataclass(eq=False)
@@ -119,6 +136,9 @@ class IkeSa:
         self._invalid_ke_retries = 0
         self._to_send: list[bytes] = []
         self._events: deque[IkeEvent] = deque()
+        self._children = ChildSaTable()
+        self._last_heard = 0.0
+        """When the last authenticated message came from the peer."""
         self.drops: Counter[str] = Counter()
         """Datagrams discarded unanswered, by reason (attacker-controlled)."""
 
@@ -155,6 +175,47 @@ class IkeSa:
             return None
         return context.suite.transforms, context.keys
 
+    @property
+    def child_sas(self) -> tuple[ChildSa, ...]:
+        """The CHILD_SAs of this IKE_SA, including those about to go."""
+        return tuple(self._children)
+
+    def create_child_sa(self, now: float) -> None:
+        """Start a CREATE_CHILD_SA for one more CHILD_SA (RFC 7296 §1.3.1)."""
+        self._require_established()
+        task = CreateChildSa(self._context, self._children)
+        self._children.queue(ExchangeType.CREATE_CHILD_SA, [task])
+        self._send_pending(now)
+
+    def rekey_child_sa(self, inbound_spi: bytes, now: float) -> None:
+        """Rekey the CHILD_SA we receive with on ``inbound_spi`` (§1.3.3)."""
+        self._require_established()
+        child = self._children.get(inbound_spi)
+        if child is None or child.state is not ChildSaState.INSTALLED:
+            raise RuntimeError("no installed CHILD_SA with that inbound SPI")
+        self._queue_child_rekey(child)
+        self._send_pending(now)
+
+    def delete_child_sa(self, inbound_spi: bytes, now: float) -> None:
+        """Delete a CHILD_SA pair with an INFORMATIONAL exchange (§1.4.1)."""
+        self._require_established()
+        child = self._children.get(inbound_spi)
+        if child is None or child.state is not ChildSaState.INSTALLED:
+            raise RuntimeError("no installed CHILD_SA with that inbound SPI")
+        child.state = ChildSaState.DELETING
+        reason = ChildSaDeleteReason.DELETED_LOCALLY
+        task = ChildDelete(self._context, self._children, inbound_spi, reason)
+        self._children.queue(ExchangeType.INFORMATIONAL, [task])
+        self._send_pending(now)
+
+    def delete(self, now: float) -> None:
+        """Delete the IKE_SA and with it every CHILD_SA (§1.4.1)."""
+        self._require_established()
+        self._children.pending.clear()
+        task = IkeDelete(self._context, self._children)
+        self._children.queue(ExchangeType.INFORMATIONAL, [task])
+        self._send_pending(now)
+
     def initiate(self, now: float) -> None:
         """Start IKE_SA_INIT (original initiator only)."""
         if (
@@ -173,29 +234,46 @@ class IkeSa:
         except IkeError as error:
             self._drop(f"bad header: {error}")
             return
+        self._children.now = now
         if header.is_response:
             self._receive_response(data, header, now)
         else:
-            self._receive_request(data, header)
+            self._receive_request(data, header, now)
 
     def datagrams_to_send(self) -> list[bytes]:
         out, self._to_send = self._to_send, []
         return out
 
     def get_timer(self) -> float | None:
-        return self._outstanding.deadline if self._outstanding else None
+        """The next retransmission, soft lifetime or liveness check due."""
+        deadlines = [self._outstanding.deadline] if self._outstanding else []
+        if self._state is IkeSaState.ESTABLISHED:
+            deadlines += [
+                child.rekey_at
+                for child in self._children
+                if child.rekey_at is not None and child.state is ChildSaState.INSTALLED
+            ]
+            delay = self._context.config.dpd_delay
+            if delay is not None and self._outstanding is None:
+                deadlines.append(self._last_heard + delay)
+        return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
-        """Retransmit the outstanding request, or give up (RFC 7296 §2.1)."""
+        """Retransmit or give up (RFC 7296 §2.1), then start what is due."""
+        self._children.now = now
         request = self._outstanding
-        if request is None or now < request.deadline:
-            return
+        if request is not None and now >= request.deadline:
+            self._retransmit(request, now)
+        if self._state is IkeSaState.ESTABLISHED:
+            self._start_due_exchanges(now)
+
+    def _retransmit(self, request: _OutstandingRequest, now: float) -> None:
         config = self._context.config
         if request.retransmissions >= config.retransmit_tries:
             problem = (
                 f" (ignored: {request.last_problem})" if request.last_problem else ""
             )
-            self._fail(None, f"no response to {request.exchange_type.name}{problem}")
+            self._give_up(f"no response to {request.exchange_type.name}{problem}")
             return
         request.retransmissions += 1
         delay = (
@@ -206,6 +284,70 @@ class IkeSa:
 
     def next_event(self) -> IkeEvent | None:
         return self._events.popleft() if self._events else None
+
+    # -- exchanges after IKE_AUTH --------------------------------------------
+
+    def _require_established(self) -> None:
+        if self._state is not IkeSaState.ESTABLISHED:
+            raise RuntimeError("the IKE_SA is not established")
+
+    def _queue_child_rekey(self, child: ChildSa) -> None:
+        # Marked now, so that the peer's rekey of it counts as a collision.
+        child.state, child.rekey_at = ChildSaState.REKEYING, None
+        task = CreateChildSa(self._context, self._children, child)
+        self._children.queue(ExchangeType.CREATE_CHILD_SA, [task])
+
+    def _start_due_exchanges(self, now: float) -> None:
+        for child in self._children:
+            due = child.rekey_at is not None and now >= child.rekey_at
+            if due and child.state is ChildSaState.INSTALLED:
+                self._queue_child_rekey(child)
+        delay = self._context.config.dpd_delay
+        idle = self._outstanding is None and not self._children.pending
+        if delay is not None and idle and now >= self._last_heard + delay:
+            # RFC 7296 §1.4: an empty INFORMATIONAL request checks liveness.
+            task = LivenessCheck(self._context)
+            self._children.queue(ExchangeType.INFORMATIONAL, [task])
+        self._send_pending(now)
+
+    def _send_pending(self, now: float) -> None:
+        """Send the next queued request once the window is free (§2.3)."""
+        if self._outstanding is not None or self._state is not IkeSaState.ESTABLISHED:
+            return
+        if self._children.pending:
+            exchange, tasks = self._children.pending.popleft()
+            self._send_request(exchange, tasks, now)
+
+    def _emit(self, events: list[IkeEvent], now: float) -> None:
+        """Report events, and keep the CHILD_SA table in step with them."""
+        self._events.extend(events)
+        for event in events:
+            if (
+                isinstance(event, ChildSaEstablished)
+                and self._children.get(event.inbound_spi) is None
+            ):
+                rekey_at = soft_lifetime(self._context, now)
+                child = ChildSa(event, ChildSaState.INSTALLED, rekey_at, True)
+                self._children.add(child)
+            elif isinstance(event, IkeSaDeleted):
+                self._outstanding = None
+                self._set_state(IkeSaState.DELETED)
+
+    def _give_up(self, reason: str) -> None:
+        """§2.4: a peer that stops answering an established IKE_SA is dead."""
+        if self._state is not IkeSaState.ESTABLISHED:
+            self._fail(None, reason)
+            return
+        logger.debug("%s: %s", self._context.spi_i.hex(), reason)
+        restart = self._context.config.dpd_action is DpdAction.RESTART
+        events = ike_sa_deleted_events(
+            self._context,
+            self._children,
+            False,
+            IkeSaDeleteReason.PEER_DEAD,
+            restart,
+        )
+        self._emit(events, self._children.now)
 
     # -- requests we send --------------------------------------------------
 
@@ -247,6 +389,7 @@ class IkeSa:
             else:
                 self._fail(error.notify_type, f"unreadable response: {error.reason}")
             return
+        self._last_heard = now
         self._complete(request, response, data, now)
 
     def _complete(
@@ -260,8 +403,12 @@ class IkeSa:
         if request.exchange_type is ExchangeType.IKE_SA_INIT:
             self._complete_init(request, response, data, error, now)
             return
-        if error is not None and response.first(AuthPayload) is None:
-            self._fail(error.notify_type, "peer refused the exchange")
+        # Later exchanges leave error Notifies to their tasks (§2.21.3).
+        refused = error is not None and response.first(AuthPayload) is None
+        if refused and request.exchange_type is ExchangeType.IKE_AUTH:
+            self._fail(
+                error.notify_type if error else None, "peer refused the exchange"
+            )
             return
         self._outstanding = None
         self._next_request_id += 1
@@ -307,16 +454,22 @@ class IkeSa:
         self._drop(f"unacceptable IKE_SA_INIT response: {problem}")
 
     def _finish(self, request: _OutstandingRequest, now: float) -> None:
-        self._events.extend(e for task in request.tasks for e in task.outcome)
+        self._emit([e for task in request.tasks for e in task.outcome], now)
         self._advance(request.exchange_type, now)
+        self._send_pending(now)
 
     def _advance(self, finished: ExchangeType, now: float) -> None:
         if finished is ExchangeType.IKE_SA_INIT:
             context = self._context
-            tasks: list[Task] = [IkeAuth(context), ChildCreate(context)]
+            tasks: list[Task] = [
+                IkeAuth(context),
+                ChildCreate(context),
+                InitialContact(context),
+            ]
             self._send_request(ExchangeType.IKE_AUTH, tasks, now)
             self._set_state(IkeSaState.IKE_AUTH_SENT)
-        elif finished is ExchangeType.IKE_AUTH:
+        elif finished is ExchangeType.IKE_AUTH and self._state is not IkeSaState.FAILED:
+            self._last_heard = now
             self._set_state(IkeSaState.ESTABLISHED)
 
     def _init_refused(self, error: NotifyPayload, now: float) -> None:
@@ -339,7 +492,7 @@ class IkeSa:
 
     # -- requests we answer ------------------------------------------------
 
-    def _receive_request(self, data: bytes, header: IkeHeader) -> None:
+    def _receive_request(self, data: bytes, header: IkeHeader, now: float) -> None:
         # RFC 7296 §2.1: a retransmitted request gets the same response again.
         if (
             header.message_id == self._next_peer_request_id - 1
@@ -350,8 +503,8 @@ class IkeSa:
         if header.message_id != self._next_peer_request_id:
             self._drop("request outside the window")
             return
-        if self._state is IkeSaState.FAILED:
-            self._drop("IKE_SA failed")
+        if self._state in (IkeSaState.FAILED, IkeSaState.DELETED):
+            self._drop(f"IKE_SA {self._state.value}")
             return
         if header.is_initiator == self._context.is_original_initiator:
             self._drop("request with our own I flag")
@@ -367,24 +520,29 @@ class IkeSa:
         elif not self._spis_match(header, exchange):
             self._drop("request for other SPIs")
             return
-        self._answer(data, header, exchange, tasks)
+        self._answer(data, header, exchange, tasks, now)
 
     def _responder_tasks(self, header: IkeHeader) -> list[Task] | None:
         exchange, state, context = header.exchange_type, self._state, self._context
         if exchange == ExchangeType.IKE_SA_INIT and state is IkeSaState.IDLE:
             return [IkeInit(context), IkeNatd(context)]
         if exchange == ExchangeType.IKE_AUTH and state is IkeSaState.IKE_SA_INIT_DONE:
-            return [IkeAuth(context), ChildCreate(context)]
+            return [IkeAuth(context), ChildCreate(context), InitialContact(context)]
         if state is not IkeSaState.ESTABLISHED:
             return None
         if exchange == ExchangeType.INFORMATIONAL:
-            return []  # an empty request is a liveness check (RFC 7296 §1.4)
+            return [InformationalResponder(context, self._children)]
         if exchange == ExchangeType.CREATE_CHILD_SA:
-            return [RefuseCreateChildSa(context)]
+            return [CreateChildSaResponder(context, self._children)]
         return None
 
     def _answer(
-        self, data: bytes, header: IkeHeader, exchange: ExchangeType, tasks: list[Task]
+        self,
+        data: bytes,
+        header: IkeHeader,
+        exchange: ExchangeType,
+        tasks: list[Task],
+        now: float,
     ) -> None:
         try:
             request = self._open(data, header, exchange)
@@ -394,6 +552,7 @@ class IkeSa:
         except IkeNotifyError as error:
             self._refuse(header, exchange, error)
             return
+        self._last_heard = now
         try:
             for task in tasks:
                 task.process_r(request)
@@ -402,11 +561,12 @@ class IkeSa:
             self._refuse(header, exchange, error)
             return
         self._respond(header, exchange, payloads)
-        self._events.extend(e for task in tasks for e in task.outcome)
         if exchange is ExchangeType.IKE_SA_INIT:
             self._set_state(IkeSaState.IKE_SA_INIT_DONE)
         elif exchange is ExchangeType.IKE_AUTH:
             self._set_state(IkeSaState.ESTABLISHED)
+        self._emit([e for task in tasks for e in task.outcome], now)
+        self._send_pending(now)
 
     def _respond(
         self, header: IkeHeader, exchange: ExchangeType, payloads: list[Payload]

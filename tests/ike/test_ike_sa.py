@@ -27,6 +27,7 @@ from ipsec.ike.events import (
     ChildSaFailed,
     IkeSaEstablished,
     IkeSaFailed,
+    InitialContactReceived,
 )
 from ipsec.ike.ike_sa import IkeSa, IkeSaState
 from ipsec.ike.keymat import PresharedKey
@@ -157,7 +158,11 @@ def test_psk_handshake_establishes_both_sides():
     i_events, r_events = drain(initiator), drain(responder)
     assert initiator.state is responder.state is IkeSaState.ESTABLISHED
     assert [type(e) for e in i_events] == [IkeSaEstablished, ChildSaEstablished]
-    assert [type(e) for e in r_events] == [IkeSaEstablished, ChildSaEstablished]
+    assert [type(e) for e in r_events] == [
+        IkeSaEstablished,
+        ChildSaEstablished,
+        InitialContactReceived,
+    ]
     assert [direction for direction, _ in log] == ["i->r", "r->i", "i->r", "r->i"]
     assert i_events[0].remote_id == RESPONDER_ID.as_idr()
     assert r_events[0].remote_id == INITIATOR_ID.as_idi()
@@ -474,7 +479,11 @@ def test_lost_ike_auth_response_recovered_by_retransmission():
     assert retransmitted == auth_request and replayed == lost
     assert deadline == pytest.approx(4.0)
     assert initiator.state is IkeSaState.ESTABLISHED
-    assert [type(e) for e in drain(responder)] == [IkeSaEstablished, ChildSaEstablished]
+    assert [type(e) for e in drain(responder)] == [
+        IkeSaEstablished,
+        ChildSaEstablished,
+        InitialContactReceived,
+    ]
     assert initiator.get_timer() is None
 
 
@@ -751,7 +760,7 @@ def test_malformed_ike_sa_init_response_ignored_while_waiting():
     assert sum(initiator.drops.values()) == 1
 
 
-def test_create_child_sa_refused_with_no_additional_sas():
+def test_create_child_sa_without_payloads_refused_with_invalid_syntax():
     initiator, responder = establish()
     request = IkeMessage(
         ExchangeType.CREATE_CHILD_SA, 2, initiator.spi_i, initiator.spi_r
@@ -764,7 +773,7 @@ def test_create_child_sa_refused_with_no_additional_sas():
     response = decrypt_message(
         answer, decode_message(answer), initiator._context.cipher_in
     )
-    assert response.payloads == (NotifyPayload(NotifyType.NO_ADDITIONAL_SAS),)
+    assert response.payloads == (NotifyPayload(NotifyType.INVALID_SYNTAX),)
     assert responder.state is IkeSaState.ESTABLISHED
 
 

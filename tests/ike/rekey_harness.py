@@ -1,0 +1,203 @@
+"""Two established IKE_SA engines, a lossy in-memory wire and two ESP data planes.
+
+The data planes are built only from the engines' events, with the ESP engine
+(ipsec/esp, written independently) as the oracle: after every datagram the
+harness can send one packet each way on the outbound SA each side uses and
+open it on the other side, which is how "traffic never stops" is checked.
+"""
+
+import random
+from collections import deque
+
+from ipsec.esp import InboundSA, Opened, OutboundSA
+from ipsec.ike.events import (
+    ChildSaDeleted,
+    ChildSaEstablished,
+    ChildSaOutboundSwitched,
+)
+from ipsec.ike.ike_sa import IkeSa
+from ipsec.ike.tasks.base import NONCE_SIZE
+
+from .test_ike_sa import INITIATOR_ID, RESPONDER_ID, make_config
+from .test_ike_to_esp import esp_configs
+
+
+class ScriptedRandom:
+    """Seeded randomness whose next nonces can be forced (C28 nonce orders).
+
+    Only nonces and, with PFS, Curve25519 keys draw NONCE_SIZE octets; the
+    tests that force nonces use no PFS.
+    """
+
+    def __init__(self, seed):
+        self._generator = random.Random(seed)
+        self.nonces = deque()
+
+    def __call__(self, size):
+        if size == NONCE_SIZE and self.nonces:
+            return self.nonces.popleft()
+        return self._generator.randbytes(size)
+
+
+class DataPlane:
+    """One side's SAD as the events describe it."""
+
+    def __init__(self):
+        self.inbound = {}
+        self.outbound = None
+        self.outbound_spi = None
+        self.standby = {}
+        self.others = {}
+
+    def apply(self, event):
+        if isinstance(event, ChildSaEstablished):
+            out_config, in_config = esp_configs(event)
+            self.inbound[event.inbound_spi] = InboundSA(in_config, 0.0)
+            outbound = OutboundSA(out_config, 0.0)
+            if event.rekeyed_spi is None and self.outbound is not None:
+                # One more CHILD_SA beside the one in use: keep it apart.
+                self.others[event.inbound_spi] = (outbound, event.outbound_spi)
+            elif event.outbound_active:
+                self.outbound, self.outbound_spi = outbound, event.outbound_spi
+            else:
+                self.standby[event.inbound_spi] = (outbound, event.outbound_spi)
+        elif isinstance(event, ChildSaOutboundSwitched):
+            self.outbound, self.outbound_spi = self.standby.pop(event.inbound_spi)
+        elif isinstance(event, ChildSaDeleted):
+            self.inbound.pop(event.inbound_spi, None)
+            self.standby.pop(event.inbound_spi, None)
+            self.others.pop(event.inbound_spi, None)
+            if self.outbound_spi == event.outbound_spi:
+                self.outbound, self.outbound_spi = None, None
+
+    def send(self, payload):
+        assert self.outbound is not None, "no outbound SA: traffic stopped"
+        return self.outbound.seal(payload, 17, 0.0)
+
+    def receive(self, packet):
+        spi = packet[:4]
+        assert spi in self.inbound, f"no inbound SA {spi.hex()}: traffic stopped"
+        opened = self.inbound[spi].open(packet, 0.0)
+        assert isinstance(opened, Opened), opened
+        return opened.payload
+
+
+class Side:
+    def __init__(self, name, sa, randomness):
+        self.name = name
+        self.sa = sa
+        self.random = randomness
+        self.plane = DataPlane()
+        self.events = []
+
+    def pump_events(self):
+        while (event := self.sa.next_event()) is not None:
+            self.events.append(event)
+            self.plane.apply(event)
+
+    def of_type(self, kind):
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+class Pair:
+    """Initiator ``a`` and responder ``b`` of one IKE_SA, plus the wire."""
+
+    def __init__(self, a_changes=None, b_changes=None, seed=1):
+        a_random, b_random = ScriptedRandom(seed), ScriptedRandom(seed + 1000)
+        a_config = make_config(INITIATOR_ID, RESPONDER_ID, **(a_changes or {}))
+        b_config = make_config(RESPONDER_ID, INITIATOR_ID, **(b_changes or {}))
+        self.a = Side(
+            "a",
+            IkeSa(
+                a_config,
+                is_initiator=True,
+                local_spi=bytes.fromhex("1111111111111111"),
+                random_bytes=a_random,
+            ),
+            a_random,
+        )
+        self.b = Side(
+            "b",
+            IkeSa(
+                b_config,
+                is_initiator=False,
+                local_spi=bytes.fromhex("2222222222222222"),
+                random_bytes=b_random,
+            ),
+            b_random,
+        )
+        self.now = 0.0
+        self.wire = {"a": deque(), "b": deque()}
+        """Datagrams in flight, keyed by the side they travel to."""
+        self.a.sa.initiate(self.now)
+        self.settle()
+
+    def other(self, side):
+        return self.b if side is self.a else self.a
+
+    def collect(self):
+        """Move what both engines want to send onto the wire."""
+        for side in (self.a, self.b):
+            self.wire[self.other(side).name].extend(side.sa.datagrams_to_send())
+            side.pump_events()
+
+    def deliver(self, to, check_traffic=True):
+        """Hand the oldest datagram travelling to ``to`` (a Side) over."""
+        data = self.wire[to.name].popleft()
+        to.sa.receive_datagram(data, self.now)
+        self.collect()
+        if check_traffic:
+            self.check_traffic()
+        return data
+
+    def drop(self, to):
+        return self.wire[to.name].popleft()
+
+    def settle(self, check_traffic=False, limit=200):
+        """Deliver everything, oldest first, until the wire is empty."""
+        self.collect()
+        for _ in range(limit):
+            if not self.wire["a"] and not self.wire["b"]:
+                return
+            for side in (self.b, self.a):
+                if self.wire[side.name]:
+                    self.deliver(side, check_traffic)
+        raise AssertionError("the engines never went quiet")
+
+    def advance(self, now):
+        """Let time pass to ``now``, firing every timer due on the way."""
+        for _ in range(100):
+            due = [
+                (t, s) for s in (self.a, self.b) if (t := s.sa.get_timer()) is not None
+            ]
+            due = [(t, s) for t, s in due if t <= now]
+            if not due:
+                break
+            deadline, side = min(due, key=lambda item: item[0])
+            self.now = max(self.now, deadline)
+            side.sa.handle_timer(self.now)
+            self.collect()
+        self.now = max(self.now, now)
+
+    def check_traffic(self):
+        """One packet each way on the SAs in use opens on the other side."""
+        for sender in (self.a, self.b):
+            receiver = self.other(sender)
+            payload = f"from {sender.name}".encode()
+            assert receiver.plane.receive(sender.plane.send(payload)) == payload
+
+    def survivors(self):
+        return list(self.a.sa.child_sas), list(self.b.sa.child_sas)
+
+    def assert_one_pair(self):
+        """Exactly one CHILD_SA pair, the same on both ends and in both planes."""
+        [a_child], [b_child] = self.survivors()
+        assert a_child.inbound_spi == b_child.outbound_spi
+        assert a_child.outbound_spi == b_child.inbound_spi
+        assert set(self.a.plane.inbound) == {a_child.inbound_spi}
+        assert set(self.b.plane.inbound) == {b_child.inbound_spi}
+        assert self.a.plane.outbound_spi == a_child.outbound_spi
+        assert self.b.plane.outbound_spi == b_child.outbound_spi
+        assert not self.a.plane.standby and not self.b.plane.standby
+        self.check_traffic()
+        return a_child, b_child
