@@ -140,8 +140,11 @@ def _offer_stream(
     # A port-0 stream passes as it came, only its address and keys hidden.
     if section.port == 0:
         return _passed_port_zero(section, answerer), _NOT_ANCHORED
+    if section.proto not in RTP_PROFILES:
+        return _rejected(section), _NOT_ANCHORED
+    _check_payload_types(section)
     kept = _allowed_formats(section, offerer, answerer)
-    if section.proto not in RTP_PROFILES or not _has_media_codec(section, kept):
+    if not _has_media_codec(section, kept):
         return _rejected(section), _NOT_ANCHORED
 
     crypto = _choose_crypto(section, offerer)
@@ -161,6 +164,17 @@ def _offer_stream(
 
 
 _NOT_ANCHORED = _OfferedStream(None, (False, False), None, False, None, ())
+
+
+def _check_payload_types(section: MediaDescription) -> None:
+    # RFC 3551 §3 and RFC 8866 §5.14: RTP formats are payload types 0-127.
+    for payload_type in section.formats:
+        if (
+            not payload_type.isdigit()
+            or len(payload_type) > 3
+            or int(payload_type) > 127
+        ):
+            raise SdpSyntaxError("an RTP m= line lists a format that is not 0-127")
 
 
 def _passed_port_zero(section: MediaDescription, leg: Leg) -> MediaDescription:
@@ -379,6 +393,7 @@ def _answer_stream(
     sent = pending.sent.media[index]
     if section.media != sent.media:
         raise AnswerMismatch(f"m= line {index} answered with another media type")
+    _check_payload_types(section)
 
     pairs = _map_payload_types(offered, sent, section)
     answerer_srtp = _answerer_srtp(section, stream)

@@ -61,7 +61,12 @@ class PortPool:
 
 
 def lines_of(body: bytes) -> list[str]:
-    return body.decode().replace("\r\n", "\n").rstrip("\n").split("\n")
+    return (
+        body.decode("utf-8", "surrogateescape")
+        .replace("\r\n", "\n")
+        .rstrip("\n")
+        .split("\n")
+    )
 
 
 def sections(body: bytes) -> tuple[list[str], list[list[str]]]:
@@ -81,8 +86,8 @@ def rtpmaps(section: list[str]) -> dict[str, str]:
     """Payload type -> lowercased name/rate[/channels], statics included."""
     names = dict(STATIC)
     for line in section:
-        if line.startswith("a=rtpmap:"):
-            payload_type, encoding = line[9:].split(" ", 1)
+        payload_type, _, encoding = line[9:].partition(" ")
+        if line.startswith("a=rtpmap:") and encoding:
             names[payload_type] = encoding.lower().removesuffix("/1")
     return names
 
@@ -116,7 +121,7 @@ def answer_like_a_phone(
             crypto_tag,
             offered_direction,
         )
-    return ("\r\n".join(out) + "\r\n").encode()
+    return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")
 
 
 def _answer_section(section, port, supports, own_numbers, mux, tag, direction):

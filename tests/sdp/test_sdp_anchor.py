@@ -11,6 +11,7 @@ from sbc.sdp import (
     Leg,
     LegPolicy,
     NoCommonCodec,
+    SdpSyntaxError,
     SessionDescription,
     UnusableCrypto,
     anchor_answer,
@@ -342,3 +343,24 @@ def test_every_line_of_rewritten_sdp_ends_in_crlf():
     for body in (sent.to_bytes(), answered.to_bytes()):
         assert body.endswith(b"\r\n")
         assert body.count(b"\n") == body.count(b"\r\n") == len(lines_of(body))
+
+
+@pytest.mark.parametrize("formats", ["0 abc", "0 128", "0 0101", "0 -1"])
+def test_rtp_formats_outside_payload_type_range_raise_400(formats):
+    body = load("pbx_asterisk_offer.sdp").replace(b"0 8 9 3 101", formats.encode())
+    a, b = legs()
+
+    with pytest.raises(SdpSyntaxError) as caught:
+        offer_to_b(body, a, b)
+
+    assert caught.value.status_code == 400
+
+
+def test_answer_format_outside_payload_type_range_raises_400():
+    a, b = legs()
+    sent, pending = offer_to_b(load("pbx_asterisk_offer.sdp"), a, b)
+    answer = answer_like_a_phone(sent.to_bytes(), address=PHONE_B, port=7000)
+    answer = answer.replace(b"RTP/AVP 0 8 101", b"RTP/AVP 0 8 101 x")
+
+    with pytest.raises(SdpSyntaxError):
+        anchor_answer(SessionDescription.parse(answer), pending, random_bytes=seeded())
