@@ -777,7 +777,8 @@ class B2bua:
         def fire(at: float) -> None:
             self._retransmit_2xx(leg, at, started, interval)
 
-        leg.retransmit_timer = self._timers.schedule(now + interval, fire)
+        deadline = min(now + interval, started + 64 * self._layer.timers.t1)
+        leg.retransmit_timer = self._timers.schedule(deadline, fire)
 
     def _retransmit_2xx(
         self, leg: Leg, now: float, started: float, interval: float
@@ -879,7 +880,8 @@ class B2bua:
         def fire(at: float) -> None:
             self._retransmit_reliable(a, at, started, interval)
 
-        a.reliable_timer = self._timers.schedule(now + interval, fire)
+        deadline = min(now + interval, started + 64 * self._layer.timers.t1)
+        a.reliable_timer = self._timers.schedule(deadline, fire)
 
     def _retransmit_reliable(
         self, a: Leg, now: float, started: float, interval: float

@@ -213,7 +213,7 @@ class Phone(Node):
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", f"<sip:alice@{host}:{port}>")
         for name, value in extra:
-            headers.add(name, value)
+            headers.set(name, value)
         if body:
             headers.add("Content-Type", "application/sdp")
         request = Request("INVITE", f"sip:{number}@{SBC[0]}", headers, body)
@@ -221,6 +221,24 @@ class Phone(Node):
         call = UacCall(request, key)
         self.calls.append(call)
         return call
+
+    def resend_as(
+        self, call: UacCall, *, method: str | None = None, call_id: str | None = None
+    ) -> UacCall:
+        """A copy of an earlier request on a fresh branch (merged, or OPTIONS)."""
+        headers = call.invite.headers.copy()
+        headers.set("Via", self.via())
+        if call_id is not None:
+            headers.set("Call-ID", call_id)
+        if method is not None:
+            headers.set("CSeq", f"1 {method}")
+        request = Request(
+            method or "INVITE", call.invite.uri, headers, call.invite.body
+        )
+        key = self.layer.send_request(request, SBC, "UDP", self.lab.now)
+        sent = UacCall(request, key)
+        self.calls.append(sent)
+        return sent
 
     def via(self) -> str:
         branch = new_branch(self.lab.rng.randbytes(8))

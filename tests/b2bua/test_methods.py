@@ -1,0 +1,192 @@
+"""Requests other than the initial INVITE: relayed, answered or refused."""
+
+from __future__ import annotations
+
+import pytest
+from b2bua_harness import ANSWER, CALLEE, OFFER, SBC, Lab, answer_call
+
+from sbc.b2bua import ALLOW
+
+HOLD = OFFER.replace(b"t=0 0\r\n", b"t=0 0\r\na=sendonly\r\n")
+
+
+def caller_dialog(call):
+    return next(iter(call.dialogs.values()))
+
+
+def test_options_out_of_dialog_answered_locally():
+    lab = Lab()
+    call = lab.caller.invite()
+    options = lab.caller.resend_as(call, method="OPTIONS", call_id="ping@192.0.2.10")
+    lab.run()
+
+    assert options.final is not None and options.final.status == 200
+    assert options.final.headers.values("Allow") == list(ALLOW)
+    assert options.final.headers.get("Accept") == "application/sdp"
+    assert options.final.to_tag is not None
+    assert "OPTIONS" not in lab.callee.methods()
+
+
+@pytest.mark.parametrize("method", ["MESSAGE", "NOTIFY", "SUBSCRIBE", "REGISTER"])
+def test_peer_methods_refused_with_405_and_allow(method):
+    lab = Lab()
+    call = answer_call(lab)
+    request = lab.caller.send_in_dialog(caller_dialog(call), method)
+    lab.run()
+
+    assert request.final is not None and request.final.status == 405
+    allow = request.final.headers.values("Allow")
+    assert allow == list(ALLOW) and method not in allow
+    assert method not in lab.callee.methods()
+
+
+def test_refer_refused_with_403():
+    lab = Lab()
+    call = answer_call(lab)
+    refer = lab.caller.send_in_dialog(
+        caller_dialog(call), "REFER", extra=(("Refer-To", "<sip:eve@192.0.2.99>"),)
+    )
+    lab.run()
+
+    assert refer.final is not None and refer.final.status == 403
+    assert "REFER" not in lab.callee.methods()
+
+
+def test_unknown_method_gets_501_with_allow():
+    lab = Lab()
+    call = answer_call(lab)
+    request = lab.caller.send_in_dialog(caller_dialog(call), "FROB")
+    lab.run()
+
+    assert request.final is not None and request.final.status == 501
+    assert "INVITE" in request.final.headers.values("Allow")
+
+
+def test_options_in_and_out_of_dialog_answered_by_the_sbc():
+    lab = Lab()
+    call = answer_call(lab)
+    inside = lab.caller.send_in_dialog(caller_dialog(call), "OPTIONS")
+    lab.run()
+
+    assert inside.final is not None and inside.final.status == 200
+    assert "timer" in inside.final.headers.values("Supported")
+    assert "OPTIONS" not in lab.callee.methods()
+
+
+def test_info_relayed_both_ways():
+    lab = Lab()
+    call = answer_call(lab)
+    info = lab.caller.send_in_dialog(
+        caller_dialog(call), "INFO", extra=(("Content-Disposition", "signal"),)
+    )
+    lab.run()
+
+    assert info.final is not None and info.final.status == 200
+    relayed = lab.callee.last("INFO").request
+    assert relayed.headers.get("Content-Disposition") == "signal"
+    assert relayed.call_id == lab.callee.last("INVITE").request.call_id
+
+    lab.callee.send_in_dialog(lab.callee.dialog(), "INFO")
+    lab.run()
+    assert lab.caller.methods() == ["INFO"]
+
+
+def test_reinvite_relayed_and_answered_end_to_end():
+    lab = Lab()
+    call = answer_call(lab)
+    acks_before = len(lab.callee.acks)
+
+    reinvite = lab.caller.send_in_dialog(caller_dialog(call), "INVITE", body=HOLD)
+    lab.run()
+    relayed = lab.callee.last("INVITE")
+    assert relayed.request.body == HOLD
+    assert relayed.request.cseq.number == 2
+    lab.callee.respond(relayed, 200, body=ANSWER)
+    lab.run()
+
+    assert reinvite.final is not None and reinvite.final.status == 200
+    assert reinvite.final.body == ANSWER
+    assert len(lab.callee.acks) == acks_before + 1  # the SBC's own ACK
+    assert reinvite.acks == 1
+    lab.caller.send_in_dialog(caller_dialog(call), "BYE")
+    lab.run()
+    lab.assert_clean()
+
+
+def test_reinvite_rejected_by_peer_is_relayed():
+    lab = Lab()
+    call = answer_call(lab)
+    reinvite = lab.caller.send_in_dialog(caller_dialog(call), "INVITE", body=HOLD)
+    lab.run()
+    lab.callee.respond(lab.callee.last("INVITE"), 488)
+    lab.run()
+
+    assert reinvite.final is not None and reinvite.final.status == 488
+    assert lab.engine.active_calls == 1
+
+
+def test_update_with_offer_relayed_and_without_body_answered_locally():
+    lab = Lab()
+    call = answer_call(lab)
+
+    offer = lab.caller.send_in_dialog(caller_dialog(call), "UPDATE", body=HOLD)
+    lab.run()
+    assert lab.callee.last("UPDATE").request.body == HOLD
+    assert offer.final is not None and offer.final.status == 200
+
+    refresh = lab.caller.send_in_dialog(caller_dialog(call), "UPDATE")
+    lab.run()
+    assert refresh.final is not None and refresh.final.status == 200
+    assert lab.callee.methods().count("UPDATE") == 1
+
+
+def test_early_media_183_with_sdp_passed_through():
+    lab = Lab()
+    call = lab.caller.invite()
+    lab.run()
+    lab.callee.respond(lab.callee.last("INVITE"), 183, body=ANSWER)
+    lab.run()
+
+    [early] = [r for r in call.responses if r.status == 183]
+    assert early.body == ANSWER
+    assert early.headers.get("Content-Type") == "application/sdp"
+    assert early.to_tag is not None
+
+
+def test_merged_request_gets_482():
+    lab = Lab()
+    first = lab.caller.invite()
+    # The same request (Call-ID, From tag, CSeq) again on another branch.
+    again = lab.caller.resend_as(first)
+    lab.run()
+
+    assert again.final is not None and again.final.status == 482
+    assert first.final is None
+    assert len([e for e in lab.callee.requests if e.request.method == "INVITE"]) == 1
+
+
+def test_in_dialog_request_for_unknown_dialog_gets_481():
+    lab = Lab()
+    call = answer_call(lab)
+    dialog = caller_dialog(call)
+    lab.caller.send_in_dialog(dialog, "BYE")
+    lab.run()
+
+    late = lab.caller.send_in_dialog(dialog, "INFO")
+    lab.run()
+    assert late.final is not None and late.final.status == 481
+    assert lab.requests_between(SBC, CALLEE, "INFO") == []
+
+
+def test_lower_cseq_in_dialog_gets_500():
+    lab = Lab()
+    call = answer_call(lab)
+    dialog = caller_dialog(call)
+    dialog.local_cseq = 10
+    lab.caller.send_in_dialog(dialog, "INFO")
+    lab.run()
+    dialog.local_cseq = 3
+    stale = lab.caller.send_in_dialog(dialog, "INFO")
+    lab.run()
+
+    assert stale.final is not None and stale.final.status == 500
