@@ -81,6 +81,8 @@ class Trial:
     sent: int
     received: int
     elapsed: float
+    cpu_seconds: float | None = None
+    """CPU time (user + system) the measured worker spent in the trial."""
 
     @property
     def lossless(self) -> bool:
@@ -98,6 +100,8 @@ class Result:
     limited: bool = False
     """True when the generator, not the path, set the ceiling."""
     notes: str = ""
+    cpu_per_packet: float | None = None
+    """Worker CPU microseconds per packet in the confirming trial."""
 
 
 class Rig:
@@ -117,12 +121,17 @@ class Rig:
 
     def trial(self, rate: float, seconds: float) -> Trial:
         before = int(self.sink.ask("count"))
+        cpu_before = self.worker_cpu()
         answer = self.generator.ask(
             f"run {rate:.0f} {seconds}", timeout=seconds * 10 + 60
         )
         sent, elapsed = answer.split()
         received = self.settled_count() - before
-        trial = Trial(rate, int(sent), received, float(elapsed))
+        cpu_after = self.worker_cpu()
+        cpu = (
+            None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+        )
+        trial = Trial(rate, int(sent), received, float(elapsed), cpu)
         log(
             f"    offered {rate:9.0f}/s  sent {trial.sent:8d} in {trial.elapsed:5.2f} s  "
             f"received {received:8d}  {'ok' if trial.lossless else 'LOSS'}"
@@ -130,6 +139,15 @@ class Rig:
         if not trial.lossless and self.restart is not None:
             self.restart()
         return trial
+
+    def worker_cpu(self) -> float | None:
+        """The worker's user + system CPU seconds, from /proc (its pid: ip
+        netns exec and taskset both exec the next program)."""
+        if self.worker is None:
+            return None
+        fields = Path(f"/proc/{self.worker.process.pid}/stat").read_text()
+        utime, stime = fields.rsplit(")", 1)[1].split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
 
     def settled_count(self) -> int:
         """The sink's count once it stops moving: queues drained (at most 5 s)."""
@@ -166,8 +184,10 @@ def search(rig: Rig, start: float, seconds: float, confirm_seconds: float) -> Re
     for _ in range(CONFIRMATIONS):
         if good <= 0:
             break
-        if rig.trial(good, confirm_seconds).lossless:
-            return Result(good)
+        trial = rig.trial(good, confirm_seconds)
+        if trial.lossless:
+            cpu = trial.cpu_seconds
+            return Result(good, cpu_per_packet=cpu / trial.sent * 1e6 if cpu else None)
         good *= 0.9
     return Result(0.0, notes="no loss-free rate confirmed")
 
@@ -404,12 +424,16 @@ def report(
     print(f"machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} CPUs, "
           f"kernel {platform.release()}, load average before run {load:.2f}")  # fmt: skip
     print()
-    print(f"{'cipher':<18} {'size':>5}  {'path':<28} {'packets/s':>10} {'Mbit/s':>8}")
+    print(
+        f"{'cipher':<18} {'size':>5}  {'path':<28} {'packets/s':>10} {'Mbit/s':>8}"
+        f" {'CPU us/pkt':>10}"
+    )
     for (encryption, size, mode), result in results.items():
         note = f"  ({result.notes})" if result.notes else ""
+        cpu = f"{result.cpu_per_packet:10.2f}" if result.cpu_per_packet else " " * 10
         print(
             f"{CIPHERS[encryption]:<18} {size:>5}  {LABELS[mode]:<28} "
-            f"{result.rate:>10.0f} {megabits(result.rate, size):>8.1f}{note}"
+            f"{result.rate:>10.0f} {megabits(result.rate, size):>8.1f} {cpu}{note}"
         )
     print()
     print("ratios (targets: >= 4x strongSwan at 200 B; >= 0.80 of the bare loop)")

@@ -147,6 +147,9 @@ class DataPlane:
         self.spd = SecurityPolicyDatabase()
         self._outbound: dict[int, _Outbound] = {}
         self._inbound: dict[int, _Inbound] = {}
+        # The same, keyed by the SPI as it appears on the wire.
+        self._inbound_by_wire: dict[bytes, _Inbound] = {}
+        self._time = loop.time
         self._reserved_spis: set[int] = set()
         self._flows: dict[FlowKey, _Outbound | PathDrop] = {}
         self._admissions: dict[tuple[int, FlowKey], bool] = {}
@@ -250,6 +253,12 @@ class DataPlane:
         else:
             self._add_outbound(config, now, transport, peer, peer_port, local)
         self._forget_flows()
+        # SPI, direction and transforms only: never key material.
+        logger.debug(
+            "SA 0x%08x installed %s (%s %s %s, %s)", config.spi,
+            "inbound" if inbound else "outbound", config.protocol.name,
+            config.mode.value, config.encryption.name, transport.value,
+        )  # fmt: skip
 
     def update_sa(
         self, spi: int, *, peer: AddressLike | None = None, peer_port: int | None = None
@@ -270,10 +279,14 @@ class DataPlane:
         if inbound:
             if self._inbound.pop(spi, None) is None:
                 raise UnknownSA(spi)
+            del self._inbound_by_wire[spi.to_bytes(4, "big")]
             self.sad.remove(spi)
         elif self._outbound.pop(spi, None) is None:
             raise UnknownSA(spi)
         self._forget_flows()
+        logger.debug(
+            "SA 0x%08x removed (%s)", spi, "inbound" if inbound else "outbound"
+        )
 
     def add_policy(
         self,
@@ -454,12 +467,12 @@ class DataPlane:
     # -- inbound -------------------------------------------------------------
 
     def _on_esp(self, esp: bytes, address: Address) -> None:
-        entry = self._inbound.get(int.from_bytes(esp[:4], "big"))
+        entry = self._inbound_by_wire.get(esp[:4])
         if entry is None:
             # The SAD counts what no SA can (unknown SPI, truncated header).
-            self.sad.open(esp, self.loop.time())
+            self.sad.open(esp, self._time())
             return
-        result = entry.sa.open(esp, self.loop.time())
+        result = entry.sa.open(esp, self._time())
         if isinstance(result, Drop):
             return
         next_header, payload = result.next_header, result.payload
@@ -616,9 +629,11 @@ class DataPlane:
         local_address = (
             ip_address(local) if local is not None else config.tunnel_destination
         )
-        self._inbound[config.spi] = _Inbound(
+        entry = _Inbound(
             sa, config.mode is Mode.TUNNEL, local_address, config.tunnel_source
         )
+        self._inbound[config.spi] = entry
+        self._inbound_by_wire[config.spi.to_bytes(4, "big")] = entry
         self._reserved_spis.discard(config.spi)
         if self._keylog is not None and config.tunnel_source and local_address:
             self._keylog.log(config, config.tunnel_source, local_address)

@@ -201,20 +201,29 @@ class UdpEncapSocket:
 
     def _on_readable(self) -> None:
         # Drain what the kernel holds, bounded so other sockets get a turn.
+        # This runs per datagram, so ESP is recognised inline (classify's
+        # rule) and the counters are added up once per wakeup.
         if self._gro:
             self._drain_coalesced()
             return
-        receive, dispatch = self.sock.recvfrom, self._dispatch
-        for _ in range(_READ_BUDGET):
-            try:
+        receive, on_esp = self.sock.recvfrom, self._on_esp
+        packets = octets = 0
+        try:
+            for _ in range(_READ_BUDGET):
                 datagram, address = receive(_RECEIVE_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                # ICMP errors surface here on some kernels; not fatal.
-                logger.debug("encap receive error: %s", error)
-                return
-            dispatch(datagram, address)
+                packets += 1
+                octets += len(datagram)
+                if len(datagram) >= 8 and datagram[:4] != NON_ESP_MARKER:
+                    on_esp(datagram, address)
+                else:
+                    self._dispatch_other(datagram, address)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as error:
+            # ICMP errors surface here on some kernels; not fatal.
+            logger.debug("encap receive error: %s", error)
+        self.counters.packets_in += packets
+        self.counters.bytes_in += octets
 
     def _drain_coalesced(self) -> None:
         for _ in range(_READ_BUDGET):
@@ -242,13 +251,14 @@ class UdpEncapSocket:
             self._dispatch(data[start : start + segment], address)
 
     def _dispatch(self, datagram: bytes, address: Address) -> None:
-        counters = self.counters
-        counters.packets_in += 1
-        counters.bytes_in += len(datagram)
-        # ESP first and inline: it is nearly every datagram (classify's rule).
+        self.counters.packets_in += 1
+        self.counters.bytes_in += len(datagram)
         if len(datagram) >= 8 and datagram[:4] != NON_ESP_MARKER:
             self._on_esp(datagram, address)
-            return
+        else:
+            self._dispatch_other(datagram, address)
+
+    def _dispatch_other(self, datagram: bytes, address: Address) -> None:
         kind = classify(datagram)
         if kind is DatagramKind.IKE:
             self.ike_messages += 1
@@ -257,7 +267,7 @@ class UdpEncapSocket:
         elif kind is DatagramKind.KEEPALIVE:
             self.keepalives_received += 1
         else:
-            counters.drop(PathDrop.MALFORMED)
+            self.counters.drop(PathDrop.MALFORMED)
 
     def flush(self) -> None:
         """Send everything queued: GSO runs where possible, else one by one."""
