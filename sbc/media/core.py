@@ -9,6 +9,7 @@ time; it returns what to send and where, and never touches a socket or clock.
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -39,6 +40,9 @@ RTCP_SOCKET = 1
 
 Forward = tuple[bytes, Address, int]
 """(datagram, destination, RTP_SOCKET or RTCP_SOCKET of the other leg)."""
+
+_read_seq_timestamp_ssrc = struct.Struct("!HII").unpack_from
+"""Sequence number, timestamp and SSRC at offsets 2, 4 and 8 (RFC 3550 §5.1)."""
 
 _SHORT = MediaDropReason.SHORT
 _BAD_VERSION = MediaDropReason.BAD_VERSION
@@ -133,7 +137,7 @@ class Leg:
         "srtp",
         "payload_types",
         "counters",
-        "_rates",
+        "rates",
     )
 
     def __init__(self, side: Side, latch_any_source: bool) -> None:
@@ -144,7 +148,7 @@ class Leg:
         self.srtp: SrtpContext | None = None
         self.payload_types: PayloadTypeMap = {}
         self.counters = StreamCounters()
-        self._rates: dict[int, int] = {}
+        self.rates: dict[int, int] = {}
 
     @property
     def remote_known(self) -> bool:
@@ -171,11 +175,8 @@ class Leg:
         elif self.srtp is None or self.srtp.parameters != remote.srtp:
             self.srtp = SrtpContext(remote.srtp)
         self.payload_types = dict(remote.payload_types)
-        self._rates = clock_rates(remote.payload_types)
-        self.counters.clock_rate = next(iter(self._rates.values()), DEFAULT_CLOCK_RATE)
-
-    def clock_rate(self, payload_type: int) -> int:
-        return self._rates.get(payload_type, DEFAULT_CLOCK_RATE)
+        self.rates = clock_rates(remote.payload_types)
+        self.counters.clock_rate = next(iter(self.rates.values()), DEFAULT_CLOCK_RATE)
 
 
 class StreamCore:
@@ -253,13 +254,9 @@ class StreamCore:
         counters.packets_received += 1
         counters.bytes_received += len(packet)
         self.last_rtp = now
-        rate = leg.clock_rate(packet[1] & 0x7F)
-        counters.statistics.update(
-            int.from_bytes(packet[8:12], "big"),
-            int.from_bytes(packet[2:4], "big"),
-            int.from_bytes(packet[4:8], "big"),
-            int(now * rate),
-        )
+        seq, timestamp, ssrc = _read_seq_timestamp_ssrc(packet, 2)
+        rate = leg.rates.get(packet[1] & 0x7F, DEFAULT_CLOCK_RATE)
+        counters.statistics.update(ssrc, seq, timestamp, int(now * rate))
 
     def _rtp_toward(self, out: Leg, packet: bytes) -> Forward | None:
         destination = out.rtp.destination
