@@ -11,6 +11,7 @@ from ipaddress import ip_address
 
 import pytest
 import uvloop
+from conftest import require_root
 from scapy.layers.inet import IP, UDP
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
@@ -409,5 +410,52 @@ def test_sa_management_errors_are_typed(loop) -> None:
     # Traffic for the deleted SA now counts as an unknown SPI at B.
     pair.a.send(INNER_A, INNER_B, 17, 1, 2, b"x")
     assert run_until(loop, lambda: pair.b.sad.drops[DropReason.UNKNOWN_SPI] == 1)
+    pair.a.close()
+    pair.b.close()
+
+
+def captured_udp_checksums(capture: socket.socket, port: int) -> list[int]:
+    """UDP checksums of outgoing IPv4 frames to ``port`` seen on lo so far."""
+    checksums = []
+    while True:
+        try:
+            frame, (_, _, packet_type, *_) = capture.recvfrom(65535)
+        except BlockingIOError:
+            return checksums
+        if packet_type != socket.PACKET_OUTGOING:
+            continue  # lo shows every frame twice, leaving and arriving
+        packet = frame[14:]  # lo frames carry a zeroed Ethernet header
+        if packet[0] >> 4 != 4 or packet[9] != 17:
+            continue
+        udp = packet[(packet[0] & 0x0F) * 4 :]
+        if int.from_bytes(udp[2:4], "big") == port:
+            checksums.append(int.from_bytes(udp[6:8], "big"))
+
+
+def test_udp_checksum_zero_on_single_sends_computed_on_gso_batches(loop) -> None:
+    require_root("an AF_PACKET capture on lo")
+    capture = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    capture.bind(("lo", 0))
+    capture.setblocking(False)
+    pair = connect(loop, Mode.TUNNEL)
+    received = collect(pair.b, INNER_B, 5004)
+    port_b = pair.encap_b.local_address[1]
+
+    # One datagram per loop iteration leaves alone (RFC 3948 §3.1.1: zero);
+    # a burst in one iteration leaves as one GSO batch, which Linux only
+    # sends with checksums.
+    pair.a.send(INNER_A, INNER_B, 17, 5004, 5004, b"single")
+    assert run_until(loop, lambda: len(received) == 1)
+    for _ in range(10):
+        pair.a.send(INNER_A, INNER_B, 17, 5004, 5004, bytes(100))
+    assert run_until(loop, lambda: len(received) == 11)
+
+    # lo passes the GSO batch on unsegmented: one frame for all ten.
+    checksums = captured_udp_checksums(capture, port_b)
+    capture.close()
+    assert len(checksums) == 2
+    assert checksums[0] == 0
+    assert checksums[1] != 0
+    assert pair.encap_a.gso_batches == 1
     pair.a.close()
     pair.b.close()
