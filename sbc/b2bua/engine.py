@@ -1219,6 +1219,22 @@ class B2bua:
         pending.busy = True
         leg.offer_answer_busy += 1
         leg.call.session_refreshes += 1
+        # A re-INVITE answered with 100 only never times out in the layer
+        # (the TU owns that, §17.1.1.2): give up after 64*T1 like Timer B.
+        deadline = now + 64 * self._layer.timers.t1
+        self._timers.schedule(
+            deadline, lambda at: self._refresh_unanswered(pending, at)
+        )
+
+    def _refresh_unanswered(self, pending: _Pending, now: float) -> None:
+        if pending.final:
+            return
+        pending.final = True
+        self._release_busy(pending)
+        if pending.request.method == "INVITE":
+            self._layer.cancel(pending.key, now)
+        if not pending.call.finished:
+            self._end_call(pending.call, HangupSide.SBC, now)
 
     def _refresh_response(
         self, pending: _Pending, response: Response, now: float

@@ -100,6 +100,7 @@ class Wire:
     source: Address
     destination: Address
     data: bytes
+    at: float = 0.0
 
     @property
     def message(self) -> Request | Response:
@@ -422,7 +423,7 @@ class Lab:
             for node in list(self.nodes.values()):
                 for data, destination, transport in node.layer.datagrams_to_send():
                     moved = True
-                    wire = Wire(node.address, destination, data)
+                    wire = Wire(node.address, destination, data, self.now)
                     self.wire.append(wire)
                     if self.drop is not None and self.drop(wire):
                         continue
