@@ -76,6 +76,8 @@ class _OfferedStream:
 
     ports: StreamPorts | None
     """None for a stream forwarded or answered at port 0."""
+    codecs: dict[str, Codec]
+    """The offer's payload types and their codecs."""
     direction: Direction
     remote: MediaEndpoint | None
     rtcp_mux: bool
@@ -143,8 +145,9 @@ def _offer_stream(
     if section.proto not in RTP_PROFILES:
         return _rejected(section), _NOT_ANCHORED
     _check_payload_types(section)
-    kept = _allowed_formats(section, offerer, answerer)
-    if not _has_media_codec(section, kept):
+    codecs = codec_table(section)
+    kept = _allowed_formats(section, codecs, offerer, answerer)
+    if not _has_media_codec(codecs, kept):
         return _rejected(section), _NOT_ANCHORED
 
     crypto = _choose_crypto(section, offerer)
@@ -159,11 +162,13 @@ def _offer_stream(
     if remote is None:
         # RFC 3264 §8.4: c=0.0.0.0 hold becomes an explicit direction.
         _set_direction(out, direction)
-    stream = _OfferedStream(ports, direction, remote, mux, crypto, tuple(sent_crypto))
+    stream = _OfferedStream(
+        ports, codecs, direction, remote, mux, crypto, tuple(sent_crypto)
+    )
     return out, stream
 
 
-_NOT_ANCHORED = _OfferedStream(None, (False, False), None, False, None, ())
+_NOT_ANCHORED = _OfferedStream(None, {}, (False, False), None, False, None, ())
 
 
 def _check_payload_types(section: MediaDescription) -> None:
@@ -204,10 +209,9 @@ def _copy(section: MediaDescription) -> MediaDescription:
 
 
 def _allowed_formats(
-    section: MediaDescription, offerer: Leg, answerer: Leg
+    section: MediaDescription, table: dict[str, Codec], offerer: Leg, answerer: Leg
 ) -> list[str]:
     """Formats both legs' allow-lists admit, in the offer's order."""
-    table = codec_table(section)
     kept = []
     for payload_type in section.formats:
         codec = table.get(payload_type)
@@ -217,9 +221,8 @@ def _allowed_formats(
     return kept
 
 
-def _has_media_codec(section: MediaDescription, formats: list[str]) -> bool:
+def _has_media_codec(table: dict[str, Codec], formats: list[str]) -> bool:
     """True when a format other than DTMF, comfort noise or FEC is left."""
-    table = codec_table(section)
     return any(not is_auxiliary(table.get(payload_type)) for payload_type in formats)
 
 
@@ -395,7 +398,7 @@ def _answer_stream(
         raise AnswerMismatch(f"m= line {index} answered with another media type")
     _check_payload_types(section)
 
-    pairs = _map_payload_types(offered, sent, section)
+    pairs = _map_payload_types(stream.codecs, sent, section)
     answerer_srtp = _answerer_srtp(section, stream)
     remote = _remote_endpoint(section, answer)
     answer_direction = _direction_of(section, answer)
@@ -439,7 +442,9 @@ def _answer_stream(
 
 
 def _map_payload_types(
-    offered: MediaDescription, sent: MediaDescription, answered: MediaDescription
+    offered_codecs: dict[str, Codec],
+    sent: MediaDescription,
+    answered: MediaDescription,
 ) -> list[tuple[str, str]]:
     """Pair each answered payload type with the offerer's type for that codec.
 
@@ -447,7 +452,6 @@ def _map_payload_types(
     renumbered (RFC 3264 §6.1 allows it) is matched by codec; this is what
     lets telephone-event on 96 or 101 reach the other leg (RFC 4733 §2.5.1).
     """
-    offered_codecs = codec_table(offered)
     answered_codecs = codec_table(answered)
     pairs: list[tuple[str, str]] = []
     for payload_type in answered.formats:
@@ -456,7 +460,7 @@ def _map_payload_types(
         )
         if match is not None and all(match != a for a, _ in pairs):
             pairs.append((match, payload_type))
-    if not _has_media_codec(offered, [a for a, _ in pairs]):
+    if not _has_media_codec(offered_codecs, [a for a, _ in pairs]):
         raise AnswerMismatch("the answer keeps no codec of the offer")
     return pairs
 

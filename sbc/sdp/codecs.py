@@ -67,13 +67,13 @@ AUXILIARY_CODECS = frozenset(
 def parse_rtpmap(value: str) -> tuple[str, Codec] | None:
     """Parse ``<pt> <name>/<rate>[/<channels>]``; None when it does not parse."""
     payload_type, _, encoding = value.partition(" ")
-    parts = encoding.strip().split("/")
-    if not payload_type.isdigit() or len(parts) not in (2, 3) or not parts[0]:
+    name, _, rest = encoding.strip().partition("/")
+    rate, _, channels = rest.partition("/")
+    if not payload_type.isdigit() or not name or not rate.isdigit() or len(rate) > 9:
         return None
-    rate, channels = parts[1], parts[2] if len(parts) == 3 else "1"
-    if not rate.isdigit() or not channels.isdigit() or len(rate) > 9:
+    if channels and (not channels.isdigit() or len(channels) > 3):
         return None
-    return payload_type, Codec(parts[0], int(rate), int(channels or 1))
+    return payload_type, Codec(name, int(rate), int(channels or 1))
 
 
 def codec_table(section: MediaDescription) -> dict[str, Codec]:
