@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_network
 from ipsec.esp import Encryption, Integrity, Mode, Protocol, SAConfig
 from ipsec.esp.spd import TrafficSelector as PolicySelector
 
-from .config import Identity, IkeSaConfig
+from .config import DpdAction, Identity, IkeSaConfig
 from .constants import (
     DhGroup,
     EncrId,
@@ -56,6 +56,8 @@ class ChildDefinition:
     esp_proposals: tuple[Proposal, ...]
     mode: Mode = Mode.TUNNEL
     replay_window: int = 1024
+    rekey_time: float | None = None
+    """Rekey the CHILD_SA this long after it is set up; None: only on request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,15 @@ class ConnectionDefinition:
     """Force UDP encapsulation by faking a NAT, as strongSwan's ``encap = yes``."""
     keepalive_interval: float = 20.0
     """NAT keepalives while we are behind a NAT (RFC 3948 §4)."""
+    rand_time: float = 0.0
+    """Rekeys come up to this many seconds early (strongSwan's rand_time)."""
+    dpd_delay: float | None = None
+    """Check the peer's liveness after this long without hearing from it."""
+    dpd_action: DpdAction = DpdAction.CLEAR
+    """CLEAR removes a dead peer's IKE_SA; RESTART also initiates a new one."""
+    retransmit_timeout: float = 4.0
+    """First retransmission of a request; each next one waits 1.8 times longer."""
+    retransmit_tries: int = 5
 
     def ike_sa_config(self) -> IkeSaConfig:
         """The engine's settings for an IKE_SA of this connection."""
@@ -94,6 +105,12 @@ class ConnectionDefinition:
             esp_proposals=self.child.esp_proposals,
             local_traffic_selectors=self.child.local_ts,
             remote_traffic_selectors=self.child.remote_ts,
+            child_rekey_time=self.child.rekey_time,
+            rand_time=self.rand_time,
+            dpd_delay=self.dpd_delay,
+            dpd_action=self.dpd_action,
+            retransmit_timeout=self.retransmit_timeout,
+            retransmit_tries=self.retransmit_tries,
         )
 
     def accepts(self, local: IPAddress, remote: IPAddress) -> bool:

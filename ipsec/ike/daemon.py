@@ -32,7 +32,7 @@ from typing import Any
 
 from ipsec.dataplane import DataPlane, DataPlaneError, Transport, UdpEncapSocket
 from ipsec.esp import Encryption, Integrity, Mode, Protocol
-from ipsec.esp.spd import Direction, Policy
+from ipsec.esp.spd import Direction
 from ipsec.esp.spd import TrafficSelector as PolicySelector
 
 from .connection import (
@@ -46,7 +46,18 @@ from .connection import (
 from .constants import DhGroup, ExchangeType, NotifyType
 from .crypto import EncrAlgorithm, IntegAlgorithm, PrfAlgorithm, RandomBytes
 from .errors import IkeError
-from .events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed
+from .events import (
+    ChildSaDeleted,
+    ChildSaEstablished,
+    ChildSaFailed,
+    ChildSaOutboundSwitched,
+    ChildSaRekeyFailed,
+    IkeSaDeleted,
+    IkeSaDeleteReason,
+    IkeSaEstablished,
+    IkeSaFailed,
+    InitialContactReceived,
+)
 from .ike_sa import IkeSa, IkeSaState
 from .keylog import IkeKeyLog
 from .manager import HalfOpenLimitReached, IkeSaManager, InstalledChild, ManagedIkeSa
@@ -100,7 +111,7 @@ class IkeSaUp:
 
 @dataclass(frozen=True, slots=True)
 class IkeSaDown:
-    """An IKE_SA failed, was refused, timed out or was terminated."""
+    """An IKE_SA failed, was refused, deleted by either peer or timed out."""
 
     connection: str
     spi_i: bytes
@@ -133,6 +144,8 @@ class ChildSaInstalled:
     encapsulated: bool
     local_ts: tuple[PolicySelector, ...]
     remote_ts: tuple[PolicySelector, ...]
+    rekeyed_spi: int | None = None
+    """Our inbound SPI of the CHILD_SA this one replaces (a rekey)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,16 +293,24 @@ class IkeDaemon:
         return sa
 
     def terminate(self, name: str) -> int:
-        """Remove the IKE_SAs of connection ``name`` and their CHILD_SAs.
+        """Delete the IKE_SAs of connection ``name`` and their CHILD_SAs.
 
-        Returns how many IKE_SAs were removed.
+        An established IKE_SA is deleted with an INFORMATIONAL Delete (RFC
+        7296 §1.4.1) and leaves the data plane once the peer answers (or
+        is found dead); one still being set up is dropped at once. Returns
+        how many IKE_SAs were affected.
         """
-        removed = 0
+        affected = 0
         for sa in self.manager:
-            if sa.connection.name == name:
+            if sa.connection.name != name:
+                continue
+            affected += 1
+            if sa.engine.state is IkeSaState.ESTABLISHED:
+                sa.engine.delete(self.loop.time())
+                self._after_step(sa, None)
+            else:
                 self._remove(sa, None, "terminated locally")
-                removed += 1
-        return removed
+        return affected
 
     def ike_sas(self, name: str | None = None) -> list[ManagedIkeSa]:
         """The live IKE_SAs, of one connection or of all."""
@@ -440,15 +461,18 @@ class IkeDaemon:
                 self._ike_sa_established(sa, event)
             elif isinstance(event, ChildSaEstablished):
                 self._install_child(sa, event)
-            elif isinstance(event, ChildSaFailed):
-                name = sa.connection.child.name
-                self._emit(
-                    ChildSaRefused(
-                        sa.connection.name, name, event.notify_type, event.reason
-                    )
-                )
-            elif isinstance(event, IkeSaFailed):
-                self._ike_sa_failed(sa, event)
+            elif isinstance(event, ChildSaFailed | ChildSaRekeyFailed):
+                self._child_sa_refused(sa, event)
+            elif isinstance(event, ChildSaOutboundSwitched):
+                child = sa.child(int.from_bytes(event.inbound_spi, "big"))
+                if child is not None:
+                    self._activate_outbound(child, first=True)
+            elif isinstance(event, ChildSaDeleted):
+                self._child_sa_deleted(sa, event)
+            elif isinstance(event, InitialContactReceived):
+                self._initial_contact(sa, event)
+            else:
+                self._ike_sa_gone(sa, event)
                 return False
         return True
 
@@ -479,6 +503,7 @@ class IkeDaemon:
 
     def _ike_sa_established(self, sa: ManagedIkeSa, event: IkeSaEstablished) -> None:
         self.manager.mark_established(sa)
+        sa.remote_id = event.remote_id
         keys = sa.engine.export_keys()
         if self._keylog is not None and keys is not None:
             self._keylog.log(event.spi_i, event.spi_r, *keys)
@@ -501,45 +526,55 @@ class IkeDaemon:
         )  # fmt: skip
 
     def _install_child(self, sa: ManagedIkeSa, event: ChildSaEstablished) -> None:
+        """Both SAs, inbound policies and, once active, outbound policies.
+
+        A rekeyed pair's policies go first in the SPD so that they win over
+        the old pair's until the old pair is deleted (RFC 7296 §2.8).
+        """
         definition = sa.connection.child
+        rekey = event.rekeyed_spi is not None
         try:
             installation = child_sa_installation(
                 event, definition, sa.local[0], sa.remote[0]
             )
-            transport = Transport.UDP if sa.floated else Transport.RAW
-            if transport is Transport.RAW:
-                self.dataplane.open_raw(Protocol.ESP, self.settings.host)
-            policies = self._add_to_dataplane(sa, installation, transport)
+            child = self._add_to_dataplane(sa, installation, first=rekey)
         except (ValueError, DataPlaneError) as error:
             logger.warning("%s: CHILD_SA not installed: %s", sa.label, error)
             self._emit(
                 ChildSaRefused(sa.connection.name, definition.name, None, str(error))
             )
             return
-        inbound, outbound = installation.inbound, installation.outbound
-        sa.children.append(
-            InstalledChild(definition.name, inbound.spi, outbound.spi, policies)
-        )
+        if event.outbound_active:
+            self._activate_outbound(child, first=rekey)
+        sa.children.append(child)
+        inbound = installation.inbound
         logger.info(
-            "%s: CHILD_SA %s installed, SPIs in 0x%08x out 0x%08x, %s/%s",
-            sa.label, definition.name, inbound.spi, outbound.spi,
+            "%s: CHILD_SA %s installed, SPIs in 0x%08x out 0x%08x, %s/%s%s",
+            sa.label, definition.name, child.inbound_spi, child.outbound_spi,
             inbound.encryption.name, inbound.integrity.name,
+            " (rekeyed)" if rekey else "",
         )  # fmt: skip
+        rekeyed = (
+            int.from_bytes(event.rekeyed_spi, "big") if event.rekeyed_spi else None
+        )
         self._emit(
             ChildSaInstalled(
-                sa.connection.name, definition.name, inbound.spi, outbound.spi,
-                inbound.encryption, inbound.integrity, inbound.esn, inbound.mode,
-                sa.floated, installation.local_selectors,
-                installation.remote_selectors,
+                sa.connection.name, definition.name, child.inbound_spi,
+                child.outbound_spi, inbound.encryption, inbound.integrity,
+                inbound.esn, inbound.mode, sa.floated, child.local_selectors,
+                child.remote_selectors, rekeyed,
             )
         )  # fmt: skip
 
     def _add_to_dataplane(
-        self, sa: ManagedIkeSa, installation: ChildSaInstallation, transport: Transport
-    ) -> tuple[Policy, ...]:
-        """add_sa both ways and a policy pair per selector pair; all or nothing."""
+        self, sa: ManagedIkeSa, installation: ChildSaInstallation, *, first: bool
+    ) -> InstalledChild:
+        """add_sa both ways and the inbound policies; all or nothing."""
         dataplane = self.dataplane
         inbound, outbound = installation.inbound, installation.outbound
+        transport = Transport.UDP if sa.floated else Transport.RAW
+        if transport is Transport.RAW:
+            dataplane.open_raw(Protocol.ESP, self.settings.host)
         local_address, (peer, peer_port) = sa.local[0], sa.remote
         dataplane.add_sa(
             inbound, inbound=True, transport=transport, local=local_address
@@ -552,26 +587,74 @@ class IkeDaemon:
         except DataPlaneError:
             dataplane.del_sa(inbound.spi, inbound=True)
             raise
-        policies = []
-        for local_ts in installation.local_selectors:
-            for remote_ts in installation.remote_selectors:
-                policies.append(dataplane.add_policy(local_ts, remote_ts, outbound.spi))
-                policies.append(
-                    dataplane.add_policy(
-                        local_ts, remote_ts, inbound.spi, direction=Direction.INBOUND
-                    )
+        child = InstalledChild(
+            sa.connection.child.name,
+            inbound.spi,
+            outbound.spi,
+            installation.local_selectors,
+            installation.remote_selectors,
+        )
+        for local_ts, remote_ts in _pairs(child):
+            child.policies.append(
+                dataplane.add_policy(
+                    local_ts, remote_ts, inbound.spi,
+                    direction=Direction.INBOUND, index=0 if first else None,
                 )
-        return tuple(policies)
+            )  # fmt: skip
+        return child
 
-    def _ike_sa_failed(self, sa: ManagedIkeSa, event: IkeSaFailed) -> None:
-        was_established = sa.established
-        logger.info("%s: IKE_SA failed: %s", sa.label, event.reason)
-        self._remove(sa, event.notify_type, event.reason)
-        if was_established and event.notify_type is None:
-            # The engine gives up on an established IKE_SA only when its
-            # requests (DPD, rekey, delete) go unanswered.
-            engine = sa.engine
-            self._emit(PeerDead(sa.connection.name, engine.spi_i, engine.spi_r))
+    def _activate_outbound(self, child: InstalledChild, *, first: bool) -> None:
+        """Point outbound policies at this pair (RFC 4301 §4.4.1)."""
+        if child.outbound_active:
+            return
+        for local_ts, remote_ts in _pairs(child):
+            child.policies.append(
+                self.dataplane.add_policy(
+                    local_ts, remote_ts, child.outbound_spi, index=0 if first else None
+                )
+            )
+        child.outbound_active = True
+
+    def _child_sa_refused(
+        self, sa: ManagedIkeSa, event: ChildSaFailed | ChildSaRekeyFailed
+    ) -> None:
+        prefix = "rekey: " if isinstance(event, ChildSaRekeyFailed) else ""
+        name = sa.connection.child.name
+        self._emit(
+            ChildSaRefused(
+                sa.connection.name, name, event.notify_type, prefix + event.reason
+            )
+        )
+
+    def _child_sa_deleted(self, sa: ManagedIkeSa, event: ChildSaDeleted) -> None:
+        child = sa.child(int.from_bytes(event.inbound_spi, "big"))
+        if child is None:
+            return  # never installed (refused by the data plane)
+        sa.children.remove(child)
+        self._remove_child(sa, child, event.reason.value)
+
+    def _initial_contact(self, sa: ManagedIkeSa, event: InitialContactReceived) -> None:
+        # RFC 7296 §2.4: the peer kept no state, so its older IKE_SAs are
+        # gone on its side; remove ours without sending Deletes.
+        for other in self.manager:
+            same_peer = other.connection is sa.connection and (
+                other.remote_id == event.remote_id
+            )
+            if other is not sa and same_peer:
+                self._remove(other, None, "replaced after INITIAL_CONTACT")
+
+    def _ike_sa_gone(self, sa: ManagedIkeSa, event: IkeSaFailed | IkeSaDeleted) -> None:
+        if isinstance(event, IkeSaFailed):
+            logger.info("%s: IKE_SA failed: %s", sa.label, event.reason)
+            self._remove(sa, event.notify_type, event.reason)
+            return
+        logger.info("%s: IKE_SA %s", sa.label, event.reason.value)
+        self._remove(sa, None, event.reason.value)
+        if event.reason is IkeSaDeleteReason.PEER_DEAD:
+            self._emit(PeerDead(sa.connection.name, event.spi_i, event.spi_r))
+        connection = self.connections.get(sa.connection.name)
+        if event.restart and connection is not None and connection.remote_address:
+            self.initiate(connection.name)
 
     def _remove(
         self, sa: ManagedIkeSa, notify_type: NotifyType | int | None, reason: str
@@ -624,6 +707,12 @@ class IkeDaemon:
     def _emit(self, event: DaemonEvent) -> None:
         for subscriber in self._subscribers:
             subscriber(event)
+
+
+def _pairs(
+    child: InstalledChild,
+) -> list[tuple[PolicySelector, PolicySelector]]:
+    return [(lo, re) for lo in child.local_selectors for re in child.remote_selectors]
 
 
 def _hashed_endpoint(connection: ConnectionDefinition, local: Endpoint) -> Endpoint:

@@ -14,23 +14,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ipsec.esp.spd import Policy
+from ipsec.esp.spd import TrafficSelector as PolicySelector
 
 from .connection import ConnectionDefinition
 from .ike_sa import IkeSa, IkeSaState
 from .message import IkeHeader
+from .payloads import IdPayload
 from .tasks.base import Endpoint
 
 _SPI_ZERO = bytes(8)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
 class InstalledChild:
-    """A CHILD_SA as installed in the data plane, to remove it later."""
+    """A CHILD_SA as installed in the data plane, to move or remove it later."""
 
     name: str
     inbound_spi: int
     outbound_spi: int
-    policies: tuple[Policy, ...] = field(repr=False)
+    local_selectors: tuple[PolicySelector, ...]
+    remote_selectors: tuple[PolicySelector, ...]
+    policies: list[Policy] = field(default_factory=list, repr=False)
+    outbound_active: bool = False
+    """Outbound policies point at this pair (after a rekey, once switched)."""
 
 
 @dataclass(eq=False)
@@ -49,6 +55,11 @@ class ManagedIkeSa:
     """On port 4500 with the non-ESP marker (RFC 3948 §2.2)."""
     children: list[InstalledChild] = field(default_factory=list)
     established: bool = False
+    remote_id: IdPayload | None = None
+    """The identity the peer authenticated with."""
+
+    def child(self, inbound_spi: int) -> InstalledChild | None:
+        return next((c for c in self.children if c.inbound_spi == inbound_spi), None)
 
     @property
     def our_spi(self) -> bytes:

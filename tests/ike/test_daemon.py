@@ -7,6 +7,7 @@ pytest-xdist workers never collide.
 """
 
 import asyncio
+import contextlib
 import logging
 import socket
 from ipaddress import IPv4Address
@@ -30,6 +31,7 @@ from ipsec.ike.daemon import (
     IkeDaemon,
     IkeSaDown,
     IkeSaUp,
+    PeerDead,
 )
 from ipsec.ike.ike_sa import IkeSa
 from ipsec.ike.keylog import IkeKeyLog
@@ -57,6 +59,7 @@ def connection(
     ike="aes128gcm16-prfsha256-x25519",
     esp="aes128gcm16",
     psk=PSK,
+    child_rekey_time=None,
     **changes,
 ):
     child = ChildDefinition(
@@ -64,6 +67,7 @@ def connection(
         (traffic_selector(local_net),),
         (traffic_selector(remote_net),),
         (parse_proposal(esp, ProtocolId.ESP),),
+        rekey_time=child_rekey_time,
     )
     return ConnectionDefinition(
         name=name,
@@ -143,10 +147,14 @@ async def echo_round_trip(a, b, payload):
 
     b.dataplane.bind(B_INNER, ECHO_PORT, echo)
     a.dataplane.bind(A_INNER, 40000, lambda data, source: received.append(data))
-    drop = a.dataplane.send(A_INNER, B_INNER, 17, 40000, ECHO_PORT, payload)
-    assert drop is None
-    await until(lambda: received)
-    return received
+    # A few tries: a rekey may be switching SPIs while the datagram flies.
+    for _ in range(10):
+        drop = a.dataplane.send(A_INNER, B_INNER, 17, 40000, ECHO_PORT, payload)
+        assert drop is None
+        with contextlib.suppress(AssertionError):
+            await until(lambda: received, timeout=0.5)
+            return received[:1]
+    raise AssertionError("no echo through the CHILD_SA")
 
 
 @pytest.mark.parametrize(
@@ -202,27 +210,32 @@ def test_daemon_without_nat_stays_on_port_500_until_child_install():
     run(scenario())
 
 
-def test_terminate_removes_sas_and_policies_from_the_dataplane():
+@pytest.mark.parametrize("side", ["initiator", "responder"])
+def test_terminate_deletes_on_both_sides_and_empties_the_dataplanes(side):
     async def scenario():
         a, b = Node("127.0.0.1"), Node("127.0.0.2")
         try:
             pair(a, b, a_changes={"encap": True})
             await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+            here, there = (a, b) if side == "initiator" else (b, a)
 
-            removed = a.daemon.terminate("to-b")
+            affected = here.daemon.terminate(here.daemon.ike_sas()[0].connection.name)
+            await until(lambda: here.of(IkeSaDown) and there.of(IkeSaDown))
 
-            [installed] = a.of(ChildSaInstalled)
-            [gone] = a.of(ChildSaRemoved)
-            assert removed == 1
+            [installed] = here.of(ChildSaInstalled)
+            [gone] = here.of(ChildSaRemoved)
+            assert affected == 1
             assert (gone.inbound_spi, gone.outbound_spi) == (
                 installed.inbound_spi,
                 installed.outbound_spi,
             )
-            assert a.dataplane.stats()["inbound"] == {}
-            assert a.dataplane.stats()["outbound"] == {}
-            assert len(a.dataplane.spd) == 0
-            assert a.daemon.ike_sas() == []
-            assert [e.reason for e in a.of(IkeSaDown)] == ["terminated locally"]
+            for node in (a, b):
+                assert node.dataplane.stats()["inbound"] == {}
+                assert node.dataplane.stats()["outbound"] == {}
+                assert len(node.dataplane.spd) == 0
+                assert node.daemon.ike_sas() == []
+            assert [e.reason for e in here.of(IkeSaDown)] == ["deleted locally"]
+            assert [e.reason for e in there.of(IkeSaDown)] == ["deleted by the peer"]
             drop = a.dataplane.send(A_INNER, B_INNER, 17, 40000, ECHO_PORT, b"x")
             assert drop is not None
         finally:
@@ -416,11 +429,60 @@ def test_nat_keepalives_flow_while_behind_a_nat():
             await until(lambda: encap.keepalives_received >= 2)
 
             a.daemon.terminate("to-b")
+            await until(lambda: a.of(IkeSaDown))
             seen = encap.keepalives_received
             await asyncio.sleep(0.2)
             assert encap.keepalives_received == seen
         finally:
             a.close()
             b.close()
+
+    run(scenario())
+
+
+def test_child_sa_rekey_replaces_the_pair_and_traffic_continues():
+    async def scenario():
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
+        try:
+            pair(a, b, a_changes={"encap": True, "child_rekey_time": 0.3})
+            await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+            assert await echo_round_trip(a, b, b"before")
+
+            await until(lambda: a.of(ChildSaRemoved) and b.of(ChildSaRemoved))
+            echoed = await echo_round_trip(a, b, b"after")
+
+            first, second = a.of(ChildSaInstalled)[:2]
+            [old] = a.of(ChildSaRemoved)[:1]
+            assert second.rekeyed_spi == first.inbound_spi
+            assert old.inbound_spi == first.inbound_spi and old.reason == "rekeyed"
+            assert echoed == [b"after"]
+            assert set(a.dataplane.stats()["inbound"]) >= {second.inbound_spi}
+            assert first.inbound_spi not in a.dataplane.stats()["inbound"]
+            assert not a.of(IkeSaDown) and not b.of(IkeSaDown)
+        finally:
+            a.close()
+            b.close()
+
+    run(scenario())
+
+
+def test_dead_peer_is_reported_and_its_sas_removed():
+    async def scenario():
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
+        try:
+            liveness = {"dpd_delay": 0.1, "retransmit_timeout": 0.05,
+                        "retransmit_tries": 2}  # fmt: skip
+            pair(a, b, a_changes={"encap": True, **liveness})
+            await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+
+            b.close()  # B vanishes without a Delete
+            await until(lambda: a.of(PeerDead), timeout=5)
+
+            [down] = a.of(IkeSaDown)
+            assert down.reason == "no answer from the peer"
+            assert a.of(ChildSaRemoved)
+            assert a.dataplane.stats()["inbound"] == {} and len(a.dataplane.spd) == 0
+        finally:
+            a.close()
 
     run(scenario())
