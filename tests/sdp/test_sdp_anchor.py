@@ -364,3 +364,30 @@ def test_answer_format_outside_payload_type_range_raises_400():
 
     with pytest.raises(SdpSyntaxError):
         anchor_answer(SessionDescription.parse(answer), pending, random_bytes=seeded())
+
+
+def test_keys_never_in_repr_of_legs_pending_offers_or_plans():
+    srtp = LegPolicy(srtp_suites=("AES_CM_128_HMAC_SHA1_80",))
+    a, b = legs(srtp, srtp)
+    sent, pending = offer_to_b(load("pbx_freeswitch_srtp_offer.sdp"), a, b)
+    answer = answer_like_a_phone(sent.to_bytes(), address=PHONE_B, port=7000)
+    answered, plan = anchor_answer(
+        SessionDescription.parse(answer), pending, random_bytes=seeded()
+    )
+    keys = [
+        value.split("inline:")[1].split("|")[0]
+        for body in (
+            load("pbx_freeswitch_srtp_offer.sdp"),
+            sent.to_bytes(),
+            answer,
+            answered.to_bytes(),
+        )
+        for value in body.decode().split("\r\n")
+        if "inline:" in value
+    ]
+    assert len(keys) >= 5
+
+    text = " ".join(repr(thing) for thing in (a, b, pending, plan, sent, answered))
+
+    assert "inline" not in text
+    assert not any(key in text or key[:12] in text for key in keys)
