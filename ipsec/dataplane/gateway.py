@@ -151,6 +151,10 @@ class Gateway:
             else None,
         )
         plane.attach_tun(tun)
+        logger.info(
+            "gateway up: %s, %d CHILD_SA(s) to %s over %s",
+            tun.name, len(config.children), config.peer, config.transport.value,
+        )  # fmt: skip
 
     def _install(self, child: ChildConfig) -> None:
         config, plane = self.config, self.plane
@@ -201,7 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=arguments.log_level, stream=sys.stderr)
-    config = load_config(arguments.config)
+    try:
+        config = load_config(arguments.config)
+    except (OSError, KeyError, ValueError) as error:
+        # A bad file is the operator's to fix; say which and why, not how.
+        parser.error(f"{arguments.config}: {error!r}")
     keylog = EspKeyLog(arguments.keylog) if arguments.keylog else None
     uvloop.run(_serve(config, arguments.stats, keylog))
     return 0

@@ -320,3 +320,21 @@ def test_tun_gateway_malformed_packets_counted_gateway_keeps_working(
     else:
         assert stats["before_sa"] == {"unknown_spi": 1, "truncated": 1}
         assert inbound["drops"] == {"malformed": 1, "bad_icv": 1}
+
+
+def test_gateway_config_refuses_ah_in_udp(tmp_path) -> None:
+    variant = Variant("udp", "AH", "NULL", "HMAC_SHA2_256_128")
+    lab = Lab(Namespace("a", "va", "192.0.2.1"), Namespace("b", "vb", "192.0.2.2"))
+    keys = variant.keys()
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps(gateway_config("a", lab, variant, keys)))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ipsec.dataplane.gateway", "--config", str(path)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+    assert result.returncode == 2
+    assert "AH needs the raw transport" in result.stderr
+    # The keys in the file never reach the error output.
+    assert not any(key in result.stderr for key in keys.values())
