@@ -38,8 +38,10 @@ from ipsec.ike.connection import (
 from ipsec.ike.constants import IdType, ProtocolId
 from ipsec.ike.daemon import (
     ChildSaInstalled,
+    ChildSaRemoved,
     DaemonSettings,
     IkeDaemon,
+    IkeSaDown,
     IkeSaUp,
 )
 from ipsec.ike.keylog import IkeKeyLog
@@ -312,3 +314,43 @@ def test_key_logs_let_tshark_decrypt_ike_auth_and_esp(charon_lab, tmp_path):
     assert OUR_ID in identities and CHARON_ID in identities, identities
     decrypted = [s for s in stacks.split() if ":esp:ip:icmp" in s]
     assert len(decrypted) == 4, stacks  # two echo requests, two replies
+
+
+@pytest.mark.peer("charon")
+@pytest.mark.root
+@pytest.mark.parametrize("deleter", ["charon", "ours"])
+def test_delete_from_either_side_clears_both(charon_lab, deleter):
+    lab, charon = charon_lab
+    suite = ("aes128gcm16-prfsha256-x25519", "aes128gcm16")
+    charon.load(charon_connection(suite))
+
+    async def scenario():
+        node = await OurNode.start()
+        try:
+            node.daemon.load(our_connection(suite, StartAction.START))
+            await until(lambda: node.of(ChildSaInstalled), 15, "our CHILD_SA")
+            assert "ESTABLISHED" in await asyncio.to_thread(charon.list_sas)
+
+            if deleter == "charon":
+                outcome = await asyncio.to_thread(charon.terminate_ike)
+                assert "terminate completed successfully" in outcome, outcome
+            else:
+                assert node.daemon.terminate("charon") == 1
+            await until(lambda: node.of(IkeSaDown), 10, "our IKE_SA to go")
+            listing = await asyncio.to_thread(charon.list_sas)
+
+            [down] = node.of(IkeSaDown)
+            [installed], [removed] = node.of(ChildSaInstalled), node.of(ChildSaRemoved)
+            expected = (
+                "deleted by the peer" if deleter == "charon" else "deleted locally"
+            )
+            assert down.reason == expected
+            assert removed.inbound_spi == installed.inbound_spi
+            assert node.dataplane.stats()["inbound"] == {}
+            assert len(node.dataplane.spd) == 0
+            assert "ESTABLISHED" not in listing and "INSTALLED" not in listing, listing
+        finally:
+            node.close()
+
+    with inside(lab):
+        run(scenario())
