@@ -237,7 +237,10 @@ def _choose_crypto(section: MediaDescription, leg: Leg) -> CryptoAttribute | Non
             crypto = CryptoAttribute.parse(value)
         except InvalidCrypto:
             continue
-        if crypto.suite.name in leg.policy.srtp_suites:
+        has_mki = any(key.mki is not None for key in crypto.key_params)
+        if crypto.suite.name in leg.policy.srtp_suites and (
+            leg.policy.srtp_mki or not has_mki
+        ):
             return crypto
     raise UnusableCrypto("no offered a=crypto line is acceptable")
 
@@ -428,12 +431,14 @@ def _answer_stream(
             _muxed(stream.remote, stream.rtcp_mux),
             stream.rtcp_mux,
             offerer_srtp,
+            _encodings(stream.codecs, [a for a, _ in pairs]),
         ),
         answerer=LegMedia(
             stream.ports.answerer_side,
             _muxed(remote, answerer_mux),
             answerer_mux,
             answerer_srtp,
+            _encodings(codec_table(section), [b for _, b in pairs]),
         ),
         to_answerer={int(a): int(b) for a, b in pairs},
         to_offerer=_to_offerer(sent, pairs),
@@ -485,6 +490,15 @@ def _offered_match(
         ),
         None,
     )
+
+
+def _encodings(codecs: dict[str, Codec], payload_types: list[str]) -> dict[str, int]:
+    """The relay's view of a leg: "name/rate[/channels]" -> payload type."""
+    return {
+        codecs[pt].rtpmap_value(pt).partition(" ")[2]: int(pt)
+        for pt in payload_types
+        if pt in codecs
+    }
 
 
 def _to_offerer(sent: MediaDescription, pairs: list[tuple[str, str]]) -> dict[int, int]:

@@ -70,6 +70,11 @@ class KeyParams:
     lifetime: int | None = None
     mki: Mki | None = None
 
+    @property
+    def key_salt(self) -> bytes:
+        """Master key || master salt, as an SRTP library takes them."""
+        return self.key + self.salt
+
     def to_value(self) -> str:
         text = "inline:" + base64.b64encode(self.key + self.salt).decode("ascii")
         if self.lifetime is not None:

@@ -26,6 +26,8 @@ class LegPolicy:
     """Refuse plain RTP offers on this leg with 488."""
     rtcp_mux: bool = True
     """Accept and offer RTP/RTCP multiplexing (RFC 5761) on this leg."""
+    srtp_mki: bool = False
+    """Accept offered keys that carry an MKI; off for relays without MKI support."""
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.srtp_suites if name not in SRTP_SUITES]

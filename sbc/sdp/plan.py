@@ -58,6 +58,8 @@ class LegMedia:
     """The peer's ports; None when the peer must not be sent media (hold)."""
     rtcp_mux: bool
     srtp: SrtpKeys | None
+    payload_types: Mapping[str, int]
+    """Encoding as in a=rtpmap ("PCMU/8000") -> the type this leg's peer listed."""
 
 
 @dataclass(frozen=True, slots=True)

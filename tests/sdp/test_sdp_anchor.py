@@ -182,7 +182,7 @@ def test_rtp_to_srtp_leg_offers_every_suite_with_tags():
 
 
 def test_srtp_offer_answer_keys_reach_the_plan():
-    srtp = LegPolicy(srtp_suites=("AES_CM_128_HMAC_SHA1_80",))
+    srtp = LegPolicy(srtp_suites=("AES_CM_128_HMAC_SHA1_80",), srtp_mki=True)
     a, b = legs(a_policy=srtp, b_policy=LegPolicy(srtp_suites=("AEAD_AES_128_GCM",)))
 
     sent, answered, plan = full_exchange(load("pbx_freeswitch_srtp_offer.sdp"), a, b)
@@ -197,6 +197,40 @@ def test_srtp_offer_answer_keys_reach_the_plan():
     assert stream.answerer.srtp.receive[0].key == bytes(range(16))
     (offered,) = sent.media[0].attributes("crypto")
     assert stream.answerer.srtp.send.to_value() == offered.split(" ")[2]
+
+
+def test_srtp_key_with_mki_skipped_unless_the_leg_takes_mki():
+    suites = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
+    body = load("pbx_freeswitch_srtp_offer.sdp")
+
+    _, without = offer_to_b(body, *legs(LegPolicy(srtp_suites=suites)))
+    _, with_mki = offer_to_b(body, *legs(LegPolicy(srtp_suites=suites, srtp_mki=True)))
+
+    assert without.streams[0].crypto.tag == 3
+    assert with_mki.streams[0].crypto.tag == 2
+
+
+def test_plan_lists_each_leg_payload_types_for_the_relay():
+    a, b = legs()
+
+    _, _, plan = full_exchange(
+        load("carrier_ipv6_te96_offer.sdp"),
+        a,
+        b,
+        own_numbers={"telephone-event/8000": "101"},
+    )
+
+    stream = plan.streams[0]
+    assert stream.offerer.payload_types == {
+        "PCMA/8000": 8,
+        "PCMU/8000": 0,
+        "telephone-event/8000": 96,
+    }
+    assert stream.answerer.payload_types == {
+        "pcma/8000": 8,
+        "pcmu/8000": 0,
+        "telephone-event/8000": 101,
+    }
 
 
 def test_srtp_keys_kept_across_reoffer():
@@ -367,7 +401,7 @@ def test_answer_format_outside_payload_type_range_raises_400():
 
 
 def test_keys_never_in_repr_of_legs_pending_offers_or_plans():
-    srtp = LegPolicy(srtp_suites=("AES_CM_128_HMAC_SHA1_80",))
+    srtp = LegPolicy(srtp_suites=("AES_CM_128_HMAC_SHA1_80",), srtp_mki=True)
     a, b = legs(srtp, srtp)
     sent, pending = offer_to_b(load("pbx_freeswitch_srtp_offer.sdp"), a, b)
     answer = answer_like_a_phone(sent.to_bytes(), address=PHONE_B, port=7000)
