@@ -48,12 +48,14 @@ class CharonConnection:
     proposals: str = "aes128gcm16-prfsha256-x25519"
     esp_proposals: str = "aes128gcm16"
     start_action: str = "none"
+    child_rekey_time: str = "3600s"
+    child_life_time: str = "4000s"
     name: str = "sbc"
     child: str = "sip"
 
     def render(self) -> str:
-        # Rekeying and DPD are far away: these tests are about setup,
-        # traffic and deletion. life_time above rekey_time, as LAB-NOTES say.
+        # IKE_SA rekeying and DPD are far away; the CHILD_SA rekeys when a
+        # test asks. life_time above rekey_time, as LAB-NOTES say.
         return f"""
 connections {{
   {self.name} {{
@@ -80,8 +82,8 @@ connections {{
         esp_proposals = {self.esp_proposals}
         mode = tunnel
         start_action = {self.start_action}
-        rekey_time = 3600s
-        life_time = 4000s
+        rekey_time = {self.child_rekey_time}
+        life_time = {self.child_life_time}
         rand_time = 0s
       }}
     }}

@@ -91,23 +91,24 @@ def charon_lab(tmp_path) -> Iterator[tuple[Lab, Charon]]:
             charon.stop()
 
 
-def charon_connection(suite, start_action="none"):
+def charon_connection(suite, start_action="none", **changes):
     ike, esp = suite
     return CharonConnection(
         local_addr=CHARON_ADDRESS, remote_addr=OUR_ADDRESS,
         local_id=CHARON_ID, remote_id=OUR_ID, psk=PSK,
         local_ts=CHARON_NET, remote_ts=OUR_NET,
-        proposals=ike, esp_proposals=esp, start_action=start_action,
+        proposals=ike, esp_proposals=esp, start_action=start_action, **changes,
     )  # fmt: skip
 
 
-def our_connection(suite, start_action=StartAction.NONE):
+def our_connection(suite, start_action=StartAction.NONE, rekey_time=None):
     ike, esp = suite
     child = ChildDefinition(
         "sip",
         (traffic_selector(OUR_NET),),
         (traffic_selector(CHARON_NET),),
         (parse_proposal(esp, ProtocolId.ESP),),
+        rekey_time=rekey_time,
     )
     return ConnectionDefinition(
         name="charon",
@@ -349,6 +350,43 @@ def test_delete_from_either_side_clears_both(charon_lab, deleter):
             assert node.dataplane.stats()["inbound"] == {}
             assert len(node.dataplane.spd) == 0
             assert "ESTABLISHED" not in listing and "INSTALLED" not in listing, listing
+        finally:
+            node.close()
+
+    with inside(lab):
+        run(scenario())
+
+
+@pytest.mark.peer("charon")
+@pytest.mark.root
+@pytest.mark.parametrize("rekeyer", ["charon", "ours"])
+def test_child_sa_rekey_from_either_side_keeps_traffic_flowing(charon_lab, rekeyer):
+    lab, charon = charon_lab
+    suite = ("aes256-sha256-modp2048", "aes256-sha256")
+    charon_rekey = "2s" if rekeyer == "charon" else "3600s"
+    charon.load(charon_connection(suite, child_rekey_time=charon_rekey))
+    our_rekey = 1.0 if rekeyer == "ours" else None
+
+    async def scenario():
+        node = await OurNode.start()
+        try:
+            node.daemon.load(our_connection(suite, StartAction.START, our_rekey))
+            await until(lambda: node.of(ChildSaInstalled), 15, "our CHILD_SA")
+            await until(lambda: node.of(ChildSaRemoved), 10, "the rekey")
+            ping = await asyncio.to_thread(
+                lab.b.exec, "ping", "-c", "3", "-i", "0.2", "-W", "2",
+                "-I", CHARON_INNER, TUN_ADDRESS, check=False,
+            )  # fmt: skip
+            listing = await asyncio.to_thread(charon.list_sas)
+
+            first, second = node.of(ChildSaInstalled)[:2]
+            old = node.of(ChildSaRemoved)[0]
+            assert second.rekeyed_spi == first.inbound_spi == old.inbound_spi
+            assert old.reason == "rekeyed"
+            assert " 0% packet loss" in ping.stdout, ping.stdout + charon.tail()
+            assert f"in  {second.outbound_spi:08x}" in listing, listing
+            assert f"out {second.inbound_spi:08x}" in listing, listing
+            assert not node.of(IkeSaDown)
         finally:
             node.close()
 
