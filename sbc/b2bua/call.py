@@ -79,8 +79,6 @@ class Leg:
     peer_allows_update: bool = False
     # B-leg: the ACK of the kept 2xx, resent when the 2xx is retransmitted.
     ack: Request | None = None
-    ack_deferred: bool = False
-    """The 2xx carried an offer; its ACK waits for the other leg's answer."""
     ack_cseq: int = 0
     """CSeq of the INVITE whose ACK waits (0: the initial INVITE)."""
     forward_ack_to: Leg | None = None

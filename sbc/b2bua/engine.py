@@ -53,7 +53,14 @@ from sbc.routing import (
 )
 from sbc.rules import TrunkRules, copy_allowed_headers, number_from_uri
 from sbc.sip.dialog import Dialog, DialogState
-from sbc.sip.errors import BadExtension, MethodNotImplemented, SipError, TooManyHops
+from sbc.sip.errors import (
+    BadExtension,
+    BadRequest,
+    MethodNotImplemented,
+    SipError,
+    SipParseError,
+    TooManyHops,
+)
 from sbc.sip.events import (
     AckReceived,
     CancelReceived,
@@ -414,6 +421,10 @@ class B2bua:
         merged = self._merged.get(_merge_key(request))
         if merged is not None and merged != event.key:
             raise LoopDetected("Loop Detected")
+        if request.from_tag is None:
+            # An RFC 2543 caller without From tag could not be told apart
+            # from its own retransmissions within a dialog (§12.1.1).
+            raise BadRequest("Bad Request: From tag required")
         if request.max_forwards == 0:
             raise TooManyHops("Too Many Hops")
         unknown = [tag for tag in request.require if tag not in SUPPORTED]
@@ -533,6 +544,14 @@ class B2bua:
         response = event.response
         if response.status == 100:
             return
+        try:
+            self._response_for(pending, response, now)
+        except SipParseError as exc:
+            # A header the engine needs (RSeq, Session-Expires ...) is
+            # malformed: a bad response is discarded, never answered.
+            _log.debug("call %s: response dropped: %s", pending.call.a.call_id, exc)
+
+    def _response_for(self, pending: _Pending, response: Response, now: float) -> None:
         self._rules[pending.leg.trunk].ingress_headers.apply(response.headers)
         if pending.purpose is Purpose.INVITE:
             self._b_invite_response(pending, response, now)
@@ -622,7 +641,6 @@ class B2bua:
         leg.last_body_received = response.body or leg.last_body_received
         if not leg.invite.body and response.body:
             # Delayed offer: the answer arrives in the A-leg's ACK (§13.2.2.4).
-            leg.ack_deferred = True
             call.a.forward_ack_to = leg
         else:
             leg.ack = self._send_ack(leg, dialog, leg.invite.cseq.number, b"", "", now)
@@ -707,7 +725,7 @@ class B2bua:
         self._stop_reliable(a)
         a.invite_in_progress = False
         a.answer_due_in_ack = not a.invite.body
-        call.phase = CallPhase.ANSWERED
+        _set_phase(call, CallPhase.ANSWERED)
         call.answer_time = now
         call.final_status = response.status
         self._ensure_a_dialog(a, response)
@@ -728,7 +746,7 @@ class B2bua:
         a.invite_in_progress = False
         a.closed = True
         call.final_status = status
-        call.phase = CallPhase.ENDING
+        _set_phase(call, CallPhase.ENDING)
         self._maybe_finish(call, now)
 
     def _respond_a(self, a: Leg, response: Response, now: float) -> None:
@@ -831,7 +849,6 @@ class B2bua:
             _content_type(ack),
             now,
         )
-        target.ack_deferred = False
         target.ack_cseq = 0
         if body:
             target.last_body_sent = body
@@ -989,7 +1006,7 @@ class B2bua:
         if call.phase is CallPhase.PROCEEDING:
             self._fail_a(call, 500, None, now)
             self._cancel_b(call, now)
-        call.phase = CallPhase.ENDING
+        _set_phase(call, CallPhase.ENDING)
         for leg in call.legs:
             self._hang_up(leg, now)
         self._maybe_finish(call, now)
@@ -1428,6 +1445,12 @@ def glare_retry_delay(owns_call_id: bool, rng: RandomSource) -> float:
     if owns_call_id:
         return 2.1 + rng.random() * 1.9
     return rng.random() * 2.0
+
+
+def _set_phase(call: Call, phase: CallPhase) -> None:
+    if call.phase is not phase:
+        _log.debug("call %s: %s -> %s", call.a.call_id, call.phase.value, phase.value)
+        call.phase = phase
 
 
 def _current_dialog(leg: Leg) -> Dialog | None:

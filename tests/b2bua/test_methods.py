@@ -190,3 +190,101 @@ def test_lower_cseq_in_dialog_gets_500():
     lab.run()
 
     assert stale.final is not None and stale.final.status == 500
+
+
+@pytest.mark.parametrize("method", ["REGISTER", "MESSAGE", "SUBSCRIBE"])
+def test_peer_methods_out_of_dialog_refused_with_405(method):
+    lab = Lab()
+    call = lab.caller.invite()
+    request = lab.caller.resend_as(call, method=method, call_id=f"{method}@192.0.2.10")
+    lab.run()
+
+    assert request.final is not None and request.final.status == 405
+    assert "INVITE" in request.final.headers.values("Allow")
+    assert lab.sbc.records == []  # not a call, no call record
+
+
+def test_bye_out_of_dialog_gets_481():
+    lab = Lab()
+    call = lab.caller.invite()
+    bye = lab.caller.resend_as(call, method="BYE", call_id="nobody@192.0.2.10")
+    lab.run()
+
+    assert bye.final is not None and bye.final.status == 481
+
+
+def test_cancel_of_relayed_reinvite_cancels_the_b_leg_reinvite():
+    lab = Lab()
+    call = answer_call(lab)
+    held = []
+    lab.callee.on_request = held.append
+    reinvite = lab.caller.send_in_dialog(caller_dialog(call), "INVITE", body=HOLD)
+    lab.run()
+    lab.callee.on_request = None
+    lab.callee.respond(held[0], 180)
+    lab.run()
+
+    lab.caller.cancel(reinvite)
+    lab.run()
+
+    assert reinvite.final is not None and reinvite.final.status == 487
+    assert len(lab.callee.cancels) == 1
+    assert lab.engine.active_calls == 1
+
+
+def test_strict_router_in_callee_record_route_decides_the_bye():
+    lab = Lab()
+    call = lab.caller.invite()
+    lab.run()
+    invite = lab.callee.last("INVITE")
+    lab.callee.respond(
+        invite,
+        200,
+        body=ANSWER,
+        extra=(("Record-Route", "<sip:strict.example.com;maddr=192.0.2.20>"),),
+    )
+    lab.run()
+
+    lab.caller.send_in_dialog(caller_dialog(call), "BYE")
+    lab.run()
+
+    [bye] = lab.requests_between(SBC, CALLEE, "BYE")
+    assert bye.uri == "sip:strict.example.com;maddr=192.0.2.20"
+    assert bye.headers.get_all("Route") == ["<sip:bob@192.0.2.20:5060>"]
+    [ack] = lab.callee.acks
+    assert ack.uri == "sip:strict.example.com;maddr=192.0.2.20"
+
+
+def test_loose_router_in_callee_record_route_goes_in_route():
+    lab = Lab()
+    call = lab.caller.invite()
+    lab.run()
+    lab.callee.respond(
+        lab.callee.last("INVITE"),
+        200,
+        body=ANSWER,
+        extra=(("Record-Route", "<sip:edge.example.com;lr>"),),
+    )
+    lab.run()
+    lab.caller.send_in_dialog(caller_dialog(call), "BYE")
+    lab.run()
+
+    [bye] = lab.requests_between(SBC, CALLEE, "BYE")
+    assert bye.uri == "sip:bob@192.0.2.20:5060"
+    assert bye.headers.get_all("Route") == ["<sip:edge.example.com;lr>"]
+    # The A-leg never learns of the B side's route set.
+    assert all("edge.example.com" not in str(r.headers) for r in call.responses)
+
+
+def test_malformed_response_header_is_discarded_not_fatal():
+    lab = Lab()
+    call = lab.caller.invite(extra=(("Supported", "100rel"),))
+    lab.run()
+    invite = lab.callee.last("INVITE")
+    lab.callee.respond(invite, 183, extra=(("Require", "100rel"), ("RSeq", "many")))
+    lab.run()
+    lab.callee.respond(invite, 200, body=ANSWER)
+    lab.run()
+
+    assert 183 not in call.statuses
+    assert call.final is not None and call.final.status == 200

@@ -148,3 +148,49 @@ def test_max_forwards_is_decremented_and_zero_refused():
     assert lab.callee.last("INVITE").request.max_forwards == 69
     assert looping.final is not None and looping.final.status == 483
     assert len(lab.callee.requests) == 1
+
+
+def test_transport_error_fails_over_to_next_candidate():
+    lab = Lab()
+    lab.drop = lambda wire: wire.destination == CALLEE  # e.g. ICMP unreachable
+    call = lab.caller.invite()
+    lab.run()
+
+    lab.sbc.layer.report_transport_error(CALLEE, "UDP", lab.now)
+    lab.sbc.engine.pump(lab.now)
+    lab.run()
+    lab.backup.respond(lab.backup.last("INVITE"), 486)
+    lab.run()
+
+    assert call.final is not None and call.final.status == 486
+    lab.assert_clean()
+
+
+def test_call_record_holds_numbers_times_and_trunks():
+    lab = Lab()
+    lab.caller.invite()
+    lab.run()
+    start = lab.now
+    lab.advance(3)
+    invite = lab.callee.last("INVITE")
+    lab.callee.respond(invite, 200, body=ANSWER)
+    lab.run()
+    answered = lab.now
+    lab.advance(60)
+    lab.callee.send_in_dialog(lab.callee.dialog(), "BYE")
+    lab.run()
+
+    [record] = lab.sbc.records
+    assert (record.start_time, record.answer_time, record.end_time) == (
+        start,
+        answered,
+        answered + 60,
+    )
+    assert record.duration == 60
+    assert (record.calling_received, record.calling_e164, record.calling_sent) == (
+        "0015550101",
+        "+15550101",
+        "0101",
+    )
+    assert record.b_call_id == invite.request.call_id
+    assert record.final_status == 200
