@@ -184,7 +184,7 @@ def _check_payload_types(section: MediaDescription) -> None:
 
 def _passed_port_zero(section: MediaDescription, leg: Leg) -> MediaDescription:
     out = _copy(section)
-    out.remove_attributes("crypto", "candidate", "ice-ufrag", "ice-pwd", "fingerprint")
+    out.remove_attributes(*TRANSPORT_ATTRIBUTES)
     if out.connection is not None:
         out.set_connection(Connection.for_address(leg.media_address))
     return out
@@ -352,8 +352,11 @@ def _session_lines(lines: list[Line], leg: Leg) -> list[Line]:
     """Session-level lines for ``leg``: transport attributes gone, c= the SBC's."""
     out = SessionDescription(lines[:], [])
     out.remove_attributes(*TRANSPORT_ATTRIBUTES)
-    out.lines = [line for line in out.lines if line != ("a", "group:BUNDLE")]
-    out.lines = [line for line in out.lines if not line[1].startswith("group:BUNDLE ")]
+    out.lines = [
+        line
+        for line in out.lines
+        if line[0] != "a" or line[1].partition(" ")[0] != "group:BUNDLE"
+    ]
     out.set_session_connection(Connection.for_address(leg.media_address))
     return out.lines
 
@@ -404,24 +407,18 @@ def _answer_stream(
     pairs = _map_payload_types(stream.codecs, sent, section)
     answerer_srtp = _answerer_srtp(section, stream)
     remote = _remote_endpoint(section, answer)
-    answer_direction = _direction_of(section, answer)
     # RFC 3264 §6.1: the answer may only narrow what the offer allows.
-    direction = (
-        answer_direction[0] and stream.direction[1],
-        answer_direction[1] and stream.direction[0],
-    )
-    answerer_mux = section.has_attribute("rtcp-mux") and sent.has_attribute("rtcp-mux")
+    sends, receives = _effective_direction(section, answer, remote)
+    direction = (sends and stream.direction[1], receives and stream.direction[0])
 
     out = _answered_section(section, offered, pairs, stream.ports.offerer_side, pending)
     offerer_srtp = _write_answer_crypto(
         out, index, stream, pending.offerer, random_bytes
     )
-    if stream.rtcp_mux:
-        out.lines.append(("a", "rtcp-mux"))
-    elif stream.ports.offerer_side.rtcp != stream.ports.offerer_side.rtp + 1:
-        out.lines.append(("a", f"rtcp:{stream.ports.offerer_side.rtcp}"))
+    _write_answer_rtcp(out, stream.ports.offerer_side, stream.rtcp_mux)
     _set_direction(out, direction)
 
+    answerer_mux = section.has_attribute("rtcp-mux") and sent.has_attribute("rtcp-mux")
     plan = StreamPlan(
         index=index,
         media=offered.media,
@@ -444,6 +441,14 @@ def _answer_stream(
         to_offerer=_to_offerer(sent, pairs),
     )
     return out, plan
+
+
+def _write_answer_rtcp(section: MediaDescription, ports: RelayPorts, mux: bool) -> None:
+    # RFC 5761 §5.1.1: the answer carries a=rtcp-mux only when the offer did.
+    if mux:
+        section.lines.append(("a", "rtcp-mux"))
+    elif ports.rtcp != ports.rtp + 1:
+        section.lines.append(("a", f"rtcp:{ports.rtcp}"))
 
 
 def _map_payload_types(

@@ -430,3 +430,25 @@ def test_c22_malformed_rtcp_attribute_raises_400(value):
 
     with pytest.raises(SdpSyntaxError):
         Call().offer(body)
+
+
+def test_c19_answerer_holding_with_zero_address_is_not_sent_to():
+    def hold_in_answer(answer: bytes) -> bytes:
+        return answer.replace(f"c=IN IP4 {PHONE_B}".encode(), b"c=IN IP4 0.0.0.0")
+
+    _, answered, plan = Call().exchange(offer_body(*AUDIO), answer_edit=hold_in_answer)
+
+    assert answered.connection.address == A_ADDRESS
+    assert answered.media[0].direction == "sendonly"
+    assert plan.streams[0].answerer.remote is None
+    assert plan.streams[0].direction == "recvonly"
+
+
+def test_c16_port_zero_stream_drops_its_rtcp_address():
+    body = offer_body(
+        *AUDIO, "m=video 0 RTP/AVP 31", "a=rtcp:9001 IN IP4 192.0.2.10", "a=label:2"
+    )
+
+    sent, _ = Call().offer(body)
+
+    assert sent.media[1].lines == [("a", "label:2")]
