@@ -637,7 +637,7 @@ class IkeDaemon:
         # RFC 7296 §2.4: the peer kept no state, so its older IKE_SAs are
         # gone on its side; remove ours without sending Deletes.
         for other in self.manager:
-            same_peer = other.connection is sa.connection and (
+            same_peer = other.connection.name == sa.connection.name and (
                 other.remote_id == event.remote_id
             )
             if other is not sa and same_peer:

@@ -486,3 +486,32 @@ def test_dead_peer_is_reported_and_its_sas_removed():
             a.close()
 
     run(scenario())
+
+
+def test_initial_contact_from_a_restarted_peer_replaces_its_old_ike_sa():
+    async def scenario():
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
+        restarted = None
+        try:
+            pair(a, b, a_changes={"encap": True})
+            await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+            [old] = b.daemon.ike_sas()
+
+            a.close()  # A loses its state without a Delete, then comes back
+            restarted = Node("127.0.0.1")
+            pair(restarted, b, a_changes={"encap": True})
+            await until(lambda: restarted.of(ChildSaInstalled))
+            await until(lambda: b.of(IkeSaDown))
+
+            [down] = b.of(IkeSaDown)
+            [new] = b.daemon.ike_sas()
+            assert down.reason == "replaced after INITIAL_CONTACT"
+            assert (down.spi_i, down.spi_r) == (old.engine.spi_i, old.engine.spi_r)
+            assert new is not old
+            assert len(b.dataplane.stats()["inbound"]) == 1
+        finally:
+            if restarted is not None:
+                restarted.close()
+            b.close()
+
+    run(scenario())
