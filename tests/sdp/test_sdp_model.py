@@ -202,3 +202,60 @@ def test_repr_hides_attribute_lines():
     text = repr(SessionDescription.parse(body))
 
     assert "inline" not in text and "crypto" not in text
+
+
+def test_set_attribute_replaces_first_in_place_and_drops_duplicates():
+    section = SessionDescription.parse(BASIC + b"a=ptime:30\r\n").media[0]
+
+    section.set_attribute("ptime", "40")
+
+    values = [value for _, value in section.lines]
+    assert values == [
+        "zz-unknown:keep me",
+        "rtpmap:101 telephone-event/8000",
+        "aa-unknown",
+        "ptime:40",
+    ]
+
+
+def test_set_attribute_appends_flag_when_absent():
+    section = SessionDescription.parse(BASIC).media[0]
+
+    section.set_attribute("rtcp-mux")
+
+    assert section.lines[-1] == ("a", "rtcp-mux")
+    assert section.has_attribute("rtcp-mux")
+
+
+def test_remove_attributes_matches_whole_names_only():
+    section = SessionDescription.parse(BASIC).media[0]
+
+    section.remove_attributes("rtpmap", "aa")
+
+    assert [value for _, value in section.lines] == [
+        "zz-unknown:keep me",
+        "aa-unknown",
+        "ptime:20",
+    ]
+
+
+def test_direction_last_attribute_wins_and_session_level_separate():
+    body = (
+        BASIC.replace(b"t=0 0\r\n", b"t=0 0\r\na=sendonly\r\n")
+        + b"a=inactive\r\na=recvonly\r\n"
+    )
+
+    sdp = SessionDescription.parse(body)
+
+    assert sdp.direction == "sendonly"
+    assert sdp.media[0].direction == "recvonly"
+
+
+def test_set_origin_changes_only_the_o_line():
+    sdp = SessionDescription.parse(BASIC)
+    origin = sdp.origin
+    origin.session_version += 1
+
+    sdp.set_origin(origin)
+
+    assert sdp.to_bytes() == BASIC.replace(b"2890844526 IN", b"2890844527 IN")
