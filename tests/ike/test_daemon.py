@@ -13,8 +13,10 @@ import socket
 from ipaddress import IPv4Address
 
 import pytest
+from conftest import require_root
 
 from ipsec.dataplane import DataPlane
+from ipsec.esp import Mode
 from ipsec.ike.config import Identity
 from ipsec.ike.connection import (
     ChildDefinition,
@@ -60,6 +62,7 @@ def connection(
     esp="aes128gcm16",
     psk=PSK,
     child_rekey_time=None,
+    mode=Mode.TUNNEL,
     **changes,
 ):
     child = ChildDefinition(
@@ -67,6 +70,7 @@ def connection(
         (traffic_selector(local_net),),
         (traffic_selector(remote_net),),
         (parse_proposal(esp, ProtocolId.ESP),),
+        mode=mode,
         rekey_time=child_rekey_time,
     )
     return ConnectionDefinition(
@@ -117,19 +121,22 @@ def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 30))
 
 
-def pair(a, b, *, a_changes=None, b_changes=None):
+def pair(
+    a, b, *, a_changes=None, b_changes=None, mode=Mode.TUNNEL,
+    a_net="10.1.0.0/24", b_net="10.2.0.0/24",
+):  # fmt: skip
     """Load A (initiator, start) and B (responder) connections."""
     b.daemon.load(
         connection(
             "to-a", "127.0.0.2", "127.0.0.1", B_ID, A_ID,
-            local_net="10.2.0.0/24", remote_net="10.1.0.0/24",
+            local_net=b_net, remote_net=a_net, mode=mode,
             **(b_changes or {}),
         )
     )  # fmt: skip
     a.daemon.load(
         connection(
             "to-b", "127.0.0.1", "127.0.0.2", A_ID, B_ID,
-            local_net="10.1.0.0/24", remote_net="10.2.0.0/24",
+            local_net=a_net, remote_net=b_net, mode=mode,
             remote_port=b.daemon.ike_port,
             remote_nat_t_port=b.daemon.nat_t_port,
             start_action=StartAction.START,
@@ -138,18 +145,18 @@ def pair(a, b, *, a_changes=None, b_changes=None):
     )  # fmt: skip
 
 
-async def echo_round_trip(a, b, payload):
+async def echo_round_trip(a, b, payload, a_inner=A_INNER, b_inner=B_INNER):
     """A sends UDP to B's echo through the CHILD_SA and gets it back."""
     received = []
 
     def echo(data, source):
-        b.dataplane.send(B_INNER, source[0], 17, ECHO_PORT, source[1], data)
+        b.dataplane.send(b_inner, source[0], 17, ECHO_PORT, source[1], data)
 
-    b.dataplane.bind(B_INNER, ECHO_PORT, echo)
-    a.dataplane.bind(A_INNER, 40000, lambda data, source: received.append(data))
+    b.dataplane.bind(b_inner, ECHO_PORT, echo)
+    a.dataplane.bind(a_inner, 40000, lambda data, source: received.append(data))
     # A few tries: a rekey may be switching SPIs while the datagram flies.
     for _ in range(10):
-        drop = a.dataplane.send(A_INNER, B_INNER, 17, 40000, ECHO_PORT, payload)
+        drop = a.dataplane.send(a_inner, b_inner, 17, 40000, ECHO_PORT, payload)
         assert drop is None
         with contextlib.suppress(AssertionError):
             await until(lambda: received, timeout=0.5)
@@ -193,16 +200,38 @@ def test_daemons_install_child_sa_and_carry_udp_encap(ike, esp):
     run(scenario())
 
 
-def test_daemon_without_nat_stays_on_port_500_until_child_install():
+@pytest.mark.root
+@pytest.mark.parametrize(
+    ("mode", "a_net", "b_net"),
+    [
+        (Mode.TUNNEL, "10.1.0.0/24", "10.2.0.0/24"),
+        (Mode.TRANSPORT, "127.0.0.1/32", "127.0.0.2/32"),
+    ],
+)
+def test_daemon_without_nat_stays_on_500_and_uses_raw_esp(mode, a_net, b_net):
+    require_root("raw ESP sockets")
+
     async def scenario():
         a, b = Node("127.0.0.1"), Node("127.0.0.2")
         try:
-            pair(a, b)
-            await until(lambda: a.of(IkeSaUp) and b.of(IkeSaUp))
+            nets = {"mode": mode, "a_net": a_net, "b_net": b_net}
+            pair(a, b, **nets)
+            await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+            inner = (A_INNER, B_INNER) if mode is Mode.TUNNEL else (
+                "127.0.0.1", "127.0.0.2")  # fmt: skip
+
+            echoed = await echo_round_trip(a, b, b"raw", *inner)
 
             [a_up], [b_up] = a.of(IkeSaUp), b.of(IkeSaUp)
+            [a_child] = a.of(ChildSaInstalled)
+            assert echoed == [b"raw"]
             assert not a_up.encapsulated and not b_up.encapsulated
+            assert not a_child.encapsulated and a_child.mode is mode
             assert b_up.remote == (IPv4Address("127.0.0.1"), a.daemon.ike_port)
+            paths = a.dataplane.stats()["paths"]
+            assert any(
+                k.startswith("raw:") and v["packets_out"] for k, v in paths.items()
+            )
         finally:
             a.close()
             b.close()
