@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .model import MediaDescription
@@ -64,6 +65,8 @@ AUXILIARY_CODECS = frozenset(
 )
 
 
+# Calls repeat the same few rtpmap values; Codec is immutable, so share them.
+@functools.lru_cache(maxsize=1024)
 def parse_rtpmap(value: str) -> tuple[str, Codec] | None:
     """Parse ``<pt> <name>/<rate>[/<channels>]``; None when it does not parse."""
     payload_type, _, encoding = value.partition(" ")
@@ -82,8 +85,10 @@ def codec_table(section: MediaDescription) -> dict[str, Codec]:
     A dynamic type without a=rtpmap has no entry: its codec is unknown.
     """
     mapped: dict[str, Codec] = {}
-    for value in section.attributes("rtpmap"):
-        parsed = parse_rtpmap(value)
+    for kind, value in section.lines:
+        if kind != "a" or not value.startswith("rtpmap:"):
+            continue
+        parsed = parse_rtpmap(value[7:])
         if parsed is not None and parsed[0] not in mapped:
             mapped[parsed[0]] = parsed[1]
     table = {}
