@@ -71,6 +71,8 @@ class Leg:
     answer_due_in_ack: bool = False
     """Our 2xx carried an offer: the peer's answer comes in its ACK."""
     session: SessionTimer | None = None
+    progress_timer: EngineTimer | None = None
+    """B-leg: Timer C of RFC 3261 §16.6, reset by each provisional."""
     refresh_timer: EngineTimer | None = None
     expiry_timer: EngineTimer | None = None
     last_body_sent: bytes = b""
@@ -113,6 +115,7 @@ class Leg:
 
     def cancel_timers(self) -> None:
         for timer in (
+            self.progress_timer,
             self.refresh_timer,
             self.expiry_timer,
             self.retransmit_timer,
@@ -120,7 +123,7 @@ class Leg:
         ):
             if timer is not None:
                 timer.cancel()
-        self.refresh_timer = self.expiry_timer = None
+        self.progress_timer = self.refresh_timer = self.expiry_timer = None
         self.retransmit_timer = self.reliable_timer = None
 
 

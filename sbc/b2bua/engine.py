@@ -170,6 +170,10 @@ class B2buaSettings:
     endpoints: tuple[LocalEndpoint, ...]
     """One per transport; the first listener of a transport serves it."""
     session_timer: SessionTimerPolicy = field(default_factory=SessionTimerPolicy)
+    no_answer_timeout: float = 180.0
+    """Seconds a B-leg INVITE may go without a provisional or final response
+    before it is cancelled (Timer C, RFC 3261 §16.6: more than 3 minutes
+    is asked of proxies; 180 s is this SBC's default)."""
 
     @classmethod
     def from_config(cls, config: Config) -> B2buaSettings:
@@ -482,6 +486,21 @@ class B2bua:
         self._legs[(leg.call_id, leg.local_tag)] = leg
         call.b = leg
         call.attempts.append(leg)
+        self._arm_progress(leg, now)
+
+    def _arm_progress(self, leg: Leg, now: float) -> None:
+        if leg.progress_timer is not None:
+            leg.progress_timer.cancel()
+        deadline = now + self._settings.no_answer_timeout
+        leg.progress_timer = self._timers.schedule(
+            deadline, lambda at: self._no_progress(leg, at)
+        )
+
+    def _no_progress(self, leg: Leg, now: float) -> None:
+        # Timer C: CANCEL; the 487, or the CANCEL wait ending, fails over.
+        leg.progress_timer = None
+        if not leg.closed and isinstance(leg.invite_key, ClientTransactionKey):
+            self._layer.cancel(leg.invite_key, now)
 
     def _b_leg(self, call: Call, candidate: Candidate, interval: int) -> Leg:
         target = candidate.target
@@ -565,6 +584,9 @@ class B2bua:
     ) -> None:
         leg = pending.leg
         status = response.status
+        if status >= 200 and leg.progress_timer is not None:
+            leg.progress_timer.cancel()
+            leg.progress_timer = None
         if status < 200:
             self._b_provisional(leg, response, now)
         elif status < 300:
@@ -576,6 +598,8 @@ class B2bua:
     def _b_provisional(self, leg: Leg, response: Response, now: float) -> None:
         call = leg.call
         tag = response.to_tag
+        if leg.progress_timer is not None:
+            self._arm_progress(leg, now)
         if call.phase is not CallPhase.PROCEEDING or call.cancelled or tag is None:
             return
         dialog = leg.early.get(tag)
@@ -669,6 +693,7 @@ class B2bua:
         call = leg.call
         leg.closed = True
         leg.early.clear()
+        leg.cancel_timers()
         if not self._may_answer(call, leg):
             self._maybe_finish(call, now)
             return
