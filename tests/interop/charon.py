@@ -50,6 +50,8 @@ class CharonConnection:
     start_action: str = "none"
     child_rekey_time: str = "3600s"
     child_life_time: str = "4000s"
+    encap: str = "yes"
+    """``yes`` fakes a NAT so that ESP goes in UDP (kernel-libipsec needs it)."""
     name: str = "sbc"
     child: str = "sip"
 
@@ -62,7 +64,7 @@ connections {{
     version = 2
     local_addrs = {self.local_addr}
     remote_addrs = {self.remote_addr}
-    encap = yes
+    encap = {self.encap}
     proposals = {self.proposals}
     rekey_time = 3600s
     over_time = 600s

@@ -18,12 +18,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace as dataclass_replace
 from ipaddress import IPv4Address, ip_interface, ip_network
 
 import pytest
 from charon import Charon, CharonConnection, netns_entered
 from conftest import require_root, require_tool
-from netns import Lab, stop, veth_lab
+from netns import Lab, Namespace, stop, unique_name, veth_lab
+from netns import run as run_command
 
 from ipsec.dataplane import DataPlane, TunDevice
 from ipsec.esp.keylog import EspKeyLog
@@ -135,7 +137,7 @@ class OurNode:
         daemon.subscribe(self.events.append)
 
     @classmethod
-    async def start(cls, esp_keylog=None, ike_keylog=None):
+    async def start(cls, esp_keylog=None, ike_keylog=None, address=OUR_ADDRESS):
         dataplane = DataPlane(asyncio.get_running_loop(), keylog=esp_keylog)
         tun = await TunDevice.create(
             f"sbc{os.getpid() % 100000}",
@@ -144,7 +146,7 @@ class OurNode:
             route_source=IPv4Address(TUN_ADDRESS),
         )
         dataplane.attach_tun(tun)
-        settings = DaemonSettings(OUR_ADDRESS)
+        settings = DaemonSettings(address)
         node = cls(dataplane, IkeDaemon(dataplane, settings, keylog=ike_keylog))
         dataplane.bind(ECHO_ADDRESS, ECHO_PORT, node.echo)
         node.daemon.start()
@@ -392,3 +394,118 @@ def test_child_sa_rekey_from_either_side_keeps_traffic_flowing(charon_lab, rekey
 
     with inside(lab):
         run(scenario())
+
+
+# ---------------------------------------------------------------------------
+# A real NAT: our node behind a masquerading router, charon outside
+
+BEHIND_NAT, ROUTER_INSIDE = "198.51.100.2", "198.51.100.1"
+ROUTER_OUTSIDE, CHARON_OUTSIDE = "203.0.113.1", "203.0.113.2"
+
+
+@contextmanager
+def nat_lab(tmp_path):
+    """Namespaces A (ours) - R (NAT) - B (charon), removed in any case."""
+    names = [unique_name(p) for p in ("nta", "ntr", "ntb")]
+    a = Namespace(names[0], unique_name("vna"), BEHIND_NAT)
+    b = Namespace(names[2], unique_name("vnb"), CHARON_OUTSIDE)
+    router_in, router_out = unique_name("vri"), unique_name("vro")
+    created = []
+    try:
+        for name in names:
+            run_command("ip", "netns", "add", name)
+            created.append(name)
+            run_command("ip", "-n", name, "link", "set", "lo", "up")
+        wire(
+            a.name,
+            a.veth,
+            f"{BEHIND_NAT}/24",
+            names[1],
+            router_in,
+            f"{ROUTER_INSIDE}/24",
+        )
+        wire(
+            b.name,
+            b.veth,
+            f"{CHARON_OUTSIDE}/24",
+            names[1],
+            router_out,
+            f"{ROUTER_OUTSIDE}/24",
+        )
+        run_command("ip", "-n", a.name, "route", "add", "default", "via", ROUTER_INSIDE)
+        router = ("ip", "netns", "exec", names[1])
+        run_command(*router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        run_command(*router, "iptables", "-t", "nat", "-A", "POSTROUTING",
+                    "-o", router_out, "-j", "MASQUERADE")  # fmt: skip
+        yield Lab(a, b)
+    finally:
+        for namespace in (a, b):
+            for process in namespace.processes:
+                stop(process)
+        for name in created:
+            run_command("ip", "netns", "delete", name, check=False)
+
+
+def wire(left, left_veth, left_address, right, right_veth, right_address):
+    run_command("ip", "link", "add", left_veth, "netns", left, "type", "veth",
+                "peer", "name", right_veth, "netns", right)  # fmt: skip
+    for namespace, veth, address in (
+        (left, left_veth, left_address),
+        (right, right_veth, right_address),
+    ):
+        run_command("ip", "-n", namespace, "addr", "add", address, "dev", veth)
+        run_command("ip", "-n", namespace, "link", "set", veth, "up")
+
+
+@pytest.mark.peer("charon")
+@pytest.mark.root
+def test_real_nat_floats_to_4500_and_keeps_the_mapping_alive(tmp_path):
+    require_root("network namespaces, iptables NAT, TUN devices")
+    require_tool("charon", "strongswan-charon")
+    require_tool("iptables", "iptables")
+    tcpdump = require_tool("tcpdump", "tcpdump")
+    with nat_lab(tmp_path) as lab:
+        lab.b.add_loopback_address(CHARON_INNER)
+        charon = Charon(lab.b, tmp_path)
+        charon.start()
+        connection = charon_connection(("aes128gcm16-prfsha256-x25519", "aes128gcm16"))
+        connection.local_addr, connection.remote_addr = CHARON_OUTSIDE, "%any"
+        connection.encap = "no"  # the NAT is real this time
+        charon.load(connection)
+        keepalives = lab.b.spawn(
+            [tcpdump, "-i", lab.b.veth, "-n", "-l", "-c", "2",
+             "udp dst port 4500 and udp[4:2] = 9"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        banner = b"".join(keepalives.stderr.readline() for _ in range(2))
+        assert b"listening" in banner, banner
+
+        async def scenario():
+            node = await OurNode.start(address=BEHIND_NAT)
+            try:
+                ours = dataclass_replace(
+                    our_connection(("aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+                                   StartAction.START),
+                    local_address=IPv4Address(BEHIND_NAT),
+                    remote_address=IPv4Address(CHARON_OUTSIDE),
+                    encap=False, keepalive_interval=0.2,
+                )  # fmt: skip
+                node.daemon.load(ours)
+                await until(lambda: node.of(ChildSaInstalled), 15, "our CHILD_SA")
+                await check_traffic(lab, charon, node)
+                seen = await asyncio.to_thread(keepalives.wait, 10)
+
+                [up] = node.of(IkeSaUp)
+                assert up.encapsulated
+                assert up.remote == (IPv4Address(CHARON_OUTSIDE), 4500)
+                assert seen == 0  # tcpdump saw two keepalives and exited
+            finally:
+                node.close()
+
+        try:
+            with inside(lab):
+                run(scenario())
+            listing = charon.list_sas()
+            assert f"{ROUTER_OUTSIDE}[" in listing, listing  # the NAT's address
+        finally:
+            charon.stop()
