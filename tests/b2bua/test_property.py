@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from b2bua_harness import ANSWER, CALLEE, OFFER, Lab
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 
 from sbc.sip.transaction import State, TransactionError
@@ -122,4 +123,4 @@ def test_any_interleaving_ends_clean(actions, seed):
     lab.assert_clean()
     assert lab.engine.active_calls == 0
     [record] = lab.sbc.records
-    event(f"{record.disposition.value} {record.final_status}")
+    hypothesis_event(f"{record.disposition.value} {record.final_status}")
