@@ -17,6 +17,7 @@ from .crypto import SRTP_SUITES, CryptoAttribute, InvalidCrypto
 from .errors import (
     AnswerMismatch,
     NoCommonCodec,
+    NotAcceptableHere,
     SdpSyntaxError,
     UnusableCrypto,
 )
@@ -111,6 +112,9 @@ def anchor_offer(
     Raises `NoCommonCodec` or `UnusableCrypto` (488) when nothing can be
     offered on; ``offer`` itself is left unchanged.
     """
+    # RFC 3264 §8: a later offer never has fewer m= lines than the session.
+    if len(offer.media) < max(offerer.media_count, answerer.media_count):
+        raise NotAcceptableHere("the offer removes m= lines of the session")
     sent_media, streams = [], []
     for index, section in enumerate(offer.media):
         out, stream = _offer_stream(

@@ -78,6 +78,11 @@ class Leg:
     def addr_type(self) -> str:
         return address_type(self.media_address)
 
+    @property
+    def media_count(self) -> int:
+        """How many m= lines the last SDP sent on this leg had (0 before any)."""
+        return 0 if self._last_sent is None else len(self._last_sent[1])
+
     def stamp(self, description: SessionDescription) -> None:
         """Write the leg's o= line, incrementing its version on any change."""
         signature = _signature(description)

@@ -11,6 +11,7 @@ from sbc.sdp import (
     Leg,
     LegPolicy,
     NoCommonCodec,
+    NotAcceptableHere,
     SdpSyntaxError,
     SessionDescription,
     UnusableCrypto,
@@ -425,3 +426,26 @@ def test_keys_never_in_repr_of_legs_pending_offers_or_plans():
 
     assert "inline" not in text
     assert not any(key in text or key[:12] in text for key in keys)
+
+
+def test_reoffer_removing_m_lines_raises_488():
+    a, b = legs()
+    pool = PortPool()
+    body = load("phone_polycom_video_offer.sdp")
+    full_exchange(body, a, b, pool)
+
+    with pytest.raises(NotAcceptableHere) as caught:
+        offer_to_b(body[: body.index(b"m=video")], a, b, pool)
+
+    assert caught.value.status_code == 488
+
+
+def test_reoffer_adding_an_m_line_is_anchored():
+    a, b = legs()
+    pool = PortPool()
+    body = load("pbx_asterisk_offer.sdp")
+    full_exchange(body, a, b, pool)
+
+    sent, _ = offer_to_b(body + b"m=video 9000 RTP/AVP 31\r\n", a, b, pool)
+
+    assert [m.port for m in sent.media] == [30002, 30006]
