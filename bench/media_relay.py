@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python bench/media_relay.py`` (as root, so rtpengine can
 raise its file limit); ``--calls 400,800`` picks the steps, ``--seconds`` the
-length of each. Needs rtpengine from Debian's rtpengine-daemon.
+length of each; ``--relays ours,rtpengine,bare`` adds the floor, a uvloop
+forwarder that does no per-packet work. Needs rtpengine from Debian's rtpengine-daemon.
 
 Each step sets up N calls on the relay under test (pinned to CPU 0), then two
 traffic processes (pinned to CPU 1) play every caller and every callee: each
@@ -48,6 +49,9 @@ def main() -> None:
     parser.add_argument("--calls", default="200,400,600,800,900,1000,1100,1200")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--relays", default="ours,rtpengine")
+    parser.add_argument(
+        "--trials", type=int, default=2, help="per relay and step; the best counts"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     options = parser.parse_args()
     _raise_file_limit()
@@ -55,10 +59,12 @@ def main() -> None:
     print(_machine())
     results: list[dict[str, Any]] = []
     for calls in (int(n) for n in options.calls.split(",")):
-        for relay in options.relays.split(","):
-            result = measure(relay, calls, options.seconds)
-            results.append(result)
-            print(_row(result), flush=True)
+        # Relays alternate within a step, so both see the same machine load.
+        for trial in range(options.trials):
+            for relay in options.relays.split(","):
+                result = measure(relay, calls, options.seconds) | {"trial": trial}
+                results.append(result)
+                print(_row(result), flush=True)
     print(_summary(results))
     if options.json:
         options.json.write_text(
@@ -70,13 +76,19 @@ def measure(relay: str, calls: int, seconds: float) -> dict[str, Any]:
     """One step: set up ``calls`` calls, play the traffic, tear down."""
     load = os.getloadavg()
     caller, callee = _peer_socket(), _peer_socket()
-    starter = _start_ours if relay == "ours" else _start_rtpengine
-    process, allocate = starter()
+    if relay == "rtpengine":
+        process, allocate = _start_rtpengine()
+    else:
+        process, allocate = _start_ours(bare=relay == "bare")
     try:
         rss_before = _rss(process.pid)
         ports = allocate(calls, caller.getsockname(), callee.getsockname())
         rss_after = _rss(process.pid)
         traffic = _play(process.pid, caller, callee, ports, seconds)
+        if process.stdin is not None:
+            # Where the loss happened: before the relay read it, or after.
+            _write_json(process, {"counters": True})
+            traffic["relay_counters"] = _read_json(process)
     finally:
         _stop(process)
         caller.close()
@@ -133,7 +145,7 @@ def _play(
     }
 
 
-def _start_ours() -> tuple[subprocess.Popen[bytes], Any]:
+def _start_ours(bare: bool) -> tuple[subprocess.Popen[bytes], Any]:
     server = Path(__file__).resolve().parent / "media_relay_server.py"
     process = subprocess.Popen(
         [
@@ -146,7 +158,11 @@ def _start_ours() -> tuple[subprocess.Popen[bytes], Any]:
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            "MEDIA_BENCH_BARE": "1" if bare else "0",
+        },
     )
     _read_json(process)
 
@@ -265,7 +281,9 @@ def _summary(results: list[dict[str, Any]]) -> str:
             lines.append(f"  {relay}: no step within the loss limit")
         else:
             lines.append(
-                f"  {relay}: {best['calls']} calls, {best['achieved_pps']} packets/s relayed"
+                f"  {relay}: {best['calls']} calls, {best['achieved_pps']} packets/s"
+                f" relayed, {best['relay_us_per_packet']} us CPU/packet,"
+                f" {best['memory_per_call_kib']} KiB/call"
             )
     return "\n".join(lines)
 

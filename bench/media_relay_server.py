@@ -4,7 +4,8 @@ Commands, one JSON object per line; one JSON reply line each:
 ``{"allocate": N, "a": [host, port], "b": [host, port]}`` allocates N calls
 whose A legs send to and hear from ``a`` and B legs ``b``, and replies with
 ``[[a_rtp_port, b_rtp_port], ...]``; ``{"counters": true}`` replies with the
-summed packet and drop counts; ``{"quit": true}`` exits.
+summed packet and drop counts; ``{"quit": true}`` exits. With MEDIA_BENCH_BARE=1 it serves the floor
+instead: a uvloop forwarder that reads nothing, for comparison.
 """
 
 from __future__ import annotations
@@ -21,6 +22,39 @@ import uvloop
 from sbc.media import MediaRelay, MediaSettings, RemoteMedia, Side
 
 
+class _BareForwarder(asyncio.DatagramProtocol):
+    """The floor: forward every datagram unread to one fixed address."""
+
+    def __init__(self, destination: tuple[str, int]) -> None:
+        self.destination = destination
+        self.output: asyncio.DatagramTransport | None = None
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.output is not None:
+            self.output.sendto(data, self.destination)
+
+
+async def _allocate_bare(
+    command: dict[str, Any], next_port: list[int]
+) -> list[list[int]]:
+    loop = asyncio.get_running_loop()
+    a, b = tuple(command["a"]), tuple(command["b"])
+    ports = []
+    for _ in range(command["allocate"]):
+        a_port, b_port = next_port[0], next_port[0] + 2
+        next_port[0] += 4
+        to_b, to_a = _BareForwarder(b), _BareForwarder(a)
+        a_side, _ = await loop.create_datagram_endpoint(
+            lambda p=to_b: p, local_addr=(a[0], a_port)
+        )
+        b_side, _ = await loop.create_datagram_endpoint(
+            lambda p=to_a: p, local_addr=(b[0], b_port)
+        )
+        to_b.output, to_a.output = b_side, a_side
+        ports.append([a_port, b_port])
+    return ports
+
+
 async def serve(port_min: int, port_max: int) -> None:
     relay = MediaRelay(
         MediaSettings(port_min=port_min, port_max=port_max, media_timeout=3600.0)
@@ -31,14 +65,18 @@ async def serve(port_min: int, port_max: int) -> None:
         lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
     )
     _reply({"ready": os.getpid()})
+    bare = os.environ.get("MEDIA_BENCH_BARE") == "1"
+    next_port = [port_min]
     while line := await reader.readline():
         command = json.loads(line)
         if "quit" in command:
             break
         if "counters" in command:
             _reply(_counters(relay))
-            continue
-        _reply(await _allocate(relay, command))
+        elif bare:
+            _reply(await _allocate_bare(command, next_port))
+        else:
+            _reply(await _allocate(relay, command))
     await relay.close()
 
 

@@ -95,7 +95,7 @@ class Latch:
 
     def __init__(self, any_source: bool) -> None:
         self.signalled: Address | None = None
-        self.source: Address | None = None
+        self.source: tuple[Any, ...] | None = None
         self.destination: Address | None = None
         self.any_source = any_source
         self.pending = True
@@ -111,8 +111,9 @@ class Latch:
 
     def accepts(self, source: Any) -> bool:
         """True if a packet from ``source`` may pass; latches as a side effect."""
-        current = self.source
-        if current is not None and source[0] == current[0] and source[1] == current[1]:
+        # The socket reports one address shape per family (IPv6 adds flow
+        # info and scope), so the latched tuple compares whole, in C.
+        if source == self.source:
             return True
         if not self.pending:
             return False
@@ -121,7 +122,8 @@ class Latch:
             signalled is None or source[0] != signalled[0] or source[1] != signalled[1]
         ):
             return False
-        self.source = self.destination = (source[0], source[1])
+        self.source = source
+        self.destination = (source[0], source[1])
         self.pending = False
         return True
 
@@ -214,7 +216,9 @@ class StreamCore:
             return _drop(leg, _BAD_VERSION)
         if leg.rtcp_mux and is_rtcp_on_rtp_port(packet[1]):
             return self.rtcp_received(side, packet, source, now)
-        if not leg.rtp.accepts(source):
+        latch = leg.rtp
+        # The latched source is the common case: compare before any call.
+        if source != latch.source and not latch.accepts(source):
             return _drop(leg, _WRONG_SOURCE)
         if leg.srtp is not None:
             plain = leg.srtp.unprotect(packet)
