@@ -243,13 +243,15 @@ class DataPlane:
     ) -> None:
         """Install one direction of a CHILD_SA.
 
-        ``peer`` is where outbound packets go (default: the SA's tunnel
-        destination) and ``local`` the outer address of this end (default:
-        the tunnel source outbound, the tunnel destination inbound).
+        ``peer`` is the other end's outer address: where outbound packets
+        go, and where inbound transport-mode packets come from (default: the
+        SA's tunnel addresses; inbound, else the datagram's source).
+        ``local`` is this end's (default: the tunnel source outbound, the
+        tunnel destination inbound).
         """
         now = self.loop.time()
         if inbound:
-            self._add_inbound(config, now, local)
+            self._add_inbound(config, now, local, peer)
         else:
             self._add_outbound(config, now, transport, peer, peer_port, local)
         self._forget_flows()
@@ -479,7 +481,7 @@ class DataPlane:
         if entry.tunnel and next_header in (IPPROTO_IPIP, IPPROTO_IPV6):
             self._deliver_packet(entry, payload)
         elif not entry.tunnel and next_header == IPPROTO_UDP:
-            self._deliver_segment(entry, payload)
+            self._deliver_segment(entry, payload, address)
         else:
             entry.sa.count_drop(DropReason.POLICY_MISMATCH)
 
@@ -568,14 +570,21 @@ class DataPlane:
         else:
             self.channel_counters.drop(PathDrop.NO_HANDLER)
 
-    def _deliver_segment(self, entry: _Inbound, segment: bytes) -> None:
-        """A transport-mode UDP segment that arrived without its IP header."""
+    def _deliver_segment(
+        self, entry: _Inbound, segment: bytes, address: Address
+    ) -> None:
+        """A transport-mode UDP segment that arrived without its IP header.
+
+        Its addresses are the SA's; when the peer's was not given, the outer
+        source the datagram came from stands in for it.
+        """
         udp = parse_udp(segment)
-        if udp is None or entry.local is None or entry.remote is None:
+        if udp is None or entry.local is None or not (entry.remote or address):
             entry.sa.count_drop(DropReason.MALFORMED)
             return
         source_port, destination_port, payload = udp
-        remote, local = entry.remote.packed, entry.local.packed
+        remote = entry.remote.packed if entry.remote else _packed(address[0])
+        local = entry.local.packed
         key = (IPPROTO_UDP, remote, local, source_port, destination_port)
         if not self._admits(entry, key):
             return
@@ -620,7 +629,11 @@ class DataPlane:
     # -- installation helpers ------------------------------------------------
 
     def _add_inbound(
-        self, config: SAConfig, now: float, local: AddressLike | None
+        self,
+        config: SAConfig,
+        now: float,
+        local: AddressLike | None,
+        peer: AddressLike | None,
     ) -> None:
         if config.spi in self._inbound:
             raise DuplicateSA(config.spi)
@@ -629,14 +642,13 @@ class DataPlane:
         local_address = (
             ip_address(local) if local is not None else config.tunnel_destination
         )
-        entry = _Inbound(
-            sa, config.mode is Mode.TUNNEL, local_address, config.tunnel_source
-        )
+        remote = ip_address(peer) if peer is not None else config.tunnel_source
+        entry = _Inbound(sa, config.mode is Mode.TUNNEL, local_address, remote)
         self._inbound[config.spi] = entry
         self._inbound_by_wire[config.spi.to_bytes(4, "big")] = entry
         self._reserved_spis.discard(config.spi)
-        if self._keylog is not None and config.tunnel_source and local_address:
-            self._keylog.log(config, config.tunnel_source, local_address)
+        if self._keylog is not None and remote and local_address:
+            self._keylog.log(config, remote, local_address)
 
     def _add_outbound(
         self,

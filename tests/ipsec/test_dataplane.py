@@ -459,3 +459,32 @@ def test_udp_checksum_zero_on_single_sends_computed_on_gso_batches(loop) -> None
     assert pair.encap_a.gso_batches == 1
     pair.a.close()
     pair.b.close()
+
+
+def test_transport_mode_sa_without_addresses_as_ike_installs_it(loop) -> None:
+    # The IKE daemon installs transport-mode SAs without tunnel addresses and
+    # gives the inbound one only its local address: the peer's is then the
+    # source of the datagrams.
+    key = os.urandom(20)
+    config = SAConfig(
+        spi=0x5000, protocol=Protocol.ESP, mode=Mode.TRANSPORT,
+        encryption=Encryption.AES_GCM_16_128, integrity=Integrity.NONE,
+        encryption_key=key, integrity_key=b"",
+    )  # fmt: skip
+    a, b = DataPlane(loop), DataPlane(loop)
+    a.open_udp_encap(LOOPBACK, 0)
+    port_b = b.open_udp_encap(LOOPBACK, 0).local_address[1]
+    a.add_sa(config, inbound=False, peer=LOOPBACK, peer_port=port_b, local=LOOPBACK)
+    b.add_sa(config, inbound=True, local=LOOPBACK)
+    a.add_policy(host(LOOPBACK), host(LOOPBACK), config.spi)
+    b.add_policy(
+        host(LOOPBACK), host(LOOPBACK), config.spi, direction=Direction.INBOUND
+    )
+    received = collect(b, LOOPBACK, 5060)
+
+    assert a.send(LOOPBACK, LOOPBACK, 17, 5061, 5060, b"OPTIONS") is None
+
+    assert run_until(loop, lambda: received)
+    assert received == [(b"OPTIONS", (LOOPBACK, 5061))]
+    a.close()
+    b.close()
