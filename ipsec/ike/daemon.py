@@ -234,7 +234,11 @@ class IkeDaemon:
                 self.initiate(connection.name)
 
     def close(self) -> None:
-        """Remove every CHILD_SA from the data plane and close the sockets."""
+        """Remove every CHILD_SA from the data plane and close UDP 500.
+
+        No Deletes are sent. The 4500 socket belongs to the data plane and
+        closes with it.
+        """
         for sa in self.manager:
             self._remove(sa, None, "daemon closed")
         if self._socket is not None:
@@ -471,7 +475,7 @@ class IkeDaemon:
                 self._child_sa_deleted(sa, event)
             elif isinstance(event, InitialContactReceived):
                 self._initial_contact(sa, event)
-            else:
+            elif isinstance(event, IkeSaFailed | IkeSaDeleted):
                 self._ike_sa_gone(sa, event)
                 return False
         return True

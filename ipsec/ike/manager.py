@@ -17,7 +17,7 @@ from ipsec.esp.spd import Policy
 from ipsec.esp.spd import TrafficSelector as PolicySelector
 
 from .connection import ConnectionDefinition
-from .ike_sa import IkeSa, IkeSaState
+from .ike_sa import IkeSa
 from .message import IkeHeader
 from .payloads import IdPayload
 from .tasks.base import Endpoint
@@ -129,15 +129,6 @@ class IkeSaManager:
     def remove(self, sa: ManagedIkeSa) -> None:
         self._by_spi.pop(sa.our_spi, None)
         self._forget_half_open(sa)
-
-    def expired_half_open(self, now: float, timeout: float) -> list[ManagedIkeSa]:
-        """Responder IKE_SAs not established ``timeout`` seconds after creation."""
-        return [
-            sa
-            for sa in self._half_open.values()
-            if now - sa.created >= timeout
-            and sa.engine.state is not IkeSaState.ESTABLISHED
-        ]
 
     def _forget_half_open(self, sa: ManagedIkeSa) -> None:
         stale = [key for key, value in self._half_open.items() if value is sa]
