@@ -9,6 +9,7 @@ pytest-xdist workers never collide.
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 from ipaddress import IPv4Address
 
@@ -17,7 +18,7 @@ from conftest import require_root
 
 from ipsec.dataplane import DataPlane
 from ipsec.esp import Mode
-from ipsec.ike.config import Identity
+from ipsec.ike.config import DpdAction, Identity
 from ipsec.ike.connection import (
     ChildDefinition,
     ConnectionDefinition,
@@ -541,6 +542,65 @@ def test_initial_contact_from_a_restarted_peer_replaces_its_old_ike_sa():
         finally:
             if restarted is not None:
                 restarted.close()
+            b.close()
+
+    run(scenario())
+
+
+def test_dead_peer_with_restart_initiates_again():
+    async def scenario():
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
+        try:
+            liveness = {"dpd_delay": 0.1, "retransmit_timeout": 0.05,
+                        "retransmit_tries": 2, "dpd_action": DpdAction.RESTART}  # fmt: skip
+            pair(a, b, a_changes={"encap": True, **liveness})
+            await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+            [first] = a.daemon.ike_sas()
+
+            b.close()
+            await until(lambda: a.of(PeerDead), timeout=5)
+
+            [again] = a.daemon.ike_sas()
+            assert again is not first and again.is_initiator
+            assert again.connection.name == "to-b"
+        finally:
+            a.close()
+
+    run(scenario())
+
+
+def test_garbage_on_both_ports_is_dropped_and_setup_still_works():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        errors = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
+        sock = probe_socket()
+        try:
+            pair_b_only(b)
+            valid = ike_sa_init(b"\x07" * 8)
+            generator = random.Random(5)
+            for n in range(300):
+                data = bytearray(valid)
+                for _ in range(generator.randint(1, 8)):
+                    data[generator.randrange(len(data))] = generator.randrange(256)
+                if n % 3 == 0:
+                    data = generator.randbytes(generator.randint(0, 80))
+                port = b.daemon.ike_port
+                if n % 2:
+                    data, port = b"\x00\x00\x00\x00" + data, b.daemon.nat_t_port
+                sock.sendto(bytes(data), ("127.0.0.2", port))
+            await asyncio.sleep(0.3)
+            b.daemon.terminate("to-a")  # forget half-open IKE_SAs the mutants made
+
+            pair(a, b, a_changes={"encap": True})
+            await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+
+            assert errors == []
+            assert sum(b.daemon.drops.values()) > 0
+        finally:
+            sock.close()
+            a.close()
             b.close()
 
     run(scenario())
