@@ -44,6 +44,8 @@ Forward = tuple[bytes, Address, int]
 _read_seq_timestamp_ssrc = struct.Struct("!HII").unpack_from
 """Sequence number, timestamp and SSRC at offsets 2, 4 and 8 (RFC 3550 §5.1)."""
 
+_UNSPECIFIED = frozenset({"0.0.0.0", "::"})
+
 _SHORT = MediaDropReason.SHORT
 _BAD_VERSION = MediaDropReason.BAD_VERSION
 _WRONG_SOURCE = MediaDropReason.WRONG_SOURCE
@@ -104,6 +106,12 @@ class Latch:
         """A new offer or answer; send there at once, relatch when heard."""
         self.any_source = any_source
         if address == self.signalled and not self.pending:
+            return
+        if address[0] in _UNSPECIFIED or address[1] == 0:
+            # Hold with c=0.0.0.0 (RFC 3264 §8.4) or a disabled stream (port
+            # 0, §6): send nothing, but keep hearing the latched peer.
+            self.signalled = address
+            self.destination = None
             return
         self.signalled = address
         self.destination = address

@@ -353,3 +353,51 @@ def receiver_report(ssrc: int, lost: int) -> bytes:
         dlsr=0,
     )
     return bytes(RtcpRrPacket(ssrc=0x3333, reports=[block]))
+
+
+def test_c22_rtcp_mux_refused_uses_separate_rtcp_port(relay: RelayThread) -> None:
+    # The SBC offered a=rtcp-mux, the answer lacked it (RFC 5761 §5.1.1):
+    # RTCP goes to the fallback a=rtcp port, and the RTP port carries RTP only.
+    session = allocate(relay)
+    caller_rtp, caller_rtcp = Peer(), Peer()
+    callee_rtp, callee_rtcp = Peer(), Peer()
+    to_a = connect(
+        relay, session, Side.A, caller_rtp, rtcp_port=caller_rtcp.port, rtcp_mux=False
+    )
+    connect(relay, session, Side.B, callee_rtp, rtcp_port=callee_rtcp.port)
+    a = session.local(Side.A)
+
+    report = receiver_report(ssrc=0x4444, lost=1)
+    caller_rtcp.send(report, (a.host, a.rtcp_port))
+    assert callee_rtcp.receive() == report
+    # An RTP packet whose type collides with RTCP's range is still RTP here.
+    collision = rtp_packet(9, payload_type=72)
+    caller_rtp.send(collision, to_a)
+    assert callee_rtp.receive() == collision
+    assert callee_rtcp.nothing_arrives()
+
+
+def test_c19_hold_with_zero_address_then_unhold(relay: RelayThread) -> None:
+    session = allocate(relay)
+    caller, callee = Peer(), Peer()
+    to_a = connect(relay, session, Side.A, caller)
+    to_b = connect(relay, session, Side.B, callee)
+    caller.send(rtp_packet(1), to_a)
+    assert callee.receive() == rtp_packet(1)
+
+    # The caller holds with c=IN IP4 0.0.0.0: nothing is sent toward it, and
+    # its music on hold still reaches the callee.
+    relay.call(lambda: session.update_leg(Side.A, RemoteMedia("0.0.0.0", caller.port)))
+    callee.send(rtp_packet(2, ssrc=5), to_b)
+    assert caller.nothing_arrives()
+    caller.send(rtp_packet(2), to_a)
+    assert callee.receive() == rtp_packet(2)
+    drops = session.counters(Side.A).drops
+    assert drops[MediaDropReason.NO_DESTINATION] == 1
+
+    # Un-hold with the real address: media flows again both ways.
+    connect(relay, session, Side.A, caller)
+    callee.send(rtp_packet(3, ssrc=5), to_b)
+    assert caller.receive() == rtp_packet(3, ssrc=5)
+    caller.send(rtp_packet(3), to_a)
+    assert callee.receive() == rtp_packet(3)
