@@ -97,6 +97,8 @@ class ChildSaTable:
         self.pending: deque[Exchange] = deque()
         """Requests to send once the window is free (RFC 7296 §2.3)."""
         self.now = 0.0
+        self.ike_rekeying = False
+        """An IKE_SA rekey is under way: CHILD_SA rekeys wait (§2.25.2)."""
 
     def __iter__(self) -> Iterator[ChildSa]:
         return iter(list(self._by_inbound.values()))
@@ -122,3 +124,12 @@ class ChildSaTable:
 
     def queue(self, exchange: ExchangeType, tasks: list[Task]) -> None:
         self.pending.append((exchange, tasks))
+
+    def move_to(self, other: ChildSaTable) -> None:
+        """Give every CHILD_SA to the table of a new IKE_SA (§2.18).
+
+        Tasks of this IKE_SA still holding this table then see it empty.
+        """
+        other._by_inbound.update(self._by_inbound)
+        self._by_inbound = {}
+        self.pending.clear()

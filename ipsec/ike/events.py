@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from .constants import DhGroup, NotifyType, ProtocolId
 from .crypto import EncrAlgorithm, IntegAlgorithm, PrfAlgorithm
 from .keymat import ChildSaKeys
 from .payloads import IdPayload, TrafficSelector
+
+if TYPE_CHECKING:
+    # The engine imports these events; the reference back is for typing only.
+    from .ike_sa import IkeSa
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +133,8 @@ class IkeSaDeleteReason(Enum):
     """The retransmissions of a request ran out (RFC 7296 §2.4)."""
     REKEYED = "rekeyed"
     """Replaced by a new IKE_SA that took over its CHILD_SAs (§2.18)."""
+    REDUNDANT = "redundant after a rekey collision"
+    """Made by the IKE_SA rekey holding the lowest nonce (§2.8.1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +146,37 @@ class IkeSaDeleted:
     reason: IkeSaDeleteReason
     restart: bool = False
     """dpd_action restart: the manager should set the IKE_SA up again."""
+
+
+@dataclass(frozen=True, slots=True)
+class IkeSaRekeyFailed:
+    """Our IKE_SA rekey was refused; the IKE_SA stays as it is."""
+
+    notify_type: NotifyType | int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IkeSaCreatedByRekey:
+    """A rekey exchange made a new IKE_SA: register it under its SPIs.
+
+    Its datagrams, timers and events are then handled like any engine's. In
+    a collision two appear; ``IkeSaRekeyed`` names the one that lives on.
+    """
+
+    spi_i: bytes
+    spi_r: bytes
+    ike_sa: IkeSa
+
+
+@dataclass(frozen=True, slots=True)
+class IkeSaRekeyed:
+    """The CHILD_SAs moved from the IKE_SA (spi_i, spi_r) to the new one."""
+
+    spi_i: bytes
+    spi_r: bytes
+    new_spi_i: bytes
+    new_spi_r: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,4 +199,7 @@ IkeEvent = (
     | ChildSaRekeyFailed
     | IkeSaDeleted
     | InitialContactReceived
+    | IkeSaRekeyFailed
+    | IkeSaCreatedByRekey
+    | IkeSaRekeyed
 )

@@ -14,6 +14,7 @@ State diagram (original initiator / original responder)::
       +--IKE_SA_INIT request--> IKE_SA_INIT_DONE --IKE_AUTH request--+--> ESTABLISHED
     any state --error Notify, failed AUTH, retransmits exhausted--> FAILED
     ESTABLISHED --Delete sent or received, peer dead--> DELETED
+    ESTABLISHED --IKE_SA rekeyed, CHILD_SAs moved--> REKEYED --Delete--> DELETED
 
 Once established, CREATE_CHILD_SA and INFORMATIONAL exchanges (rekeying,
 Delete, liveness; ``tasks/child_rekey.py``, ``child_delete.py``,
@@ -27,9 +28,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .child_sa import ChildSa, ChildSaState, ChildSaTable, soft_lifetime
+from .child_sa import ChildSa, ChildSaState, ChildSaTable, jitter, soft_lifetime
 from .config import DpdAction, IkeSaConfig
-from .constants import ExchangeType, NotifyType
+from .constants import ExchangeType, NotifyType, ProtocolId
 from .crypto import RandomBytes
 from .errors import (
     IkeError,
@@ -42,11 +43,13 @@ from .events import (
     ChildSaDeleteReason,
     ChildSaEstablished,
     IkeEvent,
+    IkeSaCreatedByRekey,
     IkeSaDeleted,
     IkeSaDeleteReason,
     IkeSaFailed,
+    IkeSaRekeyed,
 )
-from .keymat import IkeSaKeys, IkeSaTransforms
+from .keymat import IkeSaKeys, IkeSaTransforms, sk_ciphers
 from .message import (
     IkeHeader,
     IkeMessage,
@@ -56,7 +59,13 @@ from .message import (
     encode_message,
     protect_message,
 )
-from .payloads import AuthPayload, EncryptedPayload, NotifyPayload, Payload
+from .payloads import (
+    AuthPayload,
+    DeletePayload,
+    EncryptedPayload,
+    NotifyPayload,
+    Payload,
+)
 from .proposals import dh_groups
 from .tasks import (
     ChildCreate,
@@ -71,6 +80,7 @@ from .tasks.child_delete import ChildDelete, InformationalResponder
 from .tasks.child_rekey import CreateChildSa, CreateChildSaResponder
 from .tasks.ike_delete import IkeDelete, ike_sa_deleted_events
 from .tasks.ike_dpd import InitialContact, LivenessCheck
+from .tasks.ike_rekey import IkeRekey, IkeRekeyResponder, RekeyedIkeSa
 
 logger = logging.getLogger("ipsec.ike")
 
@@ -84,6 +94,7 @@ class IkeSaState(Enum):
     IKE_AUTH_SENT = "IKE_AUTH sent"
     ESTABLISHED = "established"
     FAILED = "failed"
+    REKEYED = "rekeyed, awaiting its Delete"
     DELETED = "deleted"
 
 
@@ -139,6 +150,11 @@ class IkeSa:
         self._children = ChildSaTable()
         self._last_heard = 0.0
         """When the last authenticated message came from the peer."""
+        self._ike_rekey_at: float | None = None
+        self._ike_collision: tuple[IkeSa, bytes] | None = None
+        """The IKE_SA the peer's colliding rekey made, and its lowest nonce."""
+        self._redundant = False
+        """Made by the losing exchange of an IKE_SA rekey collision."""
         self.drops: Counter[str] = Counter()
         """Datagrams discarded unanswered, by reason (attacker-controlled)."""
 
@@ -208,6 +224,15 @@ class IkeSa:
         self._children.queue(ExchangeType.INFORMATIONAL, [task])
         self._send_pending(now)
 
+    def rekey_ike_sa(self, now: float) -> None:
+        """Rekey the IKE_SA (§1.3.2); ``IkeSaCreatedByRekey`` brings the new one."""
+        self._require_established()
+        self._children.ike_rekeying = True
+        self._ike_rekey_at = None
+        task = IkeRekey(self._context, self._children)
+        self._children.queue(ExchangeType.CREATE_CHILD_SA, [task])
+        self._send_pending(now)
+
     def delete(self, now: float) -> None:
         """Delete the IKE_SA and with it every CHILD_SA (§1.4.1)."""
         self._require_established()
@@ -256,6 +281,8 @@ class IkeSa:
             delay = self._context.config.dpd_delay
             if delay is not None and self._outstanding is None:
                 deadlines.append(self._last_heard + delay)
+            if self._ike_rekey_at is not None:
+                deadlines.append(self._ike_rekey_at)
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -266,6 +293,8 @@ class IkeSa:
             self._retransmit(request, now)
         if self._state is IkeSaState.ESTABLISHED:
             self._start_due_exchanges(now)
+        elif self._state is IkeSaState.REKEYED:
+            self._send_pending(now)
 
     def _retransmit(self, request: _OutstandingRequest, now: float) -> None:
         config = self._context.config
@@ -290,6 +319,8 @@ class IkeSa:
     def _require_established(self) -> None:
         if self._state is not IkeSaState.ESTABLISHED:
             raise RuntimeError("the IKE_SA is not established")
+        if self._children.ike_rekeying:
+            raise RuntimeError("the IKE_SA is being rekeyed")
 
     def _queue_child_rekey(self, child: ChildSa) -> None:
         # Marked now, so that the peer's rekey of it counts as a collision.
@@ -298,10 +329,13 @@ class IkeSa:
         self._children.queue(ExchangeType.CREATE_CHILD_SA, [task])
 
     def _start_due_exchanges(self, now: float) -> None:
+        if self._ike_rekey_at is not None and now >= self._ike_rekey_at:
+            self.rekey_ike_sa(now)
         for child in self._children:
             due = child.rekey_at is not None and now >= child.rekey_at
             if due and child.state is ChildSaState.INSTALLED:
-                self._queue_child_rekey(child)
+                if not self._children.ike_rekeying:
+                    self._queue_child_rekey(child)
         delay = self._context.config.dpd_delay
         idle = self._outstanding is None and not self._children.pending
         if delay is not None and idle and now >= self._last_heard + delay:
@@ -312,7 +346,8 @@ class IkeSa:
 
     def _send_pending(self, now: float) -> None:
         """Send the next queued request once the window is free (§2.3)."""
-        if self._outstanding is not None or self._state is not IkeSaState.ESTABLISHED:
+        live = self._state in (IkeSaState.ESTABLISHED, IkeSaState.REKEYED)
+        if self._outstanding is not None or not live:
             return
         if self._children.pending:
             exchange, tasks = self._children.pending.popleft()
@@ -335,7 +370,7 @@ class IkeSa:
 
     def _give_up(self, reason: str) -> None:
         """§2.4: a peer that stops answering an established IKE_SA is dead."""
-        if self._state is not IkeSaState.ESTABLISHED:
+        if self._state not in (IkeSaState.ESTABLISHED, IkeSaState.REKEYED):
             self._fail(None, reason)
             return
         logger.debug("%s: %s", self._context.spi_i.hex(), reason)
@@ -456,6 +491,9 @@ class IkeSa:
     def _finish(self, request: _OutstandingRequest, now: float) -> None:
         self._emit([e for task in request.tasks for e in task.outcome], now)
         self._advance(request.exchange_type, now)
+        for task in request.tasks:
+            if isinstance(task, IkeRekey) and not task.retrying:
+                self._ike_rekey_done(task.result, now)
         self._send_pending(now)
 
     def _advance(self, finished: ExchangeType, now: float) -> None:
@@ -469,8 +507,7 @@ class IkeSa:
             self._send_request(ExchangeType.IKE_AUTH, tasks, now)
             self._set_state(IkeSaState.IKE_AUTH_SENT)
         elif finished is ExchangeType.IKE_AUTH and self._state is not IkeSaState.FAILED:
-            self._last_heard = now
-            self._set_state(IkeSaState.ESTABLISHED)
+            self._established(now)
 
     def _init_refused(self, error: NotifyPayload, now: float) -> None:
         """C23: retry IKE_SA_INIT with the group the responder asked for."""
@@ -528,12 +565,36 @@ class IkeSa:
             return [IkeInit(context), IkeNatd(context)]
         if exchange == ExchangeType.IKE_AUTH and state is IkeSaState.IKE_SA_INIT_DONE:
             return [IkeAuth(context), ChildCreate(context), InitialContact(context)]
-        if state is not IkeSaState.ESTABLISHED:
+        if state not in (IkeSaState.ESTABLISHED, IkeSaState.REKEYED):
             return None
         if exchange == ExchangeType.INFORMATIONAL:
-            return [InformationalResponder(context, self._children)]
+            reason = IkeSaDeleteReason.DELETED_BY_PEER
+            if state is IkeSaState.REKEYED:
+                reason = IkeSaDeleteReason.REKEYED
+            elif self._redundant:
+                reason = IkeSaDeleteReason.REDUNDANT
+            return [InformationalResponder(context, self._children, reason)]
         if exchange == ExchangeType.CREATE_CHILD_SA:
-            return [CreateChildSaResponder(context, self._children)]
+            return [
+                IkeRekeyResponder(context, self._ike_rekey_busy()),
+                CreateChildSaResponder(context, self._children),
+            ]
+        return None
+
+    def _ike_rekey_busy(self) -> str | None:
+        """Why a rekey of this IKE_SA must wait (RFC 7296 §2.25.2), if it must."""
+        if self._state is not IkeSaState.ESTABLISHED:
+            return "the IKE_SA is being deleted"
+        request = self._outstanding
+        queued = [t for _, tasks in self._children.pending for t in tasks]
+        if any(
+            isinstance(t, IkeDelete)
+            for t in queued + (request.tasks if request else [])
+        ):
+            return "the IKE_SA is being deleted"
+        child_work = (CreateChildSa, ChildDelete)
+        if request and any(isinstance(t, child_work) for t in request.tasks):
+            return "a CHILD_SA exchange is under way"
         return None
 
     def _answer(
@@ -553,6 +614,7 @@ class IkeSa:
             self._refuse(header, exchange, error)
             return
         self._last_heard = now
+        self._hand_over_before_delete(request, tasks)
         try:
             for task in tasks:
                 task.process_r(request)
@@ -564,8 +626,116 @@ class IkeSa:
         if exchange is ExchangeType.IKE_SA_INIT:
             self._set_state(IkeSaState.IKE_SA_INIT_DONE)
         elif exchange is ExchangeType.IKE_AUTH:
-            self._set_state(IkeSaState.ESTABLISHED)
+            self._established(now)
         self._emit([e for task in tasks for e in task.outcome], now)
+        for task in tasks:
+            if isinstance(task, IkeRekeyResponder) and task.result is not None:
+                self._ike_rekey_answered(task.result, now)
+        self._send_pending(now)
+
+    # -- IKE_SA rekeying (RFC 7296 §2.18, §2.8.1) ----------------------------
+
+    def _established(self, now: float) -> None:
+        self._last_heard = now
+        rekey_time = self._context.config.ike_rekey_time
+        if rekey_time is not None:
+            jitter_draw = self._context.config.rand_time
+            self._ike_rekey_at = now + rekey_time - jitter(self._context, jitter_draw)
+        self._set_state(IkeSaState.ESTABLISHED)
+
+    def _hand_over_before_delete(self, request: IkeMessage, tasks: list[Task]) -> None:
+        """The peer won a collision and deletes this IKE_SA before our own
+        response came: its new IKE_SA takes the CHILD_SAs first (§2.8.1).
+
+        Our own rekey is abandoned; the peer's copy of it, which it expects
+        us to delete, is left to its liveness checks.
+        """
+        collision = self._ike_collision
+        deletes = request.all(DeletePayload)
+        if collision is None or not any(
+            d.protocol_id == ProtocolId.IKE for d in deletes
+        ):
+            return
+        self._ike_collision = None
+        self._hand_over(collision[0])
+        for task in tasks:
+            if isinstance(task, InformationalResponder):
+                task.ike_delete_reason = IkeSaDeleteReason.REKEYED
+
+    def _ike_rekey_answered(self, result: RekeyedIkeSa, now: float) -> None:
+        new = self._spawn(result, now)
+        if self._children.ike_rekeying:
+            # Our own rekey is under way: our response decides (§2.8.1).
+            self._ike_collision = (new, result.lowest_nonce)
+        else:
+            self._hand_over(new)
+
+    def _ike_rekey_done(self, result: RekeyedIkeSa | None, now: float) -> None:
+        collision, self._ike_collision = self._ike_collision, None
+        if result is None:
+            if collision is not None:
+                self._hand_over(collision[0])
+            else:
+                self._children.ike_rekeying = False
+                self._retry_ike_rekey_later(now)
+            return
+        new = self._spawn(result, now)
+        if collision is not None and result.lowest_nonce < collision[1]:
+            # Our exchange holds the lowest nonce: our new IKE_SA goes, and
+            # the peer deletes the old one.
+            self._hand_over(collision[0])
+            new._queue_delete(IkeSaDeleteReason.REDUNDANT, now)
+            return
+        if collision is not None:
+            collision[0]._redundant = True
+        self._hand_over(new)
+        self._queue_delete(IkeSaDeleteReason.REKEYED, now)
+
+    def _retry_ike_rekey_later(self, now: float) -> None:
+        if self._context.config.ike_rekey_time is not None:
+            self._ike_rekey_at = now + self._context.config.retransmit_timeout
+
+    def _spawn(self, result: RekeyedIkeSa, now: float) -> IkeSa:
+        """The IKE_SA a rekey exchange made, established from the start."""
+        old = self._context
+        local_spi = result.spi_i if result.is_original_initiator else result.spi_r
+        new = IkeSa(
+            old.config,
+            is_initiator=result.is_original_initiator,
+            local_spi=local_spi,
+            random_bytes=old.random_bytes,
+            local_endpoint=old.local_endpoint,
+            remote_endpoint=old.remote_endpoint,
+        )
+        context = new._context
+        context.spi_i, context.spi_r = result.spi_i, result.spi_r
+        context.nonce_i, context.nonce_r = result.nonce_i, result.nonce_r
+        context.suite, context.keys = result.suite, result.keys
+        context.cipher_i, context.cipher_r = sk_ciphers(
+            result.suite.transforms, result.keys
+        )
+        context.remote_id = old.remote_id
+        context.local_behind_nat = old.local_behind_nat
+        context.remote_behind_nat = old.remote_behind_nat
+        new._children.ike_rekeying = True  # until it gets the CHILD_SAs
+        new._established(now)
+        self._events.append(IkeSaCreatedByRekey(result.spi_i, result.spi_r, new))
+        return new
+
+    def _hand_over(self, new: IkeSa) -> None:
+        """Move the CHILD_SAs to ``new``; this IKE_SA only awaits its Delete."""
+        self._children.move_to(new._children)
+        new._children.ike_rekeying = False
+        self._set_state(IkeSaState.REKEYED)
+        context = self._context
+        self._events.append(
+            IkeSaRekeyed(context.spi_i, context.spi_r, new.spi_i, new.spi_r)
+        )
+
+    def _queue_delete(self, reason: IkeSaDeleteReason, now: float) -> None:
+        self._children.pending.clear()
+        task = IkeDelete(self._context, self._children, reason)
+        self._children.queue(ExchangeType.INFORMATIONAL, [task])
         self._send_pending(now)
 
     def _respond(

@@ -14,8 +14,11 @@ from ipsec.ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
     ChildSaOutboundSwitched,
+    IkeSaCreatedByRekey,
+    IkeSaRekeyed,
 )
 from ipsec.ike.ike_sa import IkeSa
+from ipsec.ike.message import decode_header
 from ipsec.ike.tasks.base import NONCE_SIZE
 
 from .test_ike_sa import INITIATOR_ID, RESPONDER_ID, make_config
@@ -32,11 +35,16 @@ class ScriptedRandom:
     def __init__(self, seed):
         self._generator = random.Random(seed)
         self.nonces = deque()
+        self.drawn = []
+        """Every draw, so a test can recompute what a key was made from."""
 
     def __call__(self, size):
         if size == NONCE_SIZE and self.nonces:
-            return self.nonces.popleft()
-        return self._generator.randbytes(size)
+            drawn = self.nonces.popleft()
+        else:
+            drawn = self._generator.randbytes(size)
+        self.drawn.append(drawn)
+        return drawn
 
 
 class DataPlane:
@@ -83,17 +91,58 @@ class DataPlane:
 
 
 class Side:
+    """One peer: its IKE_SA engines (several across an IKE_SA rekey) and SAD.
+
+    ``sa`` is the engine that holds the CHILD_SAs; datagrams go to the engine
+    whose SPIs they carry, as the daemon's SA manager routes them.
+    """
+
     def __init__(self, name, sa, randomness):
         self.name = name
         self.sa = sa
+        self.engines = [sa]
         self.random = randomness
         self.plane = DataPlane()
         self.events = []
 
     def pump_events(self):
-        while (event := self.sa.next_event()) is not None:
-            self.events.append(event)
-            self.plane.apply(event)
+        for engine in list(self.engines):
+            while (event := engine.next_event()) is not None:
+                self.events.append(event)
+                self.plane.apply(event)
+                if isinstance(event, IkeSaCreatedByRekey):
+                    self.engines.append(event.ike_sa)
+                elif isinstance(event, IkeSaRekeyed):
+                    self.sa = self.engine(event.new_spi_i, event.new_spi_r)
+
+    def engine(self, spi_i, spi_r):
+        return next(e for e in self.engines if (e.spi_i, e.spi_r) == (spi_i, spi_r))
+
+    def receive(self, data, now):
+        if len(self.engines) == 1:  # the handshake learns the SPIs
+            self.engines[0].receive_datagram(data, now)
+            return
+        header = decode_header(data)
+        for engine in self.engines:
+            if engine.spi_i == header.spi_i and engine.spi_r in (
+                header.spi_r,
+                bytes(8),
+            ):
+                engine.receive_datagram(data, now)
+                return
+        raise AssertionError("datagram for an unknown IKE_SA")
+
+    def datagrams_to_send(self):
+        return [d for e in self.engines for d in e.datagrams_to_send()]
+
+    def timers(self):
+        return [t for e in self.engines if (t := e.get_timer()) is not None]
+
+    def handle_timers(self, now):
+        for engine in list(self.engines):
+            timer = engine.get_timer()
+            if timer is not None and timer <= now:
+                engine.handle_timer(now)
 
     def of_type(self, kind):
         return [e for e in self.events if isinstance(e, kind)]
@@ -137,14 +186,15 @@ class Pair:
 
     def collect(self):
         """Move what both engines want to send onto the wire."""
-        for side in (self.a, self.b):
-            self.wire[self.other(side).name].extend(side.sa.datagrams_to_send())
-            side.pump_events()
+        for _ in range(3):  # new engines may have something to send at once
+            for side in (self.a, self.b):
+                side.pump_events()
+                self.wire[self.other(side).name].extend(side.datagrams_to_send())
 
     def deliver(self, to, check_traffic=True):
         """Hand the oldest datagram travelling to ``to`` (a Side) over."""
         data = self.wire[to.name].popleft()
-        to.sa.receive_datagram(data, self.now)
+        to.receive(data, self.now)
         self.collect()
         if check_traffic:
             self.check_traffic()
@@ -167,15 +217,12 @@ class Pair:
     def advance(self, now):
         """Let time pass to ``now``, firing every timer due on the way."""
         for _ in range(100):
-            due = [
-                (t, s) for s in (self.a, self.b) if (t := s.sa.get_timer()) is not None
-            ]
-            due = [(t, s) for t, s in due if t <= now]
+            due = [t for s in (self.a, self.b) for t in s.timers() if t <= now]
             if not due:
                 break
-            deadline, side = min(due, key=lambda item: item[0])
-            self.now = max(self.now, deadline)
-            side.sa.handle_timer(self.now)
+            self.now = max(self.now, min(due))
+            for side in (self.a, self.b):
+                side.handle_timers(self.now)
             self.collect()
         self.now = max(self.now, now)
 

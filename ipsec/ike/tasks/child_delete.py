@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from ..child_sa import ChildSa, ChildSaState, ChildSaTable
 from ..constants import ProtocolId
-from ..events import ChildSaDeleted, ChildSaDeleteReason, ChildSaOutboundSwitched
+from ..events import (
+    ChildSaDeleted,
+    ChildSaDeleteReason,
+    ChildSaOutboundSwitched,
+    IkeSaDeleteReason,
+)
 from ..message import IkeMessage
 from ..payloads import DeletePayload, Payload
 from .base import IkeSaContext, Task
@@ -50,18 +55,26 @@ class ChildDelete(Task):
 class InformationalResponder(Task):
     """Answers Delete payloads; status Notifies need no answer (§1.4)."""
 
-    def __init__(self, context: IkeSaContext, table: ChildSaTable) -> None:
+    def __init__(
+        self,
+        context: IkeSaContext,
+        table: ChildSaTable,
+        ike_delete_reason: IkeSaDeleteReason = IkeSaDeleteReason.DELETED_BY_PEER,
+    ) -> None:
         super().__init__(context)
         self._table = table
+        self.ike_delete_reason = ike_delete_reason
+        """Reported if the request deletes the IKE_SA; the engine may change
+        it before ``process_r`` once it knows the IKE_SA was rekeyed."""
         self._paired: list[bytes] = []
-        self.ike_sa_deleted = False
 
     def process_r(self, request: IkeMessage) -> None:
         deletes = request.all(DeletePayload)
         if any(d.protocol_id == ProtocolId.IKE for d in deletes):
             # §1.4.1: the IKE_SA and all its CHILD_SAs go; the answer is empty.
-            self.ike_sa_deleted = True
-            self.outcome += ike_sa_deleted_events(self.context, self._table, False)
+            self.outcome += ike_sa_deleted_events(
+                self.context, self._table, False, self.ike_delete_reason
+            )
             return
         for delete in deletes:
             if delete.protocol_id == ProtocolId.ESP:

@@ -49,6 +49,7 @@ from ..proposals import check_selected, child_suite, dh_groups, select_proposal
 from ..traffic_selectors import narrow, within
 from .base import IkeSaContext, Task
 from .child_delete import ChildDelete
+from .ike_rekey import is_ike_rekey
 
 Selectors = tuple[TrafficSelector, ...]
 
@@ -257,6 +258,10 @@ class CreateChildSaResponder(Task):
         self._answer: list[Payload] = []
 
     def process_r(self, request: IkeMessage) -> None:
+        if is_ike_rekey(request):
+            return  # IkeRekeyResponder's request
+        if self._table.ike_rekeying:
+            raise TemporaryFailure("the IKE_SA is being rekeyed")  # §2.25.2
         old = self._rekeyed(request)
         sa, nonce, ke, tsi, tsr = _required(request)
         config = self.context.config

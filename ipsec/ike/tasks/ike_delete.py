@@ -22,15 +22,23 @@ from .base import IkeSaContext, Task
 
 
 class IkeDelete(Task):
-    def __init__(self, context: IkeSaContext, table: ChildSaTable) -> None:
+    def __init__(
+        self,
+        context: IkeSaContext,
+        table: ChildSaTable,
+        reason: IkeSaDeleteReason = IkeSaDeleteReason.DELETED_LOCALLY,
+    ) -> None:
         super().__init__(context)
         self._table = table
+        self._reason = reason
 
     def build_i(self) -> list[Payload]:
         return [DeletePayload(ProtocolId.IKE)]
 
     def process_i(self, response: IkeMessage) -> None:
-        self.outcome += ike_sa_deleted_events(self.context, self._table, True)
+        self.outcome += ike_sa_deleted_events(
+            self.context, self._table, True, self._reason
+        )
 
 
 def ike_sa_deleted_events(
