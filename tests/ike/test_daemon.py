@@ -26,7 +26,7 @@ from ipsec.ike.connection import (
     parse_proposal,
     traffic_selector,
 )
-from ipsec.ike.constants import IdType, NotifyType, ProtocolId
+from ipsec.ike.constants import EncrId, IdType, NotifyType, ProtocolId
 from ipsec.ike.daemon import (
     ChildSaInstalled,
     ChildSaRemoved,
@@ -37,11 +37,11 @@ from ipsec.ike.daemon import (
     PeerDead,
 )
 from ipsec.ike.ike_sa import IkeSa
-from ipsec.ike.keylog import IkeKeyLog
+from ipsec.ike.keylog import IkeKeyLog, decryption_table_row
 from ipsec.ike.keymat import PresharedKey
 from ipsec.ike.message import decode_message
 
-from .test_ike_sa import seeded
+from .test_ike_sa import establish, ike_proposal, seeded
 
 A_ID = Identity(IdType.ID_FQDN, b"sbc.example.com")
 B_ID = Identity(IdType.ID_FQDN, b"trunk.example.com")
@@ -604,3 +604,26 @@ def test_garbage_on_both_ports_is_dropped_and_setup_still_works():
             b.close()
 
     run(scenario())
+
+
+def test_ike_keylog_is_off_unless_the_variable_names_a_file(tmp_path):
+    path = str(tmp_path / "ike.keys")
+
+    assert IkeKeyLog.from_environment({}) is None
+    assert IkeKeyLog.from_environment({"SBC_IKE_KEYLOG": path}).path == path
+
+
+def test_ike_keylog_skips_ciphers_wireshark_cannot_name():
+    initiator, _ = establish(
+        initiator_changes={
+            "ike_proposals": (ike_proposal(encr=(EncrId.ENCR_CHACHA20_POLY1305, None)),)
+        },
+        responder_changes={
+            "ike_proposals": (ike_proposal(encr=(EncrId.ENCR_CHACHA20_POLY1305, None)),)
+        },
+    )
+    transforms, keys = initiator.export_keys()
+
+    assert (
+        decryption_table_row(initiator.spi_i, initiator.spi_r, transforms, keys) is None
+    )
