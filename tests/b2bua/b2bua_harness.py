@@ -183,6 +183,8 @@ class Phone(Node):
         self.acks: list[Request] = []
         self.cancels: list[CancelReceived] = []
         self.calls: list[UacCall] = []
+        self.by_key: dict[ClientTransactionKey, UacCall] = {}
+        self.serial = 0
         self.strays: list[Response] = []
         self.uas_dialogs: dict[str, Dialog] = {}
         self.other_responses: list[Response] = []
@@ -202,15 +204,16 @@ class Phone(Node):
         call_id: str | None = None,
     ) -> UacCall:
         host, port = self.address
+        self.serial += 1
         headers = Headers()
         headers.add("Via", self.via())
         headers.add("Max-Forwards", "70")
         headers.add(
             "From",
-            f'"Alice" <sip:0015550101@{host}>;tag={self.name}-f{len(self.calls)}',
+            f'"Alice" <sip:0015550101@{host}>;tag={self.name}-f{self.serial}',
         )
         headers.add("To", f"<sip:{number}@{SBC[0]}>")
-        headers.add("Call-ID", call_id or f"{self.name}-{len(self.calls)}@{host}")
+        headers.add("Call-ID", call_id or f"{self.name}-{self.serial}@{host}")
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", f"<sip:alice@{host}:{port}>")
         for name, value in extra:
@@ -221,6 +224,7 @@ class Phone(Node):
         key = self.layer.send_request(request, SBC, "UDP", self.lab.now)
         call = UacCall(request, key)
         self.calls.append(call)
+        self.by_key[key] = call
         return call
 
     def resend_as(
@@ -239,6 +243,7 @@ class Phone(Node):
         key = self.layer.send_request(request, SBC, "UDP", self.lab.now)
         sent = UacCall(request, key)
         self.calls.append(sent)
+        self.by_key[key] = sent
         return sent
 
     def via(self) -> str:
@@ -266,6 +271,7 @@ class Phone(Node):
         key = self.layer.send_request(request, destination, "UDP", self.lab.now)
         call = UacCall(request, key)
         self.calls.append(call)
+        self.by_key[key] = call
         return call
 
     def ack(self, call: UacCall, response: Response, body: bytes = b"") -> None:
@@ -365,7 +371,7 @@ class Phone(Node):
             self.respond(invite, 487)
 
     def handle_response(self, event: ResponseReceived) -> None:
-        call = next((c for c in self.calls if c.key == event.key), None)
+        call = self.by_key.get(event.key)
         if call is None:
             self.other_responses.append(event.response)
             return

@@ -69,6 +69,7 @@ def test_soak_10000_calls_leave_no_state_behind():
         lab.advance(33)
         for phone in (lab.caller, lab.callee, lab.backup):
             phone.calls.clear()
+            phone.by_key.clear()
             phone.requests.clear()
             phone.acks.clear()
             phone.cancels.clear()
