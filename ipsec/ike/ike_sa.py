@@ -173,6 +173,11 @@ class IkeSa:
         return self._context.spi_r
 
     @property
+    def is_original_initiator(self) -> bool:
+        """Whether we sent the IKE_SA_INIT (or the rekey) that made this IKE_SA."""
+        return self._context.is_original_initiator
+
+    @property
     def nat_detected(self) -> tuple[bool, bool]:
         """(we are behind a NAT, the peer is), known once IKE_SA_INIT is done.
 
