@@ -9,6 +9,7 @@ relay's ports in m=. Nothing here does I/O; keys come from ``random_bytes``.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -258,14 +259,28 @@ def _remote_endpoint(
         raise SdpSyntaxError("an active m= line has no c= line")
     if connection.is_hold:
         return None
-    address = connection.address.partition("/")[0]
+    address = _unicast_address(connection)
     rtcp_port, rtcp_address = _rtcp_attribute(section)
-    return MediaEndpoint(
-        address,
-        section.port,
-        rtcp_address or address,
-        rtcp_port if rtcp_port is not None else section.port + 1,
-    )
+    if rtcp_port is None:
+        # RFC 3605 §1: without a=rtcp, RTCP goes to the next port up.
+        if section.port == 65_535 and not section.has_attribute("rtcp-mux"):
+            raise SdpSyntaxError("RTP port 65535 leaves no port for RTCP")
+        rtcp_port = min(section.port + 1, 65_535)
+    return MediaEndpoint(address, section.port, rtcp_address or address, rtcp_port)
+
+
+def _unicast_address(connection: Connection) -> str:
+    """The address the relay sends to: a unicast IP literal of the right family."""
+    try:
+        address = ipaddress.ip_address(connection.address)
+    except ValueError:
+        # A host name (RFC 8866 §5.7 allows one) or a multicast /ttl suffix.
+        raise NotAcceptableHere("c= does not name a unicast IP address") from None
+    if address.version != (6 if connection.addr_type == "IP6" else 4):
+        raise SdpSyntaxError("c= address does not match its address type")
+    if address.is_multicast or getattr(address, "scope_id", None):
+        raise NotAcceptableHere("c= names a multicast or link-local scoped address")
+    return connection.address
 
 
 def _rtcp_attribute(section: MediaDescription) -> tuple[int | None, str | None]:
@@ -276,9 +291,11 @@ def _rtcp_attribute(section: MediaDescription) -> tuple[int | None, str | None]:
     fields = value.split(" ")
     if not fields[0].isdigit() or int(fields[0]) > 65_535 or len(fields) not in (1, 4):
         raise SdpSyntaxError("a=rtcp is not <port> [IN <addrtype> <address>]")
-    address = (
-        Connection.parse(" ".join(fields[1:])).address if len(fields) == 4 else None
-    )
+    if len(fields) == 1:
+        return int(fields[0]), None
+    connection = Connection.parse(" ".join(fields[1:]))
+    # WebRTC writes "a=rtcp:9 IN IP4 0.0.0.0" meaning "no separate address".
+    address = None if connection.is_hold else _unicast_address(connection)
     return int(fields[0]), address
 
 

@@ -449,3 +449,46 @@ def test_reoffer_adding_an_m_line_is_anchored():
     sent, _ = offer_to_b(body + b"m=video 9000 RTP/AVP 31\r\n", a, b, pool)
 
     assert [m.port for m in sent.media] == [30002, 30006]
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        "IN IP4 media.example.com",
+        "IN IP4 233.252.0.1/127",
+        "IN IP6 ff0e::1",
+        "IN IP6 fe80::1%4",
+    ],
+)
+def test_offer_connection_relay_cannot_reach_raises_488(connection):
+    body = load("pbx_asterisk_offer.sdp").replace(
+        b"IN IP4 198.51.100.20\r\nt=", f"{connection}\r\nt=".encode()
+    )
+    a, b = legs()
+
+    with pytest.raises(NotAcceptableHere) as caught:
+        offer_to_b(body, a, b)
+
+    assert caught.value.status_code == 488
+
+
+@pytest.mark.parametrize("connection", ["IN IP4 2001:db8::1", "IN IP6 192.0.2.1"])
+def test_offer_connection_of_wrong_family_raises_400(connection):
+    body = load("pbx_asterisk_offer.sdp").replace(
+        b"IN IP4 198.51.100.20\r\nt=", f"{connection}\r\nt=".encode()
+    )
+    a, b = legs()
+
+    with pytest.raises(SdpSyntaxError):
+        offer_to_b(body, a, b)
+
+
+def test_offer_rtp_port_65535_needs_rtcp_attribute_or_mux():
+    body = load("pbx_asterisk_offer.sdp").replace(b"14566", b"65535")
+    a, b = legs()
+
+    with pytest.raises(SdpSyntaxError):
+        offer_to_b(body, a, b)
+    _, pending = offer_to_b(body + b"a=rtcp-mux\r\n", a, b)
+
+    assert pending.streams[0].remote.rtcp_port == 65535
