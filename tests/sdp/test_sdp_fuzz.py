@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sbc.sdp import (
@@ -39,8 +39,6 @@ FRAGMENTS = [
     b"\xff\xfe",
     b"",
 ]
-
-settings.register_profile("sdp", suppress_health_check=[HealthCheck.too_slow])
 
 
 def mutate(body: bytes, data: st.DataObject) -> bytes:
