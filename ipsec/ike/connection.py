@@ -87,6 +87,8 @@ class ConnectionDefinition:
     """NAT keepalives while we are behind a NAT (RFC 3948 §4)."""
     rand_time: float = 0.0
     """Rekeys come up to this many seconds early (strongSwan's rand_time)."""
+    ike_rekey_time: float | None = None
+    """Rekey the IKE_SA this long after it is set up; None: only on request."""
     dpd_delay: float | None = None
     """Check the peer's liveness after this long without hearing from it."""
     dpd_action: DpdAction = DpdAction.CLEAR
@@ -106,6 +108,7 @@ class ConnectionDefinition:
             local_traffic_selectors=self.child.local_ts,
             remote_traffic_selectors=self.child.remote_ts,
             child_rekey_time=self.child.rekey_time,
+            ike_rekey_time=self.ike_rekey_time,
             rand_time=self.rand_time,
             dpd_delay=self.dpd_delay,
             dpd_action=self.dpd_action,

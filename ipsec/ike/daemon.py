@@ -52,12 +52,15 @@ from .events import (
     ChildSaFailed,
     ChildSaOutboundSwitched,
     ChildSaRekeyFailed,
+    IkeSaCreatedByRekey,
     IkeSaDeleted,
     IkeSaDeleteReason,
     IkeSaEstablished,
     IkeSaFailed,
+    IkeSaRekeyFailed,
     InitialContactReceived,
 )
+from .events import IkeSaRekeyed as _ChildSasMoved
 from .ike_sa import IkeSa, IkeSaState
 from .keylog import IkeKeyLog
 from .manager import HalfOpenLimitReached, IkeSaManager, InstalledChild, ManagedIkeSa
@@ -121,6 +124,28 @@ class IkeSaDown:
 
 
 @dataclass(frozen=True, slots=True)
+class IkeSaRekeyed:
+    """A rekey replaced an IKE_SA; its CHILD_SAs now belong to the new one."""
+
+    connection: str
+    spi_i: bytes
+    spi_r: bytes
+    new_spi_i: bytes
+    new_spi_r: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IkeSaRekeyRefused:
+    """The peer refused our IKE_SA rekey; the IKE_SA stays as it was."""
+
+    connection: str
+    spi_i: bytes
+    spi_r: bytes
+    notify_type: NotifyType | int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class PeerDead:
     """An established IKE_SA's peer stopped answering our requests."""
 
@@ -170,7 +195,14 @@ class ChildSaRemoved:
 
 
 DaemonEvent = (
-    IkeSaUp | IkeSaDown | PeerDead | ChildSaInstalled | ChildSaRefused | ChildSaRemoved
+    IkeSaUp
+    | IkeSaDown
+    | IkeSaRekeyed
+    | IkeSaRekeyRefused
+    | PeerDead
+    | ChildSaInstalled
+    | ChildSaRefused
+    | ChildSaRemoved
 )
 Subscriber = Callable[[DaemonEvent], None]
 
@@ -475,6 +507,18 @@ class IkeDaemon:
                 self._child_sa_deleted(sa, event)
             elif isinstance(event, InitialContactReceived):
                 self._initial_contact(sa, event)
+            elif isinstance(event, IkeSaCreatedByRekey):
+                self._adopt(sa, event)
+            elif isinstance(event, _ChildSasMoved):
+                self._move_children(sa, event)
+            elif isinstance(event, IkeSaRekeyFailed):
+                engine = sa.engine
+                self._emit(
+                    IkeSaRekeyRefused(
+                        sa.connection.name, engine.spi_i, engine.spi_r,
+                        event.notify_type, event.reason,
+                    )
+                )  # fmt: skip
             elif isinstance(event, IkeSaFailed | IkeSaDeleted):
                 self._ike_sa_gone(sa, event)
                 return False
@@ -647,6 +691,40 @@ class IkeDaemon:
             if other is not sa and same_peer:
                 self._remove(other, None, "replaced after INITIAL_CONTACT")
 
+    def _adopt(self, sa: ManagedIkeSa, event: IkeSaCreatedByRekey) -> None:
+        """Register the IKE_SA a rekey made (RFC 7296 §2.18): same peer,
+        same sockets, established from the start."""
+        engine = event.ike_sa
+        new = ManagedIkeSa(
+            engine, sa.connection, sa.local, sa.remote,
+            engine.is_original_initiator, self.loop.time(), sa.floated,
+            established=True, remote_id=sa.remote_id,
+        )  # fmt: skip
+        self.manager.add(new)
+        logger.info("%s: rekeyed into %s", sa.label, new.label)
+        self._after_step(new, None)
+
+    def _move_children(self, sa: ManagedIkeSa, event: _ChildSasMoved) -> None:
+        """The CHILD_SAs stay installed; only their IKE_SA changes."""
+        new = next(
+            (
+                other
+                for other in self.manager
+                if (other.engine.spi_i, other.engine.spi_r)
+                == (event.new_spi_i, event.new_spi_r)
+            ),
+            None,
+        )
+        if new is not None:
+            new.children.extend(sa.children)
+            sa.children.clear()
+        self._emit(
+            IkeSaRekeyed(
+                sa.connection.name, event.spi_i, event.spi_r,
+                event.new_spi_i, event.new_spi_r,
+            )
+        )  # fmt: skip
+
     def _ike_sa_gone(self, sa: ManagedIkeSa, event: IkeSaFailed | IkeSaDeleted) -> None:
         if isinstance(event, IkeSaFailed):
             logger.info("%s: IKE_SA failed: %s", sa.label, event.reason)
@@ -668,7 +746,8 @@ class IkeDaemon:
         if handle is not None:
             handle.cancel()
         self.manager.remove(sa)
-        if self._encap is not None and sa.floated:
+        shared = any(o.floated and o.remote == sa.remote for o in self.manager)
+        if self._encap is not None and sa.floated and not shared:
             self._encap.stop_keepalive((str(sa.remote[0]), sa.remote[1]))
         for child in sa.children:
             self._remove_child(sa, child, reason)

@@ -33,6 +33,7 @@ from ipsec.ike.daemon import (
     DaemonSettings,
     IkeDaemon,
     IkeSaDown,
+    IkeSaRekeyed,
     IkeSaUp,
     PeerDead,
 )
@@ -627,3 +628,36 @@ def test_ike_keylog_skips_ciphers_wireshark_cannot_name():
     assert (
         decryption_table_row(initiator.spi_i, initiator.spi_r, transforms, keys) is None
     )
+
+
+def test_ike_sa_rekey_keeps_child_sas_and_traffic():
+    async def scenario():
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
+        try:
+            pair(a, b, a_changes={"encap": True, "ike_rekey_time": 0.3})
+            await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+            [old] = a.daemon.ike_sas()
+
+            await until(lambda: a.of(IkeSaRekeyed) and b.of(IkeSaRekeyed))
+            await until(lambda: a.of(IkeSaDown) and b.of(IkeSaDown))
+            echoed = await echo_round_trip(a, b, b"after the IKE_SA rekey")
+
+            [rekeyed] = a.of(IkeSaRekeyed)[:1]
+            [down] = a.of(IkeSaDown)[:1]
+            current = a.daemon.ike_sas()
+            assert (rekeyed.spi_i, rekeyed.spi_r) == (
+                old.engine.spi_i,
+                old.engine.spi_r,
+            )
+            assert (down.spi_i, down.spi_r, down.reason) == (
+                old.engine.spi_i, old.engine.spi_r, "rekeyed",
+            )  # fmt: skip
+            assert old not in current and len(current) == 1
+            assert len(current[0].children) == 1
+            assert not a.of(ChildSaRemoved) and not b.of(ChildSaRemoved)
+            assert echoed == [b"after the IKE_SA rekey"]
+        finally:
+            a.close()
+            b.close()
+
+    run(scenario())
