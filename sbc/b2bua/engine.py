@@ -1377,12 +1377,19 @@ class B2bua:
         call.finished = True
         for leg in call.legs:
             leg.cancel_timers()
-            self._legs.pop((leg.call_id, leg.local_tag), None)
+        # The legs stay findable for 64*T1, so that a BYE crossing ours still
+        # gets 200 and a late request gets 481 rather than a new call.
+        linger = now + 64 * self._layer.timers.t1
+        self._timers.schedule(linger, lambda at: self._forget_legs(call))
         self._calls.discard(call)
         if call.a_ticket is not None:
             self._admission.release(call.a_ticket)
         self._bodies.release(call.a.call_id)
         self._cdr.write(_call_record(call, now))
+
+    def _forget_legs(self, call: Call) -> None:
+        for leg in call.legs:
+            self._legs.pop((leg.call_id, leg.local_tag), None)
 
     def _record_refusal(self, request: Request, status: int, now: float) -> None:
         self._cdr.write(

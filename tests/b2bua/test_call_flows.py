@@ -66,3 +66,17 @@ def test_b_leg_shares_no_identity_with_a_leg():
     )
     for secret in (b_invite.call_id, CALLEE[0], "bob-t"):
         assert secret.encode() not in a_text
+
+
+def test_crossing_byes_both_get_200():
+    lab = Lab()
+    call = answer_call(lab)
+
+    from_caller = lab.caller.send_in_dialog(next(iter(call.dialogs.values())), "BYE")
+    from_callee = lab.callee.send_in_dialog(lab.callee.dialog(), "BYE")
+    lab.run()
+
+    assert from_caller.final is not None and from_caller.final.status == 200
+    assert from_callee.final is not None and from_callee.final.status == 200
+    assert len(lab.sbc.records) == 1
+    lab.assert_clean()
