@@ -600,7 +600,11 @@ class B2bua:
         tag = response.to_tag
         if leg.progress_timer is not None:
             self._arm_progress(leg, now)
-        if call.phase is not CallPhase.PROCEEDING or call.cancelled or tag is None:
+        if call.phase is not CallPhase.PROCEEDING or call.cancelled:
+            return
+        if tag is None:
+            # A 1xx without To tag makes no dialog (§12.1), but is progress.
+            self._relay_provisional(call, response, False, now)
             return
         dialog = leg.early.get(tag)
         if dialog is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from b2bua_harness import ANSWER, CALLEE, CALLER, OFFER, SBC, Lab, answer_call
 
 from sbc.cdr import Disposition, HangupSide
+from sbc.sip.message import make_response
 
 
 def test_call_answered_then_caller_hangs_up():
@@ -80,3 +81,16 @@ def test_crossing_byes_both_get_200():
     assert from_callee.final is not None and from_callee.final.status == 200
     assert len(lab.sbc.records) == 1
     lab.assert_clean()
+
+
+def test_provisional_without_to_tag_still_relayed_as_progress():
+    lab = Lab()
+    call = lab.caller.invite()
+    lab.run()
+    invite = lab.callee.last("INVITE")
+    untagged = make_response(invite.request, 180)
+    lab.callee.layer.send_response(untagged, lab.now, key=invite.key)
+    lab.run()
+
+    [ringing] = [r for r in call.responses if r.status == 180]
+    assert ringing.to_tag is not None  # the A-leg's own early dialog
