@@ -51,13 +51,14 @@ class CharonConnection:
     child_rekey_time: str = "3600s"
     child_life_time: str = "4000s"
     encap: str = "yes"
+    ike_rekey_time: str = "3600s"
     """``yes`` fakes a NAT so that ESP goes in UDP (kernel-libipsec needs it)."""
     name: str = "sbc"
     child: str = "sip"
 
     def render(self) -> str:
-        # IKE_SA rekeying and DPD are far away; the CHILD_SA rekeys when a
-        # test asks. life_time above rekey_time, as LAB-NOTES say.
+        # Rekeying happens when a test asks for it; DPD stays off.
+        # life_time above rekey_time, as LAB-NOTES say.
         return f"""
 connections {{
   {self.name} {{
@@ -66,7 +67,7 @@ connections {{
     remote_addrs = {self.remote_addr}
     encap = {self.encap}
     proposals = {self.proposals}
-    rekey_time = 3600s
+    rekey_time = {self.ike_rekey_time}
     over_time = 600s
     rand_time = 0s
     local {{

@@ -44,8 +44,10 @@ from ipsec.ike.daemon import (
     DaemonSettings,
     IkeDaemon,
     IkeSaDown,
+    IkeSaRekeyed,
     IkeSaUp,
 )
+from ipsec.ike.ike_sa import IkeSaState
 from ipsec.ike.keylog import IkeKeyLog
 from ipsec.ike.keymat import PresharedKey
 
@@ -103,7 +105,9 @@ def charon_connection(suite, start_action="none", **changes):
     )  # fmt: skip
 
 
-def our_connection(suite, start_action=StartAction.NONE, rekey_time=None):
+def our_connection(
+    suite, start_action=StartAction.NONE, rekey_time=None, ike_rekey_time=None
+):
     ike, esp = suite
     child = ChildDefinition(
         "sip",
@@ -123,6 +127,7 @@ def our_connection(suite, start_action=StartAction.NONE, rekey_time=None):
         child=child,
         start_action=start_action,
         encap=True,
+        ike_rekey_time=ike_rekey_time,
     )
 
 
@@ -509,3 +514,43 @@ def test_real_nat_floats_to_4500_and_keeps_the_mapping_alive(tmp_path):
             assert f"{ROUTER_OUTSIDE}[" in listing, listing  # the NAT's address
         finally:
             charon.stop()
+
+
+@pytest.mark.peer("charon")
+@pytest.mark.root
+@pytest.mark.parametrize("rekeyer", ["charon", "ours"])
+def test_ike_sa_rekey_from_either_side_keeps_the_tunnel(charon_lab, rekeyer):
+    lab, charon = charon_lab
+    suite = ("aes128gcm16-prfsha256-x25519", "aes128gcm16")
+    charon_rekey = "2s" if rekeyer == "charon" else "3600s"
+    charon.load(charon_connection(suite, ike_rekey_time=charon_rekey))
+    our_rekey = 1.0 if rekeyer == "ours" else None
+
+    async def scenario():
+        node = await OurNode.start()
+        try:
+            connection = our_connection(suite, StartAction.START, None, our_rekey)
+            node.daemon.load(connection)
+            await until(lambda: node.of(ChildSaInstalled), 15, "our CHILD_SA")
+            await until(lambda: node.of(IkeSaDown), 10, "the old IKE_SA to go")
+            await check_traffic(lab, charon, node)
+            # The one in use; one already rekeyed may still await its Delete.
+            [current] = [
+                sa
+                for sa in node.daemon.ike_sas()
+                if sa.engine.state is IkeSaState.ESTABLISHED
+            ]
+            listing = await asyncio.to_thread(charon.list_sas)
+
+            [rekeyed] = node.of(IkeSaRekeyed)[:1]
+            [down] = node.of(IkeSaDown)[:1]
+            assert down.reason == "rekeyed"
+            assert (down.spi_i, down.spi_r) == (rekeyed.spi_i, rekeyed.spi_r)
+            assert f"{current.engine.spi_i.hex()}_i" in listing, listing
+            assert f"{rekeyed.spi_i.hex()}_i" not in listing, listing
+            assert not node.of(ChildSaRemoved)
+        finally:
+            node.close()
+
+    with inside(lab):
+        run(scenario())
