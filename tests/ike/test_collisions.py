@@ -10,13 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ipsec.ike.constants import NotifyType
+from ipsec.ike.constants import ExchangeType, NotifyType
 from ipsec.ike.events import (
     ChildSaDeleted,
     ChildSaDeleteReason,
     ChildSaEstablished,
     ChildSaRekeyFailed,
 )
+from ipsec.ike.message import decode_header
 
 from .rekey_harness import Pair
 
@@ -145,6 +146,29 @@ def test_c28_late_rekey_request_answered_with_temporary_failure(
     [failure] = pair.b.of_type(ChildSaRekeyFailed)
     assert failure.notify_type == NotifyType.TEMPORARY_FAILURE
     assert_collision_resolved(pair, old, "a")
+
+
+@pytest.mark.parametrize("order", NONCE_ORDERS)
+def test_c28_lost_response_replayed_to_the_retransmitted_request(order):
+    pair, old = start_simultaneous_rekey(order)
+    pair.deliver(pair.b)
+    pair.deliver(pair.a)
+
+    lost = pair.drop(pair.b)  # a's answer to b's rekey
+    pair.deliver(pair.a)  # b's answer to a's rekey: a resolves the collision
+    pair.b.sa.handle_timer(pair.b.sa.get_timer())
+    pair.collect()
+    [retransmitted] = pair.wire["a"]
+    already_sent = len(pair.wire["b"])
+    pair.deliver(pair.a)
+    replayed = list(pair.wire["b"])[already_sent:]
+    pair.settle(check_traffic=True)
+
+    # §2.1: the same answer again, so no third SA is created.
+    assert replayed == [lost]
+    assert decode_header(retransmitted).exchange_type == ExchangeType.CREATE_CHILD_SA
+    loser = loser_of(order)
+    assert_collision_resolved(pair, old, "b" if loser == "a" else "a")
 
 
 @pytest.mark.parametrize("first", ["delete", "rekey"])
