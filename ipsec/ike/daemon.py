@@ -450,8 +450,12 @@ class IkeDaemon:
         self._maybe_float(sa)
         for datagram in datagrams:
             self._send(sa, datagram)
-        if self._handle_events(sa):
-            self._rearm(sa)
+        if not self._handle_events(sa):
+            return
+        # Acting on events may have started an exchange (a Delete).
+        for datagram in sa.engine.datagrams_to_send():
+            self._send(sa, datagram)
+        self._rearm(sa)
 
     def _maybe_float(self, sa: ManagedIkeSa) -> None:
         """The initiator moves to port 4500 once IKE_SA_INIT found a NAT."""
@@ -591,6 +595,11 @@ class IkeDaemon:
             self._emit(
                 ChildSaRefused(sa.connection.name, definition.name, None, str(error))
             )
+            # The peer has its half installed: delete the pair (§1.4.1).
+            try:
+                sa.engine.delete_child_sa(event.inbound_spi, self.loop.time())
+            except RuntimeError as state:
+                logger.debug("%s: cannot delete the CHILD_SA: %s", sa.label, state)
             return
         if event.outbound_active:
             self._activate_outbound(child, first=rekey)

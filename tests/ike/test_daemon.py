@@ -17,7 +17,7 @@ import pytest
 from conftest import require_root
 
 from ipsec.dataplane import DataPlane
-from ipsec.esp import Mode
+from ipsec.esp import Encryption, Integrity, Mode, Protocol, SAConfig
 from ipsec.ike.config import DpdAction, Identity
 from ipsec.ike.connection import (
     ChildDefinition,
@@ -29,6 +29,7 @@ from ipsec.ike.connection import (
 from ipsec.ike.constants import EncrId, IdType, NotifyType, ProtocolId
 from ipsec.ike.daemon import (
     ChildSaInstalled,
+    ChildSaRefused,
     ChildSaRemoved,
     DaemonSettings,
     IkeDaemon,
@@ -91,12 +92,12 @@ def connection(
 class Node:
     """One daemon, its data plane and the events it emitted."""
 
-    def __init__(self, host, **settings):
+    def __init__(self, host, random_bytes=None, **settings):
         loop = asyncio.get_running_loop()
         self.dataplane = DataPlane(loop)
-        self.daemon = IkeDaemon(
-            self.dataplane, DaemonSettings(host, ike_port=0, nat_t_port=0, **settings)
-        )
+        settings = DaemonSettings(host, ike_port=0, nat_t_port=0, **settings)
+        options = {"random_bytes": random_bytes} if random_bytes else {}
+        self.daemon = IkeDaemon(self.dataplane, settings, **options)
         self.events = []
         self.daemon.subscribe(self.events.append)
         self.daemon.start()
@@ -661,3 +662,37 @@ def test_ike_sa_rekey_keeps_child_sas_and_traffic():
             b.close()
 
     run(scenario())
+
+
+def test_child_sa_the_dataplane_refuses_is_deleted_on_both_sides():
+    async def b_inbound_spi(seed, taken=None):
+        a, b = Node("127.0.0.1"), Node("127.0.0.2", random_bytes=seeded(seed))
+        try:
+            if taken is not None:
+                # Occupy the SPI B is going to draw (its randomness is seeded).
+                b.dataplane.add_sa(sa_config(taken), inbound=True)
+            pair(a, b, a_changes={"encap": True})
+            if taken is None:
+                await until(lambda: b.of(ChildSaInstalled))
+                return b.of(ChildSaInstalled)[0].inbound_spi
+            await until(lambda: b.of(ChildSaRefused) and a.of(ChildSaRemoved))
+            [refused] = b.of(ChildSaRefused)
+            assert "installed already" in refused.reason
+            assert not b.of(ChildSaInstalled)
+            assert a.dataplane.stats()["inbound"] == {}
+            assert a.daemon.ike_sas() and b.daemon.ike_sas()  # the IKE_SA lives
+            return None
+        finally:
+            a.close()
+            b.close()
+
+    spi = run(b_inbound_spi(77))
+    run(b_inbound_spi(77, taken=spi))
+
+
+def sa_config(spi):
+    return SAConfig(
+        spi=spi, protocol=Protocol.ESP, mode=Mode.TRANSPORT,
+        encryption=Encryption.AES_GCM_16_128, integrity=Integrity.NONE,
+        encryption_key=bytes(20), integrity_key=b"",
+    )  # fmt: skip
