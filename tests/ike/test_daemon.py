@@ -11,7 +11,7 @@ import contextlib
 import logging
 import random
 import socket
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
 from conftest import require_root
@@ -78,8 +78,8 @@ def connection(
     )
     return ConnectionDefinition(
         name=name,
-        local_address=IPv4Address(local),
-        remote_address=IPv4Address(remote) if remote else None,
+        local_address=ip_address(local),
+        remote_address=ip_address(remote) if remote else None,
         local_id=local_id,
         remote_id=remote_id,
         psk=psk,
@@ -127,18 +127,19 @@ def run(coroutine):
 def pair(
     a, b, *, a_changes=None, b_changes=None, mode=Mode.TUNNEL,
     a_net="10.1.0.0/24", b_net="10.2.0.0/24",
+    a_address="127.0.0.1", b_address="127.0.0.2",
 ):  # fmt: skip
     """Load A (initiator, start) and B (responder) connections."""
     b.daemon.load(
         connection(
-            "to-a", "127.0.0.2", "127.0.0.1", B_ID, A_ID,
+            "to-a", b_address, a_address, B_ID, A_ID,
             local_net=b_net, remote_net=a_net, mode=mode,
             **(b_changes or {}),
         )
     )  # fmt: skip
     a.daemon.load(
         connection(
-            "to-b", "127.0.0.1", "127.0.0.2", A_ID, B_ID,
+            "to-b", a_address, b_address, A_ID, B_ID,
             local_net=a_net, remote_net=b_net, mode=mode,
             remote_port=b.daemon.ike_port,
             remote_nat_t_port=b.daemon.nat_t_port,
@@ -696,3 +697,22 @@ def sa_config(spi):
         encryption=Encryption.AES_GCM_16_128, integrity=Integrity.NONE,
         encryption_key=bytes(20), integrity_key=b"",
     )  # fmt: skip
+
+
+def test_daemons_over_ipv6_loopback_carry_ipv4_inside():
+    async def scenario():
+        a, b = Node("::1"), Node("::1")
+        try:
+            pair(a, b, a_changes={"encap": True}, a_address="::1", b_address="::1")
+            await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+
+            echoed = await echo_round_trip(a, b, b"over IPv6")
+
+            [b_up] = b.of(IkeSaUp)
+            assert echoed == [b"over IPv6"]
+            assert b_up.remote == (IPv6Address("::1"), a.daemon.nat_t_port)
+        finally:
+            a.close()
+            b.close()
+
+    run(scenario())
