@@ -156,7 +156,11 @@ class MediaSession:
     async def _bind(self, allocator: PortAllocator, settings: MediaSettings) -> None:
         for stream in self.core.streams:
             a = await _bind_pair(self, stream, Side.A, allocator, settings)
-            b = await _bind_pair(self, stream, Side.B, allocator, settings)
+            try:
+                b = await _bind_pair(self, stream, Side.B, allocator, settings)
+            except BaseException:
+                _close_pair(a, allocator)
+                raise
             for port in a:
                 port.outputs = [_transport(b[0]), _transport(b[1])]
             for port in b:
@@ -293,6 +297,13 @@ async def _bind_pair(
             await loop.create_datagram_endpoint(_factory(protocol), sock=sock)
         return rtp, rtcp
     raise PortsExhausted(f"no RTP/RTCP pair could be bound on {host}")
+
+
+def _close_pair(pair: tuple[_Port, _Port], allocator: PortAllocator) -> None:
+    rtp = _transport(pair[0])
+    allocator.release(rtp.get_extra_info("sockname")[1])
+    for port in pair:
+        _transport(port).close()
 
 
 def _skip_busy_port(allocator: PortAllocator, port: int, exc: OSError) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ from sbc.media import (
     MediaDropReason,
     MediaSettings,
     MediaTimedOut,
+    PortsExhausted,
     RemoteMedia,
     Side,
     SrtpParameters,
@@ -401,3 +403,19 @@ def test_c19_hold_with_zero_address_then_unhold(relay: RelayThread) -> None:
     assert caller.receive() == rtp_packet(3, ssrc=5)
     caller.send(rtp_packet(3), to_a)
     assert callee.receive() == rtp_packet(3)
+
+
+def test_ports_exhausted_on_b_leg_releases_a_leg_pair() -> None:
+    low = 41000 + os.getpid() % 1000 * 2
+    relay = RelayThread(MediaSettings(port_min=low, port_max=low + 1))
+    try:
+        with pytest.raises(PortsExhausted):
+            allocate(relay)
+        assert relay.relay._allocator.available == 1
+        assert relay.relay.sessions == {}
+        # The pair is free again: a one-leg range can be bound by anyone.
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", low + (low & 1)))
+        probe.close()
+    finally:
+        relay.stop()
