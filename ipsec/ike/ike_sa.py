@@ -155,6 +155,8 @@ class IkeSa:
         """The IKE_SA the peer's colliding rekey made, and its lowest nonce."""
         self._redundant = False
         """Made by the losing exchange of an IKE_SA rekey collision."""
+        self._deferred_deletion: IkeSaDeleted | None = None
+        """The peer's Delete, held until our own rekey response is in."""
         self.drops: Counter[str] = Counter()
         """Datagrams discarded unanswered, by reason (attacker-controlled)."""
 
@@ -375,6 +377,10 @@ class IkeSa:
 
     def _give_up(self, reason: str) -> None:
         """§2.4: a peer that stops answering an established IKE_SA is dead."""
+        deferred, self._deferred_deletion = self._deferred_deletion, None
+        if deferred is not None:
+            self._emit([deferred], self._children.now)
+            return
         if self._state not in (IkeSaState.ESTABLISHED, IkeSaState.REKEYED):
             self._fail(None, reason)
             return
@@ -632,7 +638,7 @@ class IkeSa:
             self._set_state(IkeSaState.IKE_SA_INIT_DONE)
         elif exchange is ExchangeType.IKE_AUTH:
             self._established(now)
-        self._emit([e for task in tasks for e in task.outcome], now)
+        self._emit(self._hold_deletion([e for t in tasks for e in t.outcome]), now)
         for task in tasks:
             if isinstance(task, IkeRekeyResponder) and task.result is not None:
                 self._ike_rekey_answered(task.result, now)
@@ -652,8 +658,8 @@ class IkeSa:
         """The peer won a collision and deletes this IKE_SA before our own
         response came: its new IKE_SA takes the CHILD_SAs first (§2.8.1).
 
-        Our own rekey is abandoned; the peer's copy of it, which it expects
-        us to delete, is left to its liveness checks.
+        The deletion is reported once our response is in, so that we can
+        still delete the redundant IKE_SA our exchange made on the peer.
         """
         collision = self._ike_collision
         deletes = request.all(DeletePayload)
@@ -666,6 +672,16 @@ class IkeSa:
         for task in tasks:
             if isinstance(task, InformationalResponder):
                 task.ike_delete_reason = IkeSaDeleteReason.REKEYED
+        request_out = self._outstanding
+        if request_out and any(isinstance(t, IkeRekey) for t in request_out.tasks):
+            self._deferred_deletion = IkeSaDeleted(
+                self.spi_i, self.spi_r, IkeSaDeleteReason.REKEYED
+            )
+
+    def _hold_deletion(self, events: list[IkeEvent]) -> list[IkeEvent]:
+        if self._deferred_deletion is None:
+            return events
+        return [e for e in events if not isinstance(e, IkeSaDeleted)]
 
     def _ike_rekey_answered(self, result: RekeyedIkeSa, now: float) -> None:
         new = self._spawn(result, now)
@@ -676,6 +692,13 @@ class IkeSa:
             self._hand_over(new)
 
     def _ike_rekey_done(self, result: RekeyedIkeSa | None, now: float) -> None:
+        deferred, self._deferred_deletion = self._deferred_deletion, None
+        if deferred is not None:
+            # We lost and the peer has deleted this IKE_SA already.
+            if result is not None:
+                self._spawn(result, now)._queue_delete(IkeSaDeleteReason.REDUNDANT, now)
+            self._emit([deferred], now)
+            return
         collision, self._ike_collision = self._ike_collision, None
         if result is None:
             if collision is not None:

@@ -98,13 +98,38 @@ def test_c28_late_ike_sa_rekey_request_answered_with_temporary_failure(
         pair.wire["b"].rotate(1)
     pair.settle(check_traffic=True)
 
-    # A Delete first moves the CHILD_SAs and abandons b's own rekey.
-    failures = [f.notify_type for f in pair.b.of_type(IkeSaRekeyFailed)]
-    assert failures == ([] if delete_first else [NotifyType.TEMPORARY_FAILURE])
+    [failure] = pair.b.of_type(IkeSaRekeyFailed)
+    assert failure.notify_type == NotifyType.TEMPORARY_FAILURE
     assert_one_ike_sa(pair, "a")
     assert [e.reason for e in pair.b.of_type(IkeSaDeleted)] == [
         IkeSaDeleteReason.REKEYED
     ]
+
+
+@pytest.mark.parametrize("order", NONCE_ORDERS)
+def test_c28_ike_sa_delete_overtaking_the_losers_rekey_response(order):
+    pair, (old_a, old_b) = start_simultaneous_ike_rekey(order)
+    loser = getattr(pair, loser_of(order))
+    winner = pair.other(loser)
+    pair.deliver(pair.b)
+    pair.deliver(pair.a)
+
+    pair.deliver(winner)  # the winner completes and deletes the old IKE_SA
+    assert len(pair.wire[loser.name]) == 2
+    pair.wire[loser.name].rotate(1)  # its Delete overtakes the loser's response
+    pair.deliver(loser)
+    held = [type(e) for e in loser.events if isinstance(e, IkeSaDeleted)]
+    pair.settle(check_traffic=True)
+
+    # The old IKE_SA's end waits for the response, so the loser still
+    # deletes the redundant IKE_SA its own exchange made on the winner.
+    assert held == []
+    assert_one_ike_sa(pair, winner.name)
+    assert sorted(e.reason.name for e in winner.of_type(IkeSaDeleted)) == [
+        "REDUNDANT",
+        "REKEYED",
+    ]
+    assert old_a.state is old_b.state is IkeSaState.DELETED
 
 
 def test_child_sa_rekey_during_ike_sa_rekey_gets_temporary_failure():
@@ -169,8 +194,7 @@ def test_random_interleavings_and_drops_during_ike_sa_rekey_converge(order, acti
                 queue.rotate(-1)
             pair.deliver(to)
 
-    # Heal: no more loss. A redundant IKE_SA left behind when a Delete
-    # overtook a rekey response dies of its unanswered liveness checks.
+    # Heal: no more loss; liveness checks end anything left unanswered.
     for _ in range(60):
         pair.settle(check_traffic=True)
         timers = pair.a.timers() + pair.b.timers()

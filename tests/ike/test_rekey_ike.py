@@ -46,9 +46,7 @@ def test_ike_sa_rekey_moves_the_child_sas_to_the_new_ike_sa(rekeyer):
     pair.settle(check_traffic=True)
 
     assert request.exchange_type == ExchangeType.CREATE_CHILD_SA
-    assert [p.spi for p in request.first(SaPayload).proposals] == [
-        side.sa.spi_i
-    ]
+    assert [p.spi for p in request.first(SaPayload).proposals] == [side.sa.spi_i]
     for who, old in ((side, old_side), (peer, old_peer)):
         assert old.state is IkeSaState.DELETED
         assert who.sa is not old and who.sa.state is IkeSaState.ESTABLISHED
