@@ -1389,7 +1389,15 @@ class B2bua:
         if call.a_ticket is not None:
             self._admission.release(call.a_ticket)
         self._bodies.release(call.a.call_id)
-        self._cdr.write(_call_record(call, now))
+        record = _call_record(call, now)
+        _log.debug(
+            "call %s ended: %s %d, hung up by %s",
+            record.call_id,
+            record.disposition.value,
+            record.final_status,
+            record.hangup_side.value if record.hangup_side else "nobody",
+        )
+        self._cdr.write(record)
 
     def _forget_legs(self, call: Call) -> None:
         for leg in call.legs:

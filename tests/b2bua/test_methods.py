@@ -288,3 +288,43 @@ def test_malformed_response_header_is_discarded_not_fatal():
 
     assert 183 not in call.statuses
     assert call.final is not None and call.final.status == 200
+
+
+def test_reinvite_without_offer_defers_the_b_leg_ack_until_the_answer():
+    lab = Lab()
+    lab.caller.auto_ack = False
+    call = answer_call(lab)
+    assert call.final is not None
+    lab.caller.ack(call, call.final)
+    lab.run()
+    acks_before = len(lab.callee.acks)
+
+    reinvite = lab.caller.send_in_dialog(caller_dialog(call), "INVITE")
+    lab.run()
+    lab.callee.respond(lab.callee.last("INVITE"), 200, body=ANSWER)
+    lab.run()
+    assert reinvite.final is not None and reinvite.final.body == ANSWER
+    assert len(lab.callee.acks) == acks_before  # waits for the answer
+
+    lab.caller.ack(reinvite, reinvite.final, body=HOLD)
+    lab.run()
+    ack = lab.callee.acks[-1]
+    assert len(lab.callee.acks) == acks_before + 1
+    assert ack.body == HOLD and ack.cseq.number == 2
+
+
+def test_early_update_from_callee_relayed_to_caller_early_dialog():
+    lab = Lab()
+    call = lab.caller.invite()
+    lab.run()
+    invite = lab.callee.last("INVITE")
+    lab.callee.respond(invite, 183, body=ANSWER)
+    lab.run()
+
+    update = lab.callee.send_in_dialog(lab.callee.dialog(), "UPDATE", body=ANSWER)
+    lab.run()
+
+    relayed = lab.caller.last("UPDATE").request
+    early = next(r for r in call.responses if r.status == 183)
+    assert relayed.from_tag == early.to_tag and relayed.call_id == call.invite.call_id
+    assert update.final is not None and update.final.status == 200

@@ -97,6 +97,7 @@ def test_c15d_refresh_answered_422_retried_with_larger_interval():
     assert len(refreshes) == 2
     second = refreshes[1].message
     assert second.session_expires is not None and second.session_expires.delta == 150
+    assert second.session_expires.refresher == "uac"  # C15e: refreshes name it
     assert lab.engine.active_calls == 1
 
 
