@@ -385,8 +385,8 @@ class IkeDaemon:
         if sa is None:
             return
         sa.engine.receive_datagram(data, self.loop.time())
-        reply_to = None if header.is_response else (remote, floated)
-        self._after_step(sa, reply_to)
+        request = None if header.is_response else (header.message_id, remote, floated)
+        self._after_step(sa, request)
 
     def _new_responder(
         self, header: IkeHeader, remote: Endpoint, floated: bool
@@ -436,17 +436,16 @@ class IkeDaemon:
     # -- after every engine step ---------------------------------------------
 
     def _after_step(
-        self, sa: ManagedIkeSa, reply_to: tuple[Endpoint, bool] | None
+        self, sa: ManagedIkeSa, request: tuple[int, Endpoint, bool] | None
     ) -> None:
         """Send what the engine produced, act on its events, re-arm its timer.
 
-        ``reply_to`` is the source of the request just fed in, if it was one.
+        ``request`` is the message ID and source of the request just fed
+        in, if it was one.
         """
         datagrams = sa.engine.datagrams_to_send()
-        if reply_to is not None and datagrams:
-            # Only requests the engine accepted get an answer: the peer is
-            # where this one came from (RFC 7296 §2.11, §2.23).
-            self._peer_moved(sa, *reply_to)
+        if request is not None and datagrams:
+            self._follow_peer(sa, *request)
         self._maybe_float(sa)
         for datagram in datagrams:
             self._send(sa, datagram)
@@ -470,7 +469,17 @@ class IkeDaemon:
             sa.remote = (sa.remote[0], sa.connection.remote_nat_t_port)
             logger.debug("%s: NAT found, moving to port 4500", sa.label)
 
-    def _peer_moved(self, sa: ManagedIkeSa, remote: Endpoint, floated: bool) -> None:
+    def _follow_peer(
+        self, sa: ManagedIkeSa, message_id: int, remote: Endpoint, floated: bool
+    ) -> None:
+        """The peer is where its latest accepted request came from.
+
+        Only a new request the engine answered counts (RFC 7296 §2.11,
+        §2.23): a replayed copy of an old one, from anywhere, moves nothing.
+        """
+        if message_id <= sa.peer_request_id:
+            return
+        sa.peer_request_id = message_id
         if (remote, floated) == (sa.remote, sa.floated):
             return
         sa.remote, sa.floated = remote, floated

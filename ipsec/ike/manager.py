@@ -57,6 +57,8 @@ class ManagedIkeSa:
     established: bool = False
     remote_id: IdPayload | None = None
     """The identity the peer authenticated with."""
+    peer_request_id: int = -1
+    """The highest message ID of a peer request we answered."""
 
     def child(self, inbound_spi: int) -> InstalledChild | None:
         return next((c for c in self.children if c.inbound_spi == inbound_spi), None)

@@ -716,3 +716,38 @@ def test_daemons_over_ipv6_loopback_carry_ipv4_inside():
             b.close()
 
     run(scenario())
+
+
+def test_replayed_request_from_elsewhere_does_not_move_the_peer():
+    async def scenario():
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
+        sock = probe_socket()
+        try:
+            seen = []
+            forward = b.daemon._on_nat_t_message
+            b.dataplane.set_ike_handler(
+                lambda data, local, remote: (
+                    seen.append(data),
+                    forward(data, local, remote),
+                )
+            )
+            pair(a, b, a_changes={"encap": True})
+            await until(lambda: a.of(ChildSaInstalled) and b.of(ChildSaInstalled))
+            [sa] = b.daemon.ike_sas()
+            where = sa.remote
+
+            [ike_auth] = [d for d in seen if decode_message(d).message_id == 1]
+            marker = b"\x00\x00\x00\x00"
+            sock.sendto(marker + ike_auth, ("127.0.0.2", b.daemon.nat_t_port))
+            await asyncio.sleep(0.2)
+
+            assert (
+                sa.remote == where != (IPv4Address("127.0.0.1"), sock.getsockname()[1])
+            )
+            assert await echo_round_trip(a, b, b"still here") == [b"still here"]
+        finally:
+            sock.close()
+            a.close()
+            b.close()
+
+    run(scenario())
