@@ -85,6 +85,7 @@ def charon_lab(tmp_path) -> Iterator[tuple[Lab, Charon]]:
     require_root("network namespaces, TUN devices and a private /run for charon")
     require_tool("charon", "strongswan-charon")
     require_tool("swanctl", "strongswan-swanctl")
+    require_tool("ping", "iputils-ping")
     with veth_lab("192.0.2") as lab:
         lab.b.add_loopback_address(CHARON_INNER)
         charon = Charon(lab.b, tmp_path)
@@ -468,6 +469,7 @@ def test_real_nat_floats_to_4500_and_keeps_the_mapping_alive(tmp_path):
     require_root("network namespaces, iptables NAT, TUN devices")
     require_tool("charon", "strongswan-charon")
     require_tool("iptables", "iptables")
+    require_tool("ping", "iputils-ping")
     tcpdump = require_tool("tcpdump", "tcpdump")
     with nat_lab(tmp_path) as lab:
         lab.b.add_loopback_address(CHARON_INNER)
