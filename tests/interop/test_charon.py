@@ -468,6 +468,7 @@ def wire(left, left_veth, left_address, right, right_veth, right_address):
 def test_real_nat_floats_to_4500_and_keeps_the_mapping_alive(tmp_path):
     require_root("network namespaces, iptables NAT, TUN devices")
     require_tool("charon", "strongswan-charon")
+    require_tool("swanctl", "strongswan-swanctl")
     require_tool("iptables", "iptables")
     require_tool("ping", "iputils-ping")
     tcpdump = require_tool("tcpdump", "tcpdump")
