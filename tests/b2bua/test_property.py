@@ -25,6 +25,7 @@ ACTIONS = st.sampled_from(
         "info_callee",
         "wait",
         "long_wait",
+        "session_wait",
         "lose_callee",
         "heal",
     ]
@@ -79,6 +80,8 @@ def act(lab, call, action, serial):
         lab.advance(0.7)
     elif action == "long_wait":
         lab.advance(35)
+    elif action == "session_wait":
+        lab.advance(950)  # past half of the default 1800 s session interval
     elif action == "lose_callee":
         lab.drop = lambda wire: CALLEE in (wire.source, wire.destination)
     elif action == "heal":
