@@ -114,8 +114,13 @@ class Latch:
             self.destination = None
             return
         self.signalled = address
-        self.destination = address
         self.pending = True
+        # Behind NAT the signalled address is private: keep answering the
+        # binding already heard until a packet shows a new one.
+        if self.any_source and self.source is not None:
+            self.destination = (self.source[0], self.source[1])
+        else:
+            self.destination = address
 
     def accepts(self, source: Any) -> bool:
         """True if a packet from ``source`` may pass; latches as a side effect."""

@@ -195,3 +195,22 @@ def test_srtp_keys_never_in_repr() -> None:
 def test_settings_refuse_empty_port_range() -> None:
     with pytest.raises(ValueError):
         MediaSettings(port_min=30001, port_max=30001)
+
+
+def test_latch_any_source_keeps_nat_binding_across_reinvite() -> None:
+    stream = StreamCore(0.0, latch_any_source=True)
+    stream.update_leg(Side.A, RemoteMedia("10.0.0.5", 4000))
+    stream.update_leg(Side.B, RemoteMedia(*CALLEE))
+    nat_binding = ("198.51.100.9", 61000)
+    stream.rtp_received(Side.A, rtp_packet(1), nat_binding, 0.0)
+
+    # A re-INVITE names another private port; the NAT binding still answers.
+    stream.update_leg(Side.A, RemoteMedia("10.0.0.5", 4002))
+    forward = stream.rtp_received(Side.B, rtp_packet(1), CALLEE, 0.1)
+    assert forward is not None and forward[1] == nat_binding
+
+    # A new binding (the NAT rebound after the move) takes over.
+    rebound = ("198.51.100.9", 62000)
+    assert stream.rtp_received(Side.A, rtp_packet(2), rebound, 0.2) is not None
+    forward = stream.rtp_received(Side.B, rtp_packet(2), CALLEE, 0.3)
+    assert forward is not None and forward[1] == rebound
