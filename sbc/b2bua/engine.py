@@ -478,8 +478,20 @@ class B2bua:
         plan = call.plan
         if plan is None:
             raise RuntimeError("a call reaches the B-leg only after routing")
-        candidate = plan.current
-        leg = self._b_leg(call, candidate, session or self._policy_interval())
+        leg = None
+        while leg is None:
+            endpoint = self._endpoints.get(plan.current.target.transport.upper())
+            if endpoint is not None:
+                leg = self._b_leg(
+                    call, plan.current, session or self._policy_interval()
+                )
+                break
+            # No local listener speaks the target's transport: next candidate.
+            try:
+                plan.fail_over(None)
+            except NoTrunkAvailable as exc:
+                self._fail_a(call, exc.status_code, None, now)
+                return
         key = self._layer.send_request(leg.invite, leg.peer, leg.transport, now)
         leg.invite_key = key
         self._clients[key] = _Pending(call, leg, Purpose.INVITE, leg.invite, key)

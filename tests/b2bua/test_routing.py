@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from b2bua_harness import ANSWER, BACKUP, CALLEE, SBC, Lab, lab_config
 
+from sbc.b2bua import B2bua, B2buaSettings
 from sbc.cdr import Disposition
 
 
@@ -194,3 +195,40 @@ def test_call_record_holds_numbers_times_and_trunks():
     )
     assert record.b_call_id == invite.request.call_id
     assert record.final_status == 200
+
+
+def test_candidate_without_local_listener_for_its_transport_is_skipped():
+    config = lab_config(
+        {
+            "pbx": {
+                "listeners": ["udp", "tcp"],
+                "targets": [{"host": "192.0.2.20", "transport": "tcp"}],
+            }
+        }
+    )
+    config = config.model_copy(
+        update={
+            "listeners": [
+                *config.listeners,
+                config.listeners[0].model_copy(
+                    update={"name": "tcp", "transport": "tcp"}
+                ),
+            ]
+        }
+    )
+    lab = Lab(config=config)
+    udp_only = B2buaSettings(
+        tuple(
+            e
+            for e in B2buaSettings.from_config(config).endpoints
+            if e.transport == "UDP"
+        )
+    )
+    lab.sbc.engine = B2bua(lab.sbc.layer, config, udp_only, lab.rng, lab.sbc)
+    call = lab.caller.invite()
+    lab.run()
+
+    assert lab.callee.requests == []
+    lab.backup.respond(lab.backup.last("INVITE"), 486)
+    lab.run()
+    assert call.final is not None and call.final.status == 486
