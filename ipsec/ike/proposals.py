@@ -48,7 +48,9 @@ def _match(
 ) -> Proposal | None:
     if theirs.protocol_id != ours.protocol_id:
         return None
-    if _types(theirs.transforms) != _types(ours.transforms):
+    # RFC 7296 §3.3: transforms come in no particular order; compare the
+    # sets of types, never their sequence.
+    if set(_types(theirs.transforms)) != set(_types(ours.transforms)):
         return None
     chosen = []
     for transform_type in _types(ours.transforms):
