@@ -1,19 +1,16 @@
 """The back-to-back user agent: the SBC's call engine (sans-IO)."""
 
 from .call import Call, CallPhase, Leg, Side
-from .engine import (
-    ALLOW,
-    SUPPORTED,
-    B2bua,
+from .engine import ALLOW, SUPPORTED, B2bua, glare_retry_delay
+from .session_timer import SessionTimer, SessionTimerPolicy
+from .settings import (
     B2buaSettings,
     BodyHook,
     CallRecordWriter,
     LocalEndpoint,
     PassThroughBodies,
     RandomSource,
-    glare_retry_delay,
 )
-from .session_timer import SessionTimer, SessionTimerPolicy
 
 __all__ = [
     "ALLOW",

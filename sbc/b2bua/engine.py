@@ -18,8 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 from sbc.admission import AdmissionControl, CallRejected
 from sbc.b2bua.call import Call, CallPhase, Leg, Side
@@ -34,10 +33,17 @@ from sbc.b2bua.errors import (
 )
 from sbc.b2bua.session_timer import (
     SessionTimer,
-    SessionTimerPolicy,
     interval_after_422,
     negotiate_as_uac,
     negotiate_as_uas,
+)
+from sbc.b2bua.settings import (
+    B2buaSettings,
+    BodyHook,
+    CallRecordWriter,
+    LocalEndpoint,
+    PassThroughBodies,
+    RandomSource,
 )
 from sbc.b2bua.timers import TimerQueue
 from sbc.cdr import CallRecord, Disposition, HangupSide, disposition_for
@@ -112,83 +118,6 @@ MAX_QUEUED_PROVISIONALS = 8
 MAX_SESSION_RETRIES = 2
 # How long a refresh waits when an offer/answer exchange is in progress.
 REFRESH_BUSY_DELAY = 2.0
-
-
-class RandomSource(Protocol):
-    """``random.Random`` or a seeded stand-in."""
-
-    def random(self) -> float: ...
-
-    def randbytes(self, n: int) -> bytes: ...
-
-
-class CallRecordWriter(Protocol):
-    """Where finished calls go: `sbc.cdr.CdrWriter` or a list in tests."""
-
-    def write(self, record: CallRecord) -> None: ...
-
-
-class BodyHook(Protocol):
-    """Where the SDP rewriter plugs in: every body crossing legs passes here."""
-
-    def rewrite(
-        self, call_id: str, source: Side, body: bytes, content_type: str
-    ) -> bytes: ...
-
-    def release(self, call_id: str) -> None: ...
-
-
-class PassThroughBodies:
-    """The body hook that changes nothing (until the SDP rewriter exists)."""
-
-    def rewrite(
-        self, call_id: str, source: Side, body: bytes, content_type: str
-    ) -> bytes:
-        return body
-
-    def release(self, call_id: str) -> None:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class LocalEndpoint:
-    """The SBC's own address on one transport, for Via and Contact."""
-
-    listener: str
-    host: str
-    port: int
-    transport: str
-
-    @property
-    def host_port(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class B2buaSettings:
-    endpoints: tuple[LocalEndpoint, ...]
-    """One per transport; the first listener of a transport serves it."""
-    session_timer: SessionTimerPolicy = field(default_factory=SessionTimerPolicy)
-    no_answer_timeout: float = 180.0
-    """Seconds a B-leg INVITE may go without a provisional or final response
-    before it is cancelled (Timer C, RFC 3261 §16.6: more than 3 minutes
-    is asked of proxies; 180 s is this SBC's default)."""
-
-    @classmethod
-    def from_config(cls, config: Config) -> B2buaSettings:
-        endpoints: dict[str, LocalEndpoint] = {}
-        for listener in config.listeners:
-            endpoints.setdefault(
-                listener.transport,
-                LocalEndpoint(
-                    listener.name,
-                    str(listener.address),
-                    listener.port,
-                    listener.transport.upper(),
-                ),
-            )
-        return cls(tuple(endpoints.values()))
 
 
 class Purpose(enum.Enum):
