@@ -319,6 +319,7 @@ class IkeDaemon:
             random_bytes=self._random_bytes,
             local_endpoint=_hashed_endpoint(connection, local),
             remote_endpoint=remote,
+            spi_allocator=self._new_child_spi,
         )
         now = self.loop.time()
         sa = ManagedIkeSa(engine, connection, local, remote, True, now)
@@ -422,6 +423,7 @@ class IkeDaemon:
             random_bytes=self._random_bytes,
             local_endpoint=_hashed_endpoint(connection, local),
             remote_endpoint=remote,
+            spi_allocator=self._new_child_spi,
         )
         sa = ManagedIkeSa(
             engine, connection, local, remote, False, self.loop.time(), floated
@@ -804,6 +806,10 @@ class IkeDaemon:
             if spi != _SPI_ZERO and not self.manager.is_taken(spi):
                 return spi
         raise RuntimeError("no free IKE SPI: the random source is broken")
+
+    def _new_child_spi(self) -> bytes:
+        # The data plane reserves it, so no two inbound SAs can share it.
+        return self.dataplane.get_spi().to_bytes(4, "big")
 
     def _emit(self, event: DaemonEvent) -> None:
         for subscriber in self._subscribers:

@@ -75,7 +75,7 @@ from .tasks import (
     IkeSaContext,
     Task,
 )
-from .tasks.base import Endpoint
+from .tasks.base import Endpoint, SpiAllocator
 from .tasks.child_delete import ChildDelete, InformationalResponder
 from .tasks.child_rekey import CreateChildSa, CreateChildSaResponder
 from .tasks.ike_delete import IkeDelete, ike_sa_deleted_events
@@ -122,8 +122,12 @@ class IkeSa:
         random_bytes: RandomBytes,
         local_endpoint: Endpoint | None = None,
         remote_endpoint: Endpoint | None = None,
+        spi_allocator: SpiAllocator | None = None,
     ) -> None:
         """``local_spi`` is our 8-octet IKE SPI (SPIi or SPIr by role).
+
+        ``spi_allocator`` gives our inbound CHILD_SA SPIs (the data plane's
+        get_spi); without it they are drawn from ``random_bytes``.
 
         With both endpoints given, IKE_SA_INIT carries NAT detection; the
         responder's ``remote_endpoint`` is where the IKE_SA_INIT came from.
@@ -138,6 +142,7 @@ class IkeSa:
             spi_r=_SPI_ZERO if is_initiator else local_spi,
             local_endpoint=local_endpoint,
             remote_endpoint=remote_endpoint,
+            spi_allocator=spi_allocator,
         )
         self._state = IkeSaState.IDLE
         self._outstanding: _OutstandingRequest | None = None
@@ -734,6 +739,7 @@ class IkeSa:
             random_bytes=old.random_bytes,
             local_endpoint=old.local_endpoint,
             remote_endpoint=old.remote_endpoint,
+            spi_allocator=old.spi_allocator,
         )
         context = new._context
         context.spi_i, context.spi_r = result.spi_i, result.spi_r

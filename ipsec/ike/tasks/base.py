@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
@@ -20,6 +21,9 @@ from ..proposals import IkeSaSuite
 
 Endpoint = tuple[IPv4Address | IPv6Address, int]
 """An IP address and UDP port."""
+
+SpiAllocator = Callable[[], bytes]
+"""Returns a fresh inbound CHILD_SA SPI (4 octets), unique in the SA database."""
 
 NONCE_SIZE = 32
 """RFC 7296 §2.10: at least half the PRF key size; 32 covers HMAC-SHA2-512."""
@@ -52,6 +56,8 @@ class IkeSaContext:
     """The peer's address and port as its datagrams arrive from them."""
     local_behind_nat: bool = False
     remote_behind_nat: bool = False
+    spi_allocator: SpiAllocator | None = None
+    """The data plane's get_spi; without it SPIs are drawn from random_bytes."""
 
     @property
     def cipher_out(self) -> SkCipher | None:
@@ -66,6 +72,9 @@ class IkeSaContext:
 
     def allocate_spi(self) -> bytes:
         """A CHILD_SA SPI; 1-255 are reserved (RFC 4303 §2.1)."""
+        if self.spi_allocator is not None:
+            # The data plane knows which inbound SPIs are in use.
+            return self.spi_allocator()
         spi = bytearray(self.random_bytes(4))
         if not any(spi[:3]):
             spi[2] |= 0x01
