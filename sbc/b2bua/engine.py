@@ -346,7 +346,13 @@ class B2bua:
             self._admission.release(call.a_ticket)
             raise
         self._open_call(call, event, trunk, session, now)
-        self._start_attempt(call, now)
+        try:
+            self._start_attempt(call, now)
+        except SipError as exc:
+            # The body hook refused the offer (488, say): the call is open
+            # now, so it ends through the usual path rather than a refusal.
+            call.hangup_side = HangupSide.SBC
+            self._fail_a(call, exc.status_code, None, now)
 
     def _check_new_invite(self, event: RequestReceived) -> None:
         request = event.request

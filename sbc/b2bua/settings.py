@@ -32,7 +32,13 @@ class CallRecordWriter(Protocol):
 
 
 class BodyHook(Protocol):
-    """Where the SDP rewriter plugs in: every body crossing legs passes here."""
+    """Where the SDP rewriter plugs in: every body crossing legs passes here.
+
+    `rewrite` gets the body as received on the `source` leg and returns the
+    body to send on the other leg. For a request it may raise a SipError
+    (488 for an unusable offer, say): the request is then refused with that
+    status. For responses and ACKs it must not raise.
+    """
 
     def rewrite(
         self, call_id: str, source: Side, body: bytes, content_type: str

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from b2bua_harness import ANSWER, CALLEE, CALLER, OFFER, SBC, Lab, answer_call
 
+from sbc.b2bua import Side
 from sbc.cdr import Disposition, HangupSide
+from sbc.sip.errors import SipError
 from sbc.sip.message import make_response
 
 
@@ -94,3 +96,51 @@ def test_provisional_without_to_tag_still_relayed_as_progress():
 
     [ringing] = [r for r in call.responses if r.status == 180]
     assert ringing.to_tag is not None  # the A-leg's own early dialog
+
+
+class RefusingBodies:
+    """A body hook that refuses every offer, as the SDP rewriter may."""
+
+    def __init__(self):
+        self.released = []
+
+    def rewrite(self, call_id, source, body, content_type):
+        raise SipError("Not Acceptable Here", status_code=488)
+
+    def release(self, call_id):
+        self.released.append(call_id)
+
+
+def test_offer_refused_by_body_hook_ends_the_call_with_its_status():
+    bodies = RefusingBodies()
+    lab = Lab(bodies=bodies)
+    call = lab.caller.invite()
+    lab.run()
+
+    assert call.final is not None and call.final.status == 488
+    assert lab.callee.requests == []
+    assert bodies.released == [call.invite.call_id]
+    [record] = lab.sbc.records
+    assert record.final_status == 488
+    lab.assert_clean()
+
+
+def test_body_hook_sees_each_crossing_body_with_its_source_leg():
+    class Recording:
+        def __init__(self):
+            self.seen = []
+
+        def rewrite(self, call_id, source, body, content_type):
+            self.seen.append((source, content_type))
+            return body.replace(b"192.0.2.", b"198.51.100.")
+
+        def release(self, call_id):
+            self.seen.append(("released", call_id))
+
+    bodies = Recording()
+    lab = Lab(bodies=bodies)
+    call = answer_call(lab)
+
+    assert bodies.seen == [(Side.A, "application/sdp"), (Side.B, "application/sdp")]
+    assert b"192.0.2." not in lab.callee.last("INVITE").request.body
+    assert call.final is not None and b"192.0.2." not in call.final.body
