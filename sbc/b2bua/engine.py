@@ -149,6 +149,8 @@ class _Pending:
     ack: Request | None = None
     final: bool = False
     busy: bool = False
+    last_rseq: int | None = None
+    """RELAY of a re-INVITE: the last RSeq PRACKed (RFC 3262 §4)."""
 
 
 class B2bua:
@@ -1086,13 +1088,25 @@ class B2bua:
             other.offer_answer_busy += 1
         if request.method == "INVITE":
             leg.invite_in_progress = True
+            # A re-INVITE is answered at once (§14.2); one held at 1xx for
+            # 64*T1 is cancelled, and its 487 is relayed back.
+            deadline = now + 64 * self._layer.timers.t1
+            self._timers.schedule(
+                deadline, lambda at: self._relay_unanswered(pending, at)
+            )
+
+    def _relay_unanswered(self, pending: _Pending, now: float) -> None:
+        if not pending.final:
+            self._layer.cancel(pending.key, now)
 
     def _relayed_response(
         self, pending: _Pending, response: Response, now: float
     ) -> None:
         status = response.status
         method = pending.request.method
-        if status < 200 and method != "INVITE":
+        if status < 200 and (
+            method != "INVITE" or not self._prack_relayed(pending, response, now)
+        ):
             return
         if status >= 200 and pending.final:
             if status < 300 and pending.ack is not None:
@@ -1111,6 +1125,25 @@ class B2bua:
         if status in (408, 481):
             # §12.2.1.2: the dialog is gone on that leg; end the call.
             self._end_call(pending.call, HangupSide.SBC, now)
+
+    def _prack_relayed(self, pending: _Pending, response: Response, now: float) -> bool:
+        """PRACK a reliable 1xx to a relayed re-INVITE; False for a duplicate.
+
+        The 1xx goes on to the source leg unreliably (RFC 3262 §4 rules as
+        for the initial INVITE: one PRACK per new RSeq, in order).
+        """
+        rseq, dialog = response.rseq, pending.leg.dialog
+        if rseq is None or "100rel" not in response.require or dialog is None:
+            return True
+        if pending.last_rseq is not None and rseq != pending.last_rseq + 1:
+            return False
+        pending.last_rseq = rseq
+        prack = dialog.build_request(
+            "PRACK", self._via(self._endpoint(pending.leg.transport))
+        )
+        prack.headers.add("RAck", f"{rseq} {pending.request.cseq.number} INVITE")
+        self._send_request(pending.leg, prack, Purpose.PRACK, now)
+        return True
 
     def _ack_relayed(self, pending: _Pending, response: Response, now: float) -> None:
         leg = pending.leg

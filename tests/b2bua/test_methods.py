@@ -328,3 +328,37 @@ def test_early_update_from_callee_relayed_to_caller_early_dialog():
     early = next(r for r in call.responses if r.status == 183)
     assert relayed.from_tag == early.to_tag and relayed.call_id == call.invite.call_id
     assert update.final is not None and update.final.status == 200
+
+
+def test_reliable_1xx_to_relayed_reinvite_pracked_once_and_relayed():
+    lab = Lab()
+    call = answer_call(lab)
+    reinvite = lab.caller.send_in_dialog(caller_dialog(call), "INVITE", body=HOLD)
+    lab.run()
+    relayed = lab.callee.last("INVITE")
+    reliable = (("Require", "100rel"), ("RSeq", "40"))
+    lab.callee.respond(relayed, 183, extra=reliable)
+    lab.callee.respond(relayed, 183, extra=reliable)
+    lab.run()
+
+    [prack] = lab.requests_between(SBC, CALLEE, "PRACK")
+    assert prack.headers.get("RAck") == f"40 {relayed.request.cseq.number} INVITE"
+    assert reinvite.statuses.count(183) == 1
+
+    lab.callee.respond(relayed, 200, body=ANSWER)
+    lab.run()
+    assert reinvite.final is not None and reinvite.final.status == 200
+
+
+def test_relayed_reinvite_held_at_1xx_is_cancelled_after_64_t1():
+    lab = Lab()
+    call = answer_call(lab)
+    reinvite = lab.caller.send_in_dialog(caller_dialog(call), "INVITE", body=HOLD)
+    lab.run()
+    lab.callee.on_request = lambda event: None  # a UA that never answers
+
+    lab.advance(33)
+
+    assert len(lab.callee.cancels) == 1
+    assert reinvite.final is not None and reinvite.final.status == 487
+    assert lab.engine.active_calls == 1
