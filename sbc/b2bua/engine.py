@@ -690,6 +690,8 @@ class B2bua:
             copy_allowed_headers(
                 b_response.headers, response.headers, self._allowed[a.trunk]
             )
+            # §20.33: a relayed 503, 486 or 3xx keeps the callee's Retry-After.
+            _add_retry_after(b_response, response)
             self._carry_body(call.b, a, b_response, response)
         return response
 

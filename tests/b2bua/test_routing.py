@@ -232,3 +232,16 @@ def test_candidate_without_local_listener_for_its_transport_is_skipped():
     lab.backup.respond(lab.backup.last("INVITE"), 486)
     lab.run()
     assert call.final is not None and call.final.status == 486
+
+
+def test_relayed_failure_keeps_retry_after():
+    lab = Lab(config=lab_config({"pbx": {"failover_codes": [408]}}))
+    call = lab.caller.invite()
+    lab.run()
+
+    lab.callee.respond(lab.callee.last("INVITE"), 503, extra=(("Retry-After", "120"),))
+    lab.run()
+
+    assert call.final is not None and call.final.status == 503
+    assert call.final.headers.get("Retry-After") == "120"
+    assert lab.backup.requests == []
