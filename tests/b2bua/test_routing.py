@@ -245,3 +245,29 @@ def test_relayed_failure_keeps_retry_after():
     assert call.final is not None and call.final.status == 503
     assert call.final.headers.get("Retry-After") == "120"
     assert lab.backup.requests == []
+
+
+def test_tcp_target_gets_tcp_via_contact_and_request_uri():
+    config = lab_config(
+        {
+            "pbx": {
+                "listeners": ["udp", "tcp"],
+                "targets": [{"host": "192.0.2.20", "transport": "tcp"}],
+            }
+        }
+    )
+    tcp = config.listeners[0].model_copy(update={"name": "tcp", "transport": "tcp"})
+    lab = Lab(config=config.model_copy(update={"listeners": [*config.listeners, tcp]}))
+    call = lab.caller.invite()
+    lab.run()
+
+    b_invite = lab.callee.last("INVITE")
+    assert b_invite.transport == "TCP"
+    request = b_invite.request
+    assert request.top_via.transport == "TCP"
+    assert request.uri.endswith(";transport=tcp")
+    assert request.headers.get("Contact") == "<sip:192.0.2.1:5060;transport=tcp>"
+    lab.callee.respond(b_invite, 200, body=ANSWER)
+    lab.run()
+    assert call.final is not None and call.final.status == 200
+    assert lab.callee.acks and lab.callee.acks[0].top_via.transport == "TCP"
