@@ -44,6 +44,7 @@ from .connection import (
     child_sa_installation,
 )
 from .constants import DhGroup, ExchangeType, NotifyType
+from .cookies import CookieJar
 from .crypto import EncrAlgorithm, IntegAlgorithm, PrfAlgorithm, RandomBytes
 from .errors import IkeError
 from .events import (
@@ -89,6 +90,11 @@ class DaemonSettings:
     """Responder IKE_SAs not yet authenticated; more IKE_SA_INITs are dropped."""
     half_open_timeout: float = 30.0
     """A responder IKE_SA not authenticated by then is forgotten."""
+    cookie_threshold: int = 32
+    """From this many half-open IKE_SAs on, a fresh IKE_SA_INIT must carry a
+    valid N(COOKIE) (RFC 7296 §2.6); 0 always asks for one."""
+    cookie_secret_lifetime: float = 60.0
+    """How often the COOKIE secret is replaced."""
 
 
 # ---------------------------------------------------------------------------
@@ -237,6 +243,9 @@ class IkeDaemon:
         self.drops: Counter[str] = Counter()
         """Datagrams no IKE_SA took, by reason (attacker-controlled)."""
         self._random_bytes = random_bytes
+        self._cookies = CookieJar(
+            random_bytes, self.loop.time(), settings.cookie_secret_lifetime
+        )
         self._keylog = keylog or IkeKeyLog.from_environment()
         self._subscribers: list[Subscriber] = []
         self._timers: dict[ManagedIkeSa, asyncio.TimerHandle] = {}
@@ -381,7 +390,7 @@ class IkeDaemon:
             self.drops["bad IKE header"] += 1
             return
         sa = self.manager.lookup(header, remote) or self._new_responder(
-            header, remote, floated
+            data, header, remote, floated
         )
         if sa is None:
             return
@@ -390,7 +399,7 @@ class IkeDaemon:
         self._after_step(sa, request)
 
     def _new_responder(
-        self, header: IkeHeader, remote: Endpoint, floated: bool
+        self, data: bytes, header: IkeHeader, remote: Endpoint, floated: bool
     ) -> ManagedIkeSa | None:
         """An IKE_SA for a fresh IKE_SA_INIT request (RFC 7296 §1.2)."""
         fresh = (
@@ -414,6 +423,8 @@ class IkeDaemon:
         if connection is None:
             self.drops["no connection for the peer"] += 1
             return None
+        if not self._passes_cookie_check(data, remote, floated):
+            return None
         port = self.nat_t_port if floated else self.ike_port
         local = (self.address, port)
         engine = IkeSa(
@@ -434,6 +445,23 @@ class IkeDaemon:
             self.drops["half-open limit"] += 1
             return None
         return sa
+
+    def _passes_cookie_check(
+        self, data: bytes, remote: Endpoint, floated: bool
+    ) -> bool:
+        """Under load, answer with N(COOKIE) and keep no state (§2.6)."""
+        if self.manager.half_open < self.settings.cookie_threshold:
+            return True
+        try:
+            challenge = self._cookies.screen(data, remote[0], self.loop.time())
+        except IkeError:
+            self.drops["malformed IKE_SA_INIT"] += 1
+            return False
+        if challenge is None:
+            return True
+        self.drops["COOKIE required"] += 1
+        self._send_to(remote, floated, challenge)
+        return False
 
     # -- after every engine step ---------------------------------------------
 
@@ -494,16 +522,21 @@ class IkeDaemon:
             )
 
     def _send(self, sa: ManagedIkeSa, datagram: bytes) -> None:
-        address, port = sa.remote
+        self._send_to(sa.remote, sa.floated, datagram, sa.label)
+
+    def _send_to(
+        self, remote: Endpoint, floated: bool, datagram: bytes, label: str = "-"
+    ) -> None:
+        address, port = remote
         try:
-            if sa.floated:
+            if floated:
                 self.dataplane.send_ike(
                     datagram, self.settings.host, (str(address), port)
                 )
             elif self._socket is not None:
                 self._socket.sendto(datagram, (str(address), port))
         except OSError as error:
-            logger.debug("%s: send failed: %s", sa.label, error)
+            logger.debug("%s: send failed: %s", label, error)
 
     def _handle_events(self, sa: ManagedIkeSa) -> bool:
         """Act on the engine's events; False once the IKE_SA is gone."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from .child_sa import ChildSa, ChildSaState, ChildSaTable, jitter, soft_lifetime
@@ -65,6 +65,7 @@ from .payloads import (
     EncryptedPayload,
     NotifyPayload,
     Payload,
+    SaPayload,
 )
 from .proposals import dh_groups
 from .tasks import (
@@ -85,6 +86,9 @@ from .tasks.ike_rekey import IkeRekey, IkeRekeyResponder, RekeyedIkeSa
 logger = logging.getLogger("ipsec.ike")
 
 _SPI_ZERO = bytes(8)
+_MAX_COOKIE_RETRIES = 3
+"""IKE_SA_INIT repeats for N(COOKIE); forged challenges cannot loop us."""
+_MAX_COOKIE_SIZE = 64  # RFC 7296 §2.6: 1 to 64 octets
 
 
 class IkeSaState(Enum):
@@ -150,6 +154,9 @@ class IkeSa:
         self._next_peer_request_id = 0
         self._cached_response: list[bytes] = []
         self._invalid_ke_retries = 0
+        self._cookie: bytes | None = None
+        """The responder's last N(COOKIE), repeated first in IKE_SA_INIT."""
+        self._cookie_retries = 0
         self._to_send: list[bytes] = []
         self._events: deque[IkeEvent] = deque()
         self._children = ChildSaTable()
@@ -406,6 +413,9 @@ class IkeSa:
         self, exchange: ExchangeType, tasks: list[Task], now: float
     ) -> None:
         payloads = [p for task in tasks for p in task.build_i()]
+        if exchange is ExchangeType.IKE_SA_INIT and self._cookie is not None:
+            # §2.6: a retry after INVALID_KE_PAYLOAD keeps the cookie first.
+            payloads.insert(0, NotifyPayload(NotifyType.COOKIE, self._cookie))
         message = self._message(
             exchange, self._next_request_id, payloads, response=False
         )
@@ -482,6 +492,10 @@ class IkeSa:
         if error is not None:
             self._init_refused(error, now)
             return
+        cookie = response.notify(NotifyType.COOKIE)
+        if cookie is not None and response.first(SaPayload) is None:
+            self._retry_with_cookie(request, cookie.notification_data, now)
+            return
         if response.spi_r == _SPI_ZERO:
             self._ignore_init_response(request, "IKE_SA_INIT response without SPIr")
             return
@@ -497,6 +511,30 @@ class IkeSa:
         self._outstanding = None
         self._next_request_id += 1
         self._finish(request, now)
+
+    def _retry_with_cookie(
+        self, request: _OutstandingRequest, cookie: bytes, now: float
+    ) -> None:
+        """§2.6: send the same IKE_SA_INIT again with N(COOKIE) first."""
+        if not 1 <= len(cookie) <= _MAX_COOKIE_SIZE:
+            self._ignore_init_response(request, "COOKIE of a bad size")
+            return
+        if self._cookie_retries >= _MAX_COOKIE_RETRIES:
+            self._ignore_init_response(request, "too many COOKIE challenges")
+            return
+        self._cookie_retries += 1
+        self._cookie = cookie
+
+        # Same nonce and KEi: the payloads sent, minus any older cookie.
+        sent = decode_message(request.datagrams[0])
+        kept = [p for p in sent.payloads if not _is_cookie(p)]
+        first = NotifyPayload(NotifyType.COOKIE, cookie)
+        datagram = encode_message(replace(sent, payloads=(first, *kept)))
+        self._context.init_request = datagram
+        request.datagrams = [datagram]
+        request.retransmissions = 0
+        request.deadline = now + self._context.config.retransmit_timeout
+        self._to_send.append(datagram)
 
     def _ignore_init_response(self, request: _OutstandingRequest, problem: str) -> None:
         # Anyone can forge an unprotected IKE_SA_INIT response: keep waiting
@@ -873,6 +911,12 @@ class IkeSa:
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] += 1
+
+
+def _is_cookie(payload: Payload) -> bool:
+    return (
+        isinstance(payload, NotifyPayload) and payload.notify_type == NotifyType.COOKIE
+    )
 
 
 def _first_error(message: IkeMessage) -> NotifyPayload | None:

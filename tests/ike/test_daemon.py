@@ -666,29 +666,31 @@ def test_ike_sa_rekey_keeps_child_sas_and_traffic():
 
 
 def test_child_sa_the_dataplane_refuses_is_deleted_on_both_sides():
-    async def b_inbound_spi(seed, taken=None):
-        a, b = Node("127.0.0.1"), Node("127.0.0.2", random_bytes=seeded(seed))
+    async def scenario():
+        a, b = Node("127.0.0.1"), Node("127.0.0.2")
         try:
-            if taken is not None:
-                # Occupy the SPI B is going to draw (its randomness is seeded).
-                b.dataplane.add_sa(sa_config(taken), inbound=True)
+            # get_spi never hands out a taken SPI, so another installer takes
+            # the reserved one before the CHILD_SA is installed.
+            reserve = b.dataplane.get_spi
+
+            def get_spi_then_lose_it():
+                spi = reserve()
+                b.dataplane.add_sa(sa_config(spi), inbound=True)
+                return spi
+
+            b.dataplane.get_spi = get_spi_then_lose_it
             pair(a, b, a_changes={"encap": True})
-            if taken is None:
-                await until(lambda: b.of(ChildSaInstalled))
-                return b.of(ChildSaInstalled)[0].inbound_spi
             await until(lambda: b.of(ChildSaRefused) and a.of(ChildSaRemoved))
             [refused] = b.of(ChildSaRefused)
             assert "installed already" in refused.reason
             assert not b.of(ChildSaInstalled)
             assert a.dataplane.stats()["inbound"] == {}
             assert a.daemon.ike_sas() and b.daemon.ike_sas()  # the IKE_SA lives
-            return None
         finally:
             a.close()
             b.close()
 
-    spi = run(b_inbound_spi(77))
-    run(b_inbound_spi(77, taken=spi))
+    run(scenario())
 
 
 def sa_config(spi):
