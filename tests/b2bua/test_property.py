@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from b2bua_harness import ANSWER, CALLEE, OFFER, Lab
+from b2bua_harness import ANSWER, CALLEE, CALLER, OFFER, Lab
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
@@ -27,6 +27,7 @@ ACTIONS = st.sampled_from(
         "long_wait",
         "session_wait",
         "lose_callee",
+        "lose_caller",
         "heal",
     ]
 )
@@ -84,6 +85,8 @@ def act(lab, call, action, serial):
         lab.advance(950)  # past half of the default 1800 s session interval
     elif action == "lose_callee":
         lab.drop = lambda wire: CALLEE in (wire.source, wire.destination)
+    elif action == "lose_caller":
+        lab.drop = lambda wire: CALLER in (wire.source, wire.destination)
     elif action == "heal":
         lab.drop = None
 
@@ -98,6 +101,9 @@ def wind_down(lab, call):
             except TransactionError:
                 pass
     lab.run()
+    if call.final is None:
+        lab.caller.cancel(call)  # a caller that lost touch gives up too
+    lab.advance(40)  # resent 2xx arrive now that the network healed
     for dialog in confirmed(call.dialogs.values()):
         lab.caller.send_in_dialog(dialog, "BYE")
     lab.run()
