@@ -66,3 +66,8 @@ class IkeSaConfig:
     dpd_action: DpdAction = DpdAction.CLEAR
     send_initial_contact: bool = True
     """Put INITIAL_CONTACT in our IKE_AUTH request (RFC 7296 §2.4)."""
+    fragmentation: bool = True
+    """Offer IKE fragmentation (RFC 7383) and use it once agreed."""
+    fragment_size: int | None = None
+    """Largest IP datagram an IKE fragment may fill; None: 576 over IPv4,
+    1280 over IPv6 (RFC 7383 §2.5.1)."""

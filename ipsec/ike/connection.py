@@ -96,6 +96,10 @@ class ConnectionDefinition:
     retransmit_timeout: float = 4.0
     """First retransmission of a request; each next one waits 1.8 times longer."""
     retransmit_tries: int = 5
+    fragmentation: bool = True
+    """Offer IKE fragmentation (RFC 7383), as strongSwan's ``fragmentation``."""
+    fragment_size: int | None = None
+    """Largest IP datagram of an IKE fragment; None: 576 (IPv4), 1280 (IPv6)."""
 
     def ike_sa_config(self) -> IkeSaConfig:
         """The engine's settings for an IKE_SA of this connection."""
@@ -114,6 +118,8 @@ class ConnectionDefinition:
             dpd_action=self.dpd_action,
             retransmit_timeout=self.retransmit_timeout,
             retransmit_tries=self.retransmit_tries,
+            fragmentation=self.fragmentation,
+            fragment_size=self.fragment_size,
         )
 
     def accepts(self, local: IPAddress, remote: IPAddress) -> bool:

@@ -30,7 +30,7 @@ from enum import Enum
 
 from .child_sa import ChildSa, ChildSaState, ChildSaTable, jitter, soft_lifetime
 from .config import DpdAction, IkeSaConfig
-from .constants import ExchangeType, NotifyType, ProtocolId
+from .constants import ExchangeType, NotifyType, PayloadType, ProtocolId
 from .crypto import RandomBytes
 from .errors import (
     IkeError,
@@ -49,6 +49,7 @@ from .events import (
     IkeSaFailed,
     IkeSaRekeyed,
 )
+from .fragments import FragmentReassembler
 from .keymat import IkeSaKeys, IkeSaTransforms, sk_ciphers
 from .message import (
     IkeHeader,
@@ -62,6 +63,7 @@ from .message import (
 from .payloads import (
     AuthPayload,
     DeletePayload,
+    EncryptedFragmentPayload,
     EncryptedPayload,
     NotifyPayload,
     Payload,
@@ -81,6 +83,7 @@ from .tasks.child_delete import ChildDelete, InformationalResponder
 from .tasks.child_rekey import CreateChildSa, CreateChildSaResponder
 from .tasks.ike_delete import IkeDelete, ike_sa_deleted_events
 from .tasks.ike_dpd import InitialContact, LivenessCheck
+from .tasks.ike_fragmentation import IkeFragmentation, message_size_limit
 from .tasks.ike_rekey import IkeRekey, IkeRekeyResponder, RekeyedIkeSa
 
 logger = logging.getLogger("ipsec.ike")
@@ -157,6 +160,8 @@ class IkeSa:
         self._cookie: bytes | None = None
         """The responder's last N(COOKIE), repeated first in IKE_SA_INIT."""
         self._cookie_retries = 0
+        self._reassemblers: dict[bool, FragmentReassembler] = {}
+        """SKF reassembly of the peer's requests (False) and responses (True)."""
         self._to_send: list[bytes] = []
         self._events: deque[IkeEvent] = deque()
         self._children = ChildSaTable()
@@ -267,7 +272,7 @@ class IkeSa:
             or self._state is not IkeSaState.IDLE
         ):
             raise RuntimeError("initiate() is for a fresh initiator IKE_SA")
-        tasks: list[Task] = [IkeInit(self._context), IkeNatd(self._context)]
+        tasks = _init_tasks(IkeInit(self._context), self._context)
         self._send_request(ExchangeType.IKE_SA_INIT, tasks, now)
         self._set_state(IkeSaState.IKE_SA_INIT_SENT)
 
@@ -450,6 +455,8 @@ class IkeSa:
             else:
                 self._fail(error.notify_type, f"unreadable response: {error.reason}")
             return
+        if response is None:
+            return  # more fragments to come
         self._last_heard = now
         self._complete(request, response, data, now)
 
@@ -578,7 +585,7 @@ class IkeSa:
             return
         self._invalid_ke_retries += 1
         self._context.spi_r = _SPI_ZERO
-        tasks: list[Task] = [IkeInit(self._context, wanted), IkeNatd(self._context)]
+        tasks = _init_tasks(IkeInit(self._context, wanted), self._context)
         self._send_request(ExchangeType.IKE_SA_INIT, tasks, now)
 
     # -- requests we answer ------------------------------------------------
@@ -589,7 +596,10 @@ class IkeSa:
             header.message_id == self._next_peer_request_id - 1
             and self._cached_response
         ):
-            self._to_send.extend(self._cached_response)
+            # RFC 7383 §2.6.1: a fragmented request is answered again only
+            # on its first fragment, not once per fragment.
+            if not _is_later_fragment(data, header):
+                self._to_send.extend(self._cached_response)
             return
         if header.message_id != self._next_peer_request_id:
             self._drop("request outside the window")
@@ -616,7 +626,7 @@ class IkeSa:
     def _responder_tasks(self, header: IkeHeader) -> list[Task] | None:
         exchange, state, context = header.exchange_type, self._state, self._context
         if exchange == ExchangeType.IKE_SA_INIT and state is IkeSaState.IDLE:
-            return [IkeInit(context), IkeNatd(context)]
+            return _init_tasks(IkeInit(context), context)
         if exchange == ExchangeType.IKE_AUTH and state is IkeSaState.IKE_SA_INIT_DONE:
             return [IkeAuth(context), ChildCreate(context), InitialContact(context)]
         if state not in (IkeSaState.ESTABLISHED, IkeSaState.REKEYED):
@@ -667,6 +677,8 @@ class IkeSa:
         except IkeNotifyError as error:
             self._refuse(header, exchange, error)
             return
+        if request is None:
+            return  # more fragments to come
         self._last_heard = now
         self._hand_over_before_delete(request, tasks)
         try:
@@ -787,6 +799,7 @@ class IkeSa:
             result.suite.transforms, result.keys
         )
         context.remote_id = old.remote_id
+        context.fragmentation = old.fragmentation
         context.local_behind_nat = old.local_behind_nat
         context.remote_behind_nat = old.remote_behind_nat
         new._children.ike_rekeying = True  # until it gets the CHILD_SAs
@@ -871,19 +884,30 @@ class IkeSa:
         cipher = self._context.cipher_out
         if cipher is None:
             raise RuntimeError("no keys to protect the message")
-        return protect_message(message, cipher, self._context.random_bytes)
+        limit = message_size_limit(self._context)
+        return protect_message(message, cipher, self._context.random_bytes, limit)
 
     def _open(
         self, data: bytes, header: IkeHeader, exchange: ExchangeType
-    ) -> IkeMessage:
-        """Decode, and verify and decrypt everything after IKE_SA_INIT."""
+    ) -> IkeMessage | None:
+        """Decode, and verify and decrypt everything after IKE_SA_INIT.
+
+        None means a fragment was taken and the message is not whole yet.
+        """
         message = decode_message(data)
         if exchange is ExchangeType.IKE_SA_INIT:
             return message
         cipher = self._context.cipher_in
         if cipher is None or not message.payloads:
             raise InvalidSyntax("protected exchange without keys or payloads")
-        if not isinstance(message.payloads[-1], EncryptedPayload):
+        last = message.payloads[-1]
+        if isinstance(last, EncryptedFragmentPayload) and self._context.fragmentation:
+            reassembler = self._reassemblers.get(header.is_response)
+            if reassembler is None:
+                reassembler = FragmentReassembler(cipher)
+                self._reassemblers[header.is_response] = reassembler
+            return reassembler.add(data, message)
+        if not isinstance(last, EncryptedPayload):
             raise InvalidSyntax(f"{exchange.name} without an Encrypted payload")
         return decrypt_message(data, message, cipher)
 
@@ -911,6 +935,17 @@ class IkeSa:
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] += 1
+
+
+def _init_tasks(ike_init: IkeInit, context: IkeSaContext) -> list[Task]:
+    return [ike_init, IkeNatd(context), IkeFragmentation(context)]
+
+
+def _is_later_fragment(data: bytes, header: IkeHeader) -> bool:
+    # The Fragment Number follows the IKE header and the generic payload
+    # header (RFC 7383 §2.5).
+    number = data[32:34]
+    return header.next_payload == PayloadType.SKF and number != b"\x00\x01"
 
 
 def _is_cookie(payload: Payload) -> bool:

@@ -204,7 +204,8 @@ def test_messages_are_what_the_rfc_lists():
         (True, False),
         (False, True),
     ]
-    assert [p.payload_type for p in messages[0].payloads] == [33, 34, 40]
+    # SA, KE, Nonce, N(IKEV2_FRAGMENTATION_SUPPORTED)
+    assert [p.payload_type for p in messages[0].payloads] == [33, 34, 40, 41]
     assert [p.payload_type for p in messages[2].payloads] == [46]
 
 

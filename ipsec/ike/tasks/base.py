@@ -58,6 +58,8 @@ class IkeSaContext:
     remote_behind_nat: bool = False
     spi_allocator: SpiAllocator | None = None
     """The data plane's get_spi; without it SPIs are drawn from random_bytes."""
+    fragmentation: bool = False
+    """Both sides sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 §2.3)."""
 
     @property
     def cipher_out(self) -> SkCipher | None:
