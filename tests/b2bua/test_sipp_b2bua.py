@@ -25,6 +25,7 @@ from sbc.sip.parser import parse_message, validate_request, validate_response
 from sbc.sip.transaction import TransactionLayer
 
 HOST = "127.0.0.1"
+SCENARIOS = Path(__file__).with_name("scenarios")
 CALLS = 20
 DEADLINE = 60.0
 
@@ -85,6 +86,7 @@ class UdpGlue(asyncio.DatagramProtocol):
         self.engine = B2bua(self.layer, config, settings, random.Random(5), records)
         self.transport: asyncio.DatagramTransport | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.sent_methods: list[bytes] = []
 
     def connection_made(self, transport):
         self.transport = transport
@@ -113,6 +115,7 @@ class UdpGlue(asyncio.DatagramProtocol):
     def flush(self) -> None:
         assert self.transport is not None
         for data, destination, _ in self.layer.datagrams_to_send():
+            self.sent_methods.append(data[: data.index(b" ")])
             self.transport.sendto(data, destination)
         if self.timer is not None:
             self.timer.cancel()
@@ -123,14 +126,16 @@ class UdpGlue(asyncio.DatagramProtocol):
         )
 
 
-def sipp_argv(sipp: str, role: str, port: int, *extra: str) -> list[str]:
+def sipp_argv(sipp: str, role: tuple[str, ...], port: int, *extra: str) -> list[str]:
     return [
-        sipp, "-sn", role, "-i", HOST, "-p", str(port), "-nostdin",
+        sipp, *role, "-i", HOST, "-p", str(port), "-nostdin",
         "-timeout", "40s", "-timeout_error", *extra,
     ]  # fmt: skip
 
 
-async def run_calls(sipp: str, workdir: Path) -> tuple[int, str, UdpGlue, Records]:
+async def run_calls(
+    sipp: str, workdir: Path, callee_role: tuple[str, ...] = ("-sn", "uas")
+) -> tuple[int, str, UdpGlue, Records]:
     sbc_port, callee_port, caller_port = (
         free_udp_port(),
         free_udp_port(),
@@ -143,7 +148,7 @@ async def run_calls(sipp: str, workdir: Path) -> tuple[int, str, UdpGlue, Record
         lambda: UdpGlue(config, records), local_addr=(HOST, sbc_port)
     )
     callee = subprocess.Popen(
-        sipp_argv(sipp, "uas", callee_port),
+        sipp_argv(sipp, callee_role, callee_port),
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -151,7 +156,7 @@ async def run_calls(sipp: str, workdir: Path) -> tuple[int, str, UdpGlue, Record
     try:
         caller = await asyncio.create_subprocess_exec(
             *sipp_argv(
-                sipp, "uac", caller_port, "-s", "15550100", "-m", str(CALLS),
+                sipp, ("-sn", "uac"), caller_port, "-s", "15550100", "-m", str(CALLS),
                 "-r", "10", "-d", "200", f"{HOST}:{sbc_port}",
             ),
             cwd=workdir,
@@ -180,6 +185,22 @@ def test_sipp_calls_through_the_engine_all_succeed(tmp_path):
     returncode, output, glue, records = asyncio.run(run_calls(sipp, tmp_path))
 
     assert returncode == 0, output[-2000:]
+    assert len(records.records) == CALLS
+    assert {r.disposition for r in records.records} == {Disposition.ANSWERED}
+    assert glue.engine.active_calls == 0
+
+
+@pytest.mark.timeout(120)
+def test_sipp_callee_with_reliable_183_is_pracked_by_the_engine(tmp_path):
+    sipp = require_tool("sipp", "sip-tester")
+    scenario = ("-sf", str(SCENARIOS / "uas_100rel.xml"))
+
+    returncode, output, glue, records = asyncio.run(run_calls(sipp, tmp_path, scenario))
+
+    # The callee's scenario fails unless each call's 183 is PRACKed before
+    # it answers; the caller (SIPp's plain uac) must see every call through.
+    assert returncode == 0, output[-2000:]
+    assert glue.sent_methods.count(b"PRACK") == CALLS
     assert len(records.records) == CALLS
     assert {r.disposition for r in records.records} == {Disposition.ANSWERED}
     assert glue.engine.active_calls == 0
