@@ -18,6 +18,10 @@ from dataclasses import dataclass
 
 PACKET_SIZE = 172
 PACKET_INTERVAL = 0.020
+LATE_AFTER = 0.2
+"""Seconds after which a packet would miss any jitter buffer: counted late."""
+DRAIN = 3.0
+"""Seconds to keep reading after the last send, so lag shows as late, not lost."""
 SLICES = 20
 """Sending slots per 20 ms; a slot sends 1/SLICES of the streams."""
 
@@ -26,8 +30,49 @@ SLICES = 20
 class TrafficResult:
     sent: int
     received: int
+    late: int
+    """Received more than LATE_AFTER seconds after it was sent."""
+    delays: list[float]
+    """One-way delay of every 16th packet received, in seconds."""
     seconds: float
     cpu_seconds: float
+
+
+class _Receiver:
+    """Counts arrivals; the sender's clock reading rides in the payload."""
+
+    __slots__ = ("received", "late", "delays", "buffer")
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.late = 0
+        self.delays: list[float] = []
+        self.buffer = bytearray(2048)
+
+    def drain_until(
+        self, sock: socket.socket, poller: select.poll, deadline: float
+    ) -> None:
+        buffer = self.buffer
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if not poller.poll(remaining * 1000):
+                continue
+            for _ in range(256):
+                try:
+                    sock.recv_into(buffer)
+                except BlockingIOError:
+                    break
+                delay = time.monotonic() - _SENT_AT.unpack_from(buffer, 12)[0]
+                self.received += 1
+                if delay > LATE_AFTER:
+                    self.late += 1
+                if not self.received & 15:
+                    self.delays.append(delay)
+
+
+_SENT_AT = struct.Struct("!d")
 
 
 def run_traffic(
@@ -44,9 +89,9 @@ def run_traffic(
     packets = [_packet(ssrc) for ssrc in range(1, len(destinations) + 1)]
     poller = select.poll()
     poller.register(sock, select.POLLIN)
-    buffer = bytearray(2048)
+    receiver = _Receiver()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    sent = received = 0
+    sent = 0
 
     # Each slot sends its share of streams, then the rest of the slot drains.
     slot_length = PACKET_INTERVAL / SLICES
@@ -55,13 +100,14 @@ def run_traffic(
     slot = 0
     while True:
         deadline = start_at + slot * slot_length
-        received += _drain_until(sock, poller, buffer, deadline)
+        receiver.drain_until(sock, poller, deadline)
         if deadline >= end:
             break
         tick, part = divmod(slot, SLICES)
         for index in range(part * per_slot, min((part + 1) * per_slot, len(packets))):
             packet = packets[index]
             struct.pack_into("!HI", packet, 2, tick & 0xFFFF, (tick * 160) & 0xFFFFFFFF)
+            _SENT_AT.pack_into(packet, 12, time.monotonic())
             try:
                 sock.sendto(packet, destinations[index])
                 sent += 1
@@ -70,28 +116,17 @@ def run_traffic(
         slot += 1
 
     # Let the last packets cross the relay.
-    received += _drain_until(sock, poller, buffer, time.monotonic() + 0.5)
+    receiver.drain_until(sock, poller, time.monotonic() + DRAIN)
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu_seconds = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
-    return TrafficResult(sent, received, seconds, cpu_seconds)
-
-
-def _drain_until(
-    sock: socket.socket, poller: select.poll, buffer: bytearray, deadline: float
-) -> int:
-    received = 0
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return received
-        if not poller.poll(remaining * 1000):
-            continue
-        for _ in range(256):
-            try:
-                sock.recv_into(buffer)
-            except BlockingIOError:
-                break
-            received += 1
+    return TrafficResult(
+        sent,
+        receiver.received,
+        receiver.late,
+        receiver.delays,
+        seconds,
+        cpu_seconds,
+    )
 
 
 def _packet(ssrc: int) -> bytearray:
