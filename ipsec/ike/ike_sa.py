@@ -173,6 +173,10 @@ class IkeSa:
         self._redundant = False
         """Made by the losing exchange of an IKE_SA rekey collision."""
         self._deferred_deletion: IkeSaDeleted | None = None
+        self._own_ike_rekey = False
+        """Our IKE_SA rekey is queued or outstanding."""
+        self._awaiting_child_sas = False
+        """Made by a rekey whose collision is not resolved yet: not in use."""
         """The peer's Delete, held until our own rekey response is in."""
         self.drops: Counter[str] = Counter()
         """Datagrams discarded unanswered, by reason (attacker-controlled)."""
@@ -251,7 +255,7 @@ class IkeSa:
     def rekey_ike_sa(self, now: float) -> None:
         """Rekey the IKE_SA (§1.3.2); ``IkeSaCreatedByRekey`` brings the new one."""
         self._require_established()
-        self._children.ike_rekeying = True
+        self._children.ike_rekeying = self._own_ike_rekey = True
         self._ike_rekey_at = None
         task = IkeRekey(self._context, self._children)
         self._children.queue(ExchangeType.CREATE_CHILD_SA, [task])
@@ -649,6 +653,8 @@ class IkeSa:
         """Why a rekey of this IKE_SA must wait (RFC 7296 §2.25.2), if it must."""
         if self._state is not IkeSaState.ESTABLISHED:
             return "the IKE_SA is being deleted"
+        if self._awaiting_child_sas:
+            return "the IKE_SA is not in use yet"
         request = self._outstanding
         queued = [t for _, tasks in self._children.pending for t in tasks]
         if any(
@@ -680,7 +686,7 @@ class IkeSa:
         if request is None:
             return  # more fragments to come
         self._last_heard = now
-        self._hand_over_before_delete(request, tasks)
+        self._hand_over_before_delete(request, tasks, now)
         try:
             for task in tasks:
                 task.process_r(request)
@@ -709,7 +715,9 @@ class IkeSa:
             self._ike_rekey_at = now + rekey_time - jitter(self._context, jitter_draw)
         self._set_state(IkeSaState.ESTABLISHED)
 
-    def _hand_over_before_delete(self, request: IkeMessage, tasks: list[Task]) -> None:
+    def _hand_over_before_delete(
+        self, request: IkeMessage, tasks: list[Task], now: float
+    ) -> None:
         """The peer won a collision and deletes this IKE_SA before our own
         response came: its new IKE_SA takes the CHILD_SAs first (§2.8.1).
 
@@ -723,7 +731,7 @@ class IkeSa:
         ):
             return
         self._ike_collision = None
-        self._hand_over(collision[0])
+        self._hand_over(collision[0], now)
         for task in tasks:
             if isinstance(task, InformationalResponder):
                 task.ike_delete_reason = IkeSaDeleteReason.REKEYED
@@ -740,13 +748,14 @@ class IkeSa:
 
     def _ike_rekey_answered(self, result: RekeyedIkeSa, now: float) -> None:
         new = self._spawn(result, now)
-        if self._children.ike_rekeying:
+        if self._own_ike_rekey:
             # Our own rekey is under way: our response decides (§2.8.1).
             self._ike_collision = (new, result.lowest_nonce)
         else:
-            self._hand_over(new)
+            self._hand_over(new, now)
 
     def _ike_rekey_done(self, result: RekeyedIkeSa | None, now: float) -> None:
+        self._own_ike_rekey = False
         deferred, self._deferred_deletion = self._deferred_deletion, None
         if deferred is not None:
             # We lost and the peer has deleted this IKE_SA already.
@@ -757,7 +766,7 @@ class IkeSa:
         collision, self._ike_collision = self._ike_collision, None
         if result is None:
             if collision is not None:
-                self._hand_over(collision[0])
+                self._hand_over(collision[0], now)
             else:
                 self._children.ike_rekeying = False
                 self._retry_ike_rekey_later(now)
@@ -766,12 +775,12 @@ class IkeSa:
         if collision is not None and result.lowest_nonce < collision[1]:
             # Our exchange holds the lowest nonce: our new IKE_SA goes, and
             # the peer deletes the old one.
-            self._hand_over(collision[0])
+            self._hand_over(collision[0], now)
             new._queue_delete(IkeSaDeleteReason.REDUNDANT, now)
             return
         if collision is not None:
             collision[0]._redundant = True
-        self._hand_over(new)
+        self._hand_over(new, now)
         self._queue_delete(IkeSaDeleteReason.REKEYED, now)
 
     def _retry_ike_rekey_later(self, now: float) -> None:
@@ -802,20 +811,39 @@ class IkeSa:
         context.fragmentation = old.fragmentation
         context.local_behind_nat = old.local_behind_nat
         context.remote_behind_nat = old.remote_behind_nat
-        new._children.ike_rekeying = True  # until it gets the CHILD_SAs
+        new._children.ike_rekeying = new._awaiting_child_sas = True
         new._established(now)
         self._events.append(IkeSaCreatedByRekey(result.spi_i, result.spi_r, new))
         return new
 
-    def _hand_over(self, new: IkeSa) -> None:
+    def _hand_over(self, new: IkeSa, now: float) -> None:
         """Move the CHILD_SAs to ``new``; this IKE_SA only awaits its Delete."""
         self._children.move_to(new._children)
-        new._children.ike_rekeying = False
+        new._children.ike_rekeying = new._awaiting_child_sas = False
         self._set_state(IkeSaState.REKEYED)
         context = self._context
         self._events.append(
             IkeSaRekeyed(context.spi_i, context.spi_r, new.spi_i, new.spi_r)
         )
+        new._resume_child_work(now)
+
+    def _resume_child_work(self, now: float) -> None:
+        """Queue again, on this new IKE_SA, the CHILD_SA exchanges the old
+        one had queued but not sent (their tasks hold the old SK_d)."""
+        for child in self._children:
+            if child.state is ChildSaState.REKEYING:
+                self._queue_child_rekey(child)
+            elif child.state is ChildSaState.DELETING:
+                reason = ChildSaDeleteReason.DELETED_LOCALLY
+                if child.successor is not None:
+                    reason = ChildSaDeleteReason.REKEYED
+                elif not child.outbound_active:
+                    reason = ChildSaDeleteReason.REDUNDANT
+                task = ChildDelete(
+                    self._context, self._children, child.inbound_spi, reason
+                )
+                self._children.queue(ExchangeType.INFORMATIONAL, [task])
+        self._send_pending(now)
 
     def _queue_delete(self, reason: IkeSaDeleteReason, now: float) -> None:
         self._children.pending.clear()

@@ -48,39 +48,57 @@ class ScriptedRandom:
 
 
 class DataPlane:
-    """One side's SAD as the events describe it."""
+    """One side's SAD as the events describe it.
+
+    ``active`` holds the outbound SAs in use, one per CHILD_SA, keyed by the
+    inbound SPI of their pair; ``standby`` those installed but not yet used
+    (a rekey responder waits for the Delete of the old pair).
+    """
 
     def __init__(self):
         self.inbound = {}
-        self.outbound = None
-        self.outbound_spi = None
+        self.active = {}
         self.standby = {}
-        self.others = {}
+        self.replaces = {}
+        self.fresh = set()
+        """New (not rekeyed) CHILD_SAs we answered: the peer installs them
+        only when our response arrives, so traffic on them may start late."""
 
     def apply(self, event):
         if isinstance(event, ChildSaEstablished):
-            out_config, in_config = esp_configs(event)
-            self.inbound[event.inbound_spi] = InboundSA(in_config, 0.0)
-            outbound = OutboundSA(out_config, 0.0)
-            if event.rekeyed_spi is None and self.outbound is not None:
-                # One more CHILD_SA beside the one in use: keep it apart.
-                self.others[event.inbound_spi] = (outbound, event.outbound_spi)
-            elif event.outbound_active:
-                self.outbound, self.outbound_spi = outbound, event.outbound_spi
-            else:
-                self.standby[event.inbound_spi] = (outbound, event.outbound_spi)
+            self._install(event)
         elif isinstance(event, ChildSaOutboundSwitched):
-            self.outbound, self.outbound_spi = self.standby.pop(event.inbound_spi)
+            self.active[event.inbound_spi] = self.standby.pop(event.inbound_spi)
+            self.active.pop(self.replaces.pop(event.inbound_spi, None), None)
         elif isinstance(event, ChildSaDeleted):
-            self.inbound.pop(event.inbound_spi, None)
-            self.standby.pop(event.inbound_spi, None)
-            self.others.pop(event.inbound_spi, None)
-            if self.outbound_spi == event.outbound_spi:
-                self.outbound, self.outbound_spi = None, None
+            for table in (self.inbound, self.active, self.standby, self.replaces):
+                table.pop(event.inbound_spi, None)
+            self.fresh.discard(event.inbound_spi)
 
-    def send(self, payload):
-        assert self.outbound is not None, "no outbound SA: traffic stopped"
-        return self.outbound.seal(payload, 17, 0.0)
+    def _install(self, event):
+        out_config, in_config = esp_configs(event)
+        self.inbound[event.inbound_spi] = InboundSA(in_config, 0.0)
+        outbound = (OutboundSA(out_config, 0.0), event.outbound_spi)
+        if not event.outbound_active:
+            self.standby[event.inbound_spi] = outbound
+            self.replaces[event.inbound_spi] = event.rekeyed_spi
+            return
+        self.active[event.inbound_spi] = outbound
+        self.active.pop(event.rekeyed_spi, None)  # the rekeyer switches at once
+        if event.rekeyed_spi is None and not event.is_initiator:
+            self.fresh.add(event.inbound_spi)
+
+    @property
+    def outbound_spis(self):
+        return sorted(spi for _, spi in self.active.values())
+
+    def send_all(self, payload):
+        """One packet on every outbound SA in use, with its pair's SPI."""
+        assert self.active, "no outbound SA: traffic stopped"
+        return [
+            (inbound_spi, sa.seal(payload, 17, 0.0))
+            for inbound_spi, (sa, _) in self.active.items()
+        ]
 
     def receive(self, packet):
         spi = packet[:4]
@@ -232,7 +250,12 @@ class Pair:
         for sender in (self.a, self.b):
             receiver = self.other(sender)
             payload = f"from {sender.name}".encode()
-            assert receiver.plane.receive(sender.plane.send(payload)) == payload
+            for inbound_spi, packet in sender.plane.send_all(payload):
+                if inbound_spi in sender.plane.fresh:
+                    if packet[:4] not in receiver.plane.inbound:
+                        continue  # our answer is still on its way
+                    sender.plane.fresh.discard(inbound_spi)
+                assert receiver.plane.receive(packet) == payload
 
     def survivors(self):
         return list(self.a.sa.child_sas), list(self.b.sa.child_sas)
@@ -244,8 +267,8 @@ class Pair:
         assert a_child.outbound_spi == b_child.inbound_spi
         assert set(self.a.plane.inbound) == {a_child.inbound_spi}
         assert set(self.b.plane.inbound) == {b_child.inbound_spi}
-        assert self.a.plane.outbound_spi == a_child.outbound_spi
-        assert self.b.plane.outbound_spi == b_child.outbound_spi
+        assert self.a.plane.outbound_spis == [a_child.outbound_spi]
+        assert self.b.plane.outbound_spis == [b_child.outbound_spi]
         assert not self.a.plane.standby and not self.b.plane.standby
         self.check_traffic()
         return a_child, b_child

@@ -112,7 +112,7 @@ def test_new_child_sa_created_next_to_the_first():
     assert {c.inbound_spi for c in pair.a.sa.child_sas} == {
         c.outbound_spi for c in pair.b.sa.child_sas
     }
-    outbound, _ = pair.a.plane.others[new.inbound_spi]
+    outbound, _ = pair.a.plane.active[new.inbound_spi]
     packet = outbound.seal(b"on the second CHILD_SA", 17, 0.0)
     assert pair.b.plane.receive(packet) == b"on the second CHILD_SA"
 
