@@ -96,7 +96,9 @@ class Namespace:
             text=True,
         )
         helper = Helper(process)
-        ready = read_line(process, process.stdout, 30.0)  # type: ignore[arg-type]
+        if process.stdout is None:
+            raise RuntimeError("helper started without a stdout pipe")
+        ready = read_line(process, process.stdout, 30.0)
         if ready != "ready":
             raise RuntimeError(f"{module} said {ready!r} instead of ready")
         return helper

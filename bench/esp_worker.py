@@ -27,7 +27,7 @@ import struct
 import sys
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import uvloop
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -135,11 +135,11 @@ class BareProtect(asyncio.DatagramProtocol):
         self.spi = raw["spi"]
         self.peer = (raw["outer_destination"], ESP_PORT)
         self.sequence = 0
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transport: asyncio.DatagramTransport
         self.trailer = bytes((1, 2, 0, IPPROTO_IPIP))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.sequence += 1
@@ -148,7 +148,7 @@ class BareProtect(asyncio.DatagramProtocol):
         iv = sequence.to_bytes(8, "big")
         aad = _ESN_AAD.pack(self.spi, 0, sequence)
         sealed = self.cipher.encrypt(self.salt + iv, data + self.trailer, aad)
-        self.transport.sendto(header + iv + sealed, self.peer)  # type: ignore[union-attr]
+        self.transport.sendto(header + iv + sealed, self.peer)
 
 
 class BareUnprotect(asyncio.DatagramProtocol):

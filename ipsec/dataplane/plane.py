@@ -79,7 +79,7 @@ DatagramHandler = Callable[[bytes, tuple[str, int]], None]
 LifetimeHandler = Callable[[LifetimeEvent], None]
 IkeHandler = Callable[[bytes, Address, Address], None]
 FlowKey = tuple[int, bytes, bytes, int, int]
-_Route = tuple[DatagramHandler, tuple[str, int]]
+_Route = tuple[DatagramHandler | None, tuple[str, int]]
 _UNKNOWN: Any = object()
 _IPV4_UDP_FIELDS = struct.Struct("!H2xH16xH")
 _PORTS = struct.Struct("!HH")
@@ -196,6 +196,7 @@ class DataPlane:
         """Protect what the kernel routes into ``tun``; write decrypted back."""
         self._tun = tun
         tun.attach(self.loop, self._on_tun_packet)
+        self._forget_flows()
 
     def set_ike_handler(self, handler: IkeHandler | None) -> None:
         """``handler(message, local, remote)`` for IKE on every encap socket."""
@@ -506,8 +507,9 @@ class DataPlane:
     def _deliver_packet(self, entry: _Inbound, packet: bytes) -> None:
         """An IP packet out of an SA: the tunnel's inner one, or transport's."""
         # Fast path for the common case, IPv4 UDP (RTP, SIP) to a bound
-        # handler: a header check and one lookup of a per-SA route cache
-        # keyed by the addresses and ports as they sit in the packet.
+        # handler or the TUN: a header check and one lookup of a per-SA
+        # route cache keyed by the addresses and ports as they sit in the
+        # packet.
         if len(packet) >= 28 and packet[0] == 0x45 and packet[9] == IPPROTO_UDP:
             total, fragment, length = _IPV4_UDP_FIELDS.unpack_from(packet, 2)
             if (
@@ -521,6 +523,10 @@ class DataPlane:
                     route = self._route(entry, flow)
                 if route is not None:
                     handler, source = route
+                    if handler is None:
+                        if self._tun is not None:
+                            self._tun.write(packet)
+                        return
                     counters = self.channel_counters
                     counters.packets_in += 1
                     counters.bytes_in += length - 8
@@ -529,13 +535,15 @@ class DataPlane:
         self._deliver_general(entry, packet)
 
     def _route(self, entry: _Inbound, flow: bytes) -> _Route | None:
-        """Cache where an IPv4 UDP flow on ``entry`` goes, if to a handler."""
+        """Cache where an admitted IPv4 UDP flow on ``entry`` goes: to a
+        handler, or (handler None) to the TUN; None for the general path."""
         source, destination = flow[:4], flow[4:8]
         source_port, destination_port = _PORTS.unpack_from(flow, 8)
         handler = self._handlers.get((destination, destination_port))
         route: _Route | None = None
         key = (IPPROTO_UDP, source, destination, source_port, destination_port)
-        if handler is not None and self._admitted(entry, key):
+        to_tun = handler is None and self._tun is not None and entry.tunnel
+        if (handler is not None or to_tun) and self._admitted(entry, key):
             route = (handler, (_address_text(source), source_port))
         if len(entry.routes) >= _FLOW_CACHE_LIMIT:
             entry.routes.clear()
