@@ -17,6 +17,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_network
 from ipsec.esp import Encryption, Integrity, Mode, Protocol, SAConfig
 from ipsec.esp.spd import TrafficSelector as PolicySelector
 
+from .certificates import CertificateAuthentication
 from .config import DpdAction, Identity, IkeSaConfig
 from .constants import (
     DhGroup,
@@ -73,7 +74,7 @@ class ConnectionDefinition:
     remote_address: IPAddress | None
     local_id: Identity
     remote_id: Identity
-    psk: PresharedKey
+    psk: PresharedKey | None
     ike_proposals: tuple[Proposal, ...]
     child: ChildDefinition
     start_action: StartAction = StartAction.NONE
@@ -100,6 +101,8 @@ class ConnectionDefinition:
     """Offer IKE fragmentation (RFC 7383), as strongSwan's ``fragmentation``."""
     fragment_size: int | None = None
     """Largest IP datagram of an IKE fragment; None: 576 (IPv4), 1280 (IPv6)."""
+    certificates: CertificateAuthentication | None = None
+    """Our certificate and key, and the CAs the peer's must chain to."""
 
     def ike_sa_config(self) -> IkeSaConfig:
         """The engine's settings for an IKE_SA of this connection."""
@@ -120,6 +123,7 @@ class ConnectionDefinition:
             retransmit_tries=self.retransmit_tries,
             fragmentation=self.fragmentation,
             fragment_size=self.fragment_size,
+            certificates=self.certificates,
         )
 
     def accepts(self, local: IPAddress, remote: IPAddress) -> bool:

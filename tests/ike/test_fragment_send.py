@@ -11,6 +11,7 @@ from ipsec.ike.message import decode_header, decode_message
 from ipsec.ike.tasks.base import IkeSaContext
 from ipsec.ike.tasks.ike_fragmentation import message_size_limit
 
+from .test_certificates import Authority, cert_pair, credentials, dns, run_handshake
 from .test_daemon import ChildSaInstalled, Node, echo_round_trip, pair, run, until
 from .test_ike_sa import (
     INITIATOR_ID,
@@ -129,3 +130,22 @@ def test_daemons_establish_with_fragmented_ike_auth():
             b.close()
 
     run(scenario())
+
+
+def test_certificate_ike_auth_is_fragmented_at_the_default_ipv4_size():
+    root = Authority.root(kind="rsa")
+    intermediate = root.intermediate(kind="rsa")
+    chain = [intermediate.certificate]
+    anchors = [root.certificate]
+    sbc = credentials(intermediate, dns("sbc.example.com"), anchors, "rsa", chain)
+    trunk = credentials(intermediate, dns("trunk.example.com"), anchors, "rsa", chain)
+    log = []
+
+    initiator, responder = cert_pair(sbc, trunk)
+    run_handshake(initiator, responder, log=log)
+
+    auth = [data for _, data in log if decode_header(data).exchange_type == 35]
+    assert initiator.state is responder.state is IkeSaState.ESTABLISHED
+    assert len(auth) > 4  # each direction needs several fragments
+    assert all(payload_types(data) == [PayloadType.SKF] for data in auth)
+    assert max(len(data) for data in auth) <= 576 - 32

@@ -60,6 +60,8 @@ class IkeSaContext:
     """The data plane's get_spi; without it SPIs are drawn from random_bytes."""
     fragmentation: bool = False
     """Both sides sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 §2.3)."""
+    peer_signature_hashes: frozenset[int] = frozenset()
+    """The peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427 §4); empty: none sent."""
 
     @property
     def cipher_out(self) -> SkCipher | None:
