@@ -19,6 +19,7 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from sbc.admission import AdmissionControl, CallRejected
 from sbc.b2bua.call import Call, CallPhase, Leg, Side
@@ -55,10 +56,20 @@ from sbc.routing import (
     NoRouteFound,
     NoTrunkAvailable,
     RoutingError,
-    SourceForbidden,
 )
 from sbc.rules import TrunkRules, copy_allowed_headers, number_from_uri
 from sbc.sip.dialog import Dialog, DialogState
+from sbc.sip.digest import (
+    ClientCredentials,
+    CredentialsRejected,
+    DigestVerifier,
+    NonceIssuer,
+    Unauthorized,
+    Verdict,
+    answer_challenge,
+    choose_challenge,
+    digest_username,
+)
 from sbc.sip.errors import (
     BadExtension,
     BadRequest,
@@ -78,7 +89,7 @@ from sbc.sip.events import (
     TransactionTimedOut,
     TransportErrorOccurred,
 )
-from sbc.sip.headers import quote_string
+from sbc.sip.headers import Challenge, quote_string
 from sbc.sip.message import Headers, Request, Response, header_key, make_response
 from sbc.sip.requests import new_branch
 from sbc.sip.transaction import (
@@ -151,6 +162,21 @@ class _Pending:
     busy: bool = False
     last_rseq: int | None = None
     """RELAY of a re-INVITE: the last RSeq PRACKed (RFC 3262 §4)."""
+    answered: frozenset[tuple[int, str]] = frozenset()
+    """INVITE: the (401/407, realm) challenges this request already answers."""
+
+
+class TrunkService(Protocol):
+    """A client of the engine's transaction layer beside the calls
+    (registration, keepalive): it gets the events of its own transactions."""
+
+    def handle_event(self, event: TransactionEvent, now: float) -> bool:
+        """Whether the event was for one of the service's transactions."""
+        ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def next_timer(self) -> float | None: ...
 
 
 class B2bua:
@@ -190,6 +216,22 @@ class B2bua:
         self._timers = TimerQueue()
         self.down_trunks: set[str] = set()
         """Trunks the keepalive logic reports down; routing skips them."""
+        self._services: list[TrunkService] = []
+        # Digest (docs/b2bua.md, "Authentication, registration and keepalive").
+        self._verifier = DigestVerifier(NonceIssuer(rng.randbytes))
+        self._accounts = {
+            t.name: t.inbound.digest for t in config.trunks if t.inbound.digest
+        }
+        self._credentials = {
+            t.name: ClientCredentials(
+                t.outbound_auth.username,
+                t.outbound_auth.password.get_secret_value(),
+                t.outbound_auth.realm,
+                tuple(t.outbound_auth.algorithms),
+            )
+            for t in config.trunks
+            if t.outbound_auth is not None
+        }
         self._in_dialog: dict[str, Callable[[Leg, RequestReceived, float], None]] = {
             "BYE": self._bye_received,
             "INVITE": self._reinvite_received,
@@ -210,6 +252,8 @@ class B2bua:
             event = layer.next_event()
 
     def handle_event(self, event: TransactionEvent, now: float) -> None:
+        if self._services and self._for_service(event, now):
+            return
         if isinstance(event, RequestReceived):
             self._on_request(event, now)
         elif isinstance(event, ResponseReceived):
@@ -228,11 +272,34 @@ class B2bua:
     def handle_timer(self, now: float) -> None:
         """Fire the engine's own timers due at `now`, then drain the layer."""
         self._timers.fire_due(now)
+        for service in self._services:
+            service.handle_timer(now)
         self.pump(now)
 
     def next_timer(self) -> float | None:
         """The engine's next deadline (the layer has its own)."""
-        return self._timers.next_deadline()
+        deadline = self._timers.next_deadline()
+        for service in self._services:
+            due = service.next_timer()
+            if due is not None and (deadline is None or due < deadline):
+                deadline = due
+        return deadline
+
+    def attach(self, service: TrunkService) -> None:
+        """Run `service` (registration, keepalive) on the engine's layer:
+        it gets the events of its transactions and its timers fire with
+        the engine's."""
+        self._services.append(service)
+
+    def _for_service(self, event: TransactionEvent, now: float) -> bool:
+        # Only client transactions the calls do not own can be a service's.
+        if not isinstance(
+            event, (ResponseReceived, TransactionTimedOut, TransportErrorOccurred)
+        ):
+            return False
+        if event.key in self._clients:
+            return False
+        return any(service.handle_event(event, now) for service in self._services)
 
     @property
     def active_calls(self) -> int:
@@ -304,6 +371,9 @@ class B2bua:
         response = make_response(request, exc.status_code, exc.reason, to_tag=tag)
         _add_error_headers(response.headers, exc)
         self._respond(event.key, response, now)
+        # A challenge is a step of the call attempt, not a refused call.
+        if isinstance(exc, Unauthorized):
+            return
         if request.method == "INVITE" and request.to_tag is None:
             self._record_refusal(request, exc.status_code, now)
 
@@ -325,7 +395,7 @@ class B2bua:
         request = event.request
         self._check_new_invite(event)
         endpoint = self._endpoint(event.transport)
-        trunk = self._classify(endpoint.listener, event.source[0])
+        trunk = self._classify(event, endpoint.listener, now)
         rules = self._rules[trunk]
         rules.ingress_headers.apply(request.headers)
         session = negotiate_as_uas(request, self._settings.session_timer)
@@ -372,13 +442,45 @@ class B2bua:
         if unknown:
             raise BadExtension("Bad Extension", unsupported=unknown)
 
-    def _classify(self, listener: str, source: str) -> str:
-        match = self._router.classify(listener, source)
-        # Digest challenges belong to the transport edge, not to the call
-        # engine: a trunk that demands them is refused here (policy).
-        if isinstance(match, DigestChallengeNeeded) or match.authenticate:
-            raise SourceForbidden("Forbidden", cause="digest not handled here")
+    def _classify(self, event: RequestReceived, listener: str, now: float) -> str:
+        request = event.request
+        username = digest_username(request.authorization)
+        match = self._router.classify(listener, event.source[0], username)
+        if isinstance(match, DigestChallengeNeeded):
+            raise self._verifier.challenge(match.realm, now)
+        if match.authenticate:
+            self._authenticate(request, match.trunk, now)
         return match.trunk
+
+    def _authenticate(self, request: Request, trunk: str, now: float) -> None:
+        """RFC 3261 §22.2: challenge, then verify the retried request.
+
+        Policy: credentials that fail get 403, not a new challenge, so a
+        wrong password costs the peer one round trip and no guessing loop;
+        a right digest on an expired or reused nonce is challenged again
+        with stale=true (RFC 7616 §3.3).
+        """
+        account = self._accounts[trunk]
+        offered = [
+            item
+            for item in request.authorization
+            if item.scheme.lower() == "digest" and item.get("realm") == account.realm
+        ]
+        if not offered:
+            raise self._verifier.challenge(account.realm, now)
+        verdict = self._verifier.verify(
+            offered[0],
+            method=request.method,
+            request_uri=request.uri,
+            realm=account.realm,
+            password=account.password.get_secret_value(),
+            now=now,
+        )
+        if verdict is Verdict.STALE:
+            raise self._verifier.challenge(account.realm, now, stale=True)
+        if verdict is Verdict.REJECTED:
+            _log.info("call %s: digest credentials rejected", request.call_id)
+            raise CredentialsRejected("Forbidden")
 
     def _open_call(
         self,
@@ -542,7 +644,77 @@ class B2bua:
             self._b_success(leg, response, now)
         elif not pending.final:
             pending.final = True
+            if status in (401, 407) and self._answer_challenge(pending, response, now):
+                return
             self._b_failure(leg, status, response, now)
+
+    def _answer_challenge(
+        self, pending: _Pending, response: Response, now: float
+    ) -> bool:
+        """Re-send the B-leg INVITE with credentials (RFC 3261 §22.2).
+
+        Each (status, realm) is answered once: the same challenge again
+        means the credentials failed, and the response then counts as the
+        attempt's final failure (relayed, or failover).
+        """
+        leg, call = pending.leg, pending.call
+        credentials = self._credentials.get(leg.trunk)
+        if credentials is None or not self._may_answer(call, leg):
+            return False
+        try:
+            offered = (
+                response.www_authenticate
+                if response.status == 401
+                else response.proxy_authenticate
+            )
+        except SipParseError:
+            return False
+        challenge = choose_challenge(offered, credentials)
+        if challenge is None:
+            return False
+        answered = (response.status, challenge.get("realm") or "")
+        if answered in pending.answered:
+            return False
+
+        invite = self._authorized_invite(leg, challenge, credentials, response.status)
+        leg.invite = invite
+        leg.early.clear()
+        leg.last_rseq.clear()
+        key = self._layer.send_request(invite, leg.peer, leg.transport, now)
+        leg.invite_key = key
+        self._clients[key] = _Pending(
+            call,
+            leg,
+            Purpose.INVITE,
+            invite,
+            key,
+            answered=pending.answered | {answered},
+        )
+        self._arm_progress(leg, now)
+        return True
+
+    def _authorized_invite(
+        self,
+        leg: Leg,
+        challenge: Challenge,
+        credentials: ClientCredentials,
+        status: int,
+    ) -> Request:
+        # §8.1.3.5: the same request on a new branch with CSeq one higher.
+        old = leg.invite
+        headers = old.headers.copy()
+        headers.set("Via", self._via(self._endpoint(leg.transport)))
+        headers.set("CSeq", f"{old.cseq.number + 1} INVITE")
+        value = answer_challenge(
+            challenge,
+            credentials,
+            method="INVITE",
+            uri=old.uri,
+            cnonce=self._rng.randbytes(8).hex(),
+        )
+        name = "Authorization" if status == 401 else "Proxy-Authorization"
+        headers.add(name, value)
+        return Request("INVITE", old.uri, headers, old.body)
 
     def _b_provisional(self, leg: Leg, response: Response, now: float) -> None:
         call = leg.call
@@ -1523,6 +1695,9 @@ def _add_error_headers(headers: Headers, exc: SipError) -> None:
         headers.add("Retry-After", str(exc.retry_after))
     elif isinstance(exc, CallRejected):
         headers.add("Retry-After", str(exc.retry_after))
+    elif isinstance(exc, Unauthorized):
+        for challenge in exc.challenges:
+            headers.add("WWW-Authenticate", challenge)
 
 
 def _call_record(call: Call, now: float) -> CallRecord:
