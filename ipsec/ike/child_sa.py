@@ -21,7 +21,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from .constants import ExchangeType
-from .events import ChildSaEstablished
+from .events import ChildSaDeleteReason, ChildSaEstablished
 
 if TYPE_CHECKING:
     # The tasks import this module; Task is needed for annotations only.
@@ -59,6 +59,10 @@ class ChildSa:
     outbound_active: bool
     successor: bytes | None = None
     """Inbound SPI of the SA that replaces this one once it is deleted."""
+    expire_at: float | None = None
+    """When the hard lifetime runs out; set by the table from its config."""
+    delete_reason: ChildSaDeleteReason | None = None
+    """Why we are deleting it, once our Delete is queued."""
     collision: PeerRekey | None = None
 
     @property
@@ -92,8 +96,9 @@ class ChildSaTable:
     that tasks can start lifetimes without reading a clock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, life_time: float | None = None) -> None:
         self._by_inbound: dict[bytes, ChildSa] = {}
+        self._life_time = life_time
         self.pending: deque[Exchange] = deque()
         """Requests to send once the window is free (RFC 7296 §2.3)."""
         self.now = 0.0
@@ -107,6 +112,8 @@ class ChildSaTable:
         return len(self._by_inbound)
 
     def add(self, child: ChildSa) -> None:
+        if self._life_time is not None and child.expire_at is None:
+            child.expire_at = self.now + self._life_time
         self._by_inbound[child.inbound_spi] = child
 
     def get(self, inbound_spi: bytes) -> ChildSa | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from .certificates import CertificateAuthentication
 from .constants import IdType
 from .keymat import PresharedKey
 from .payloads import IdiPayload, IdPayload, IdrPayload, Proposal, TrafficSelector
@@ -40,8 +39,7 @@ class IkeSaConfig:
     local_id: Identity
     remote_id: Identity
     """Who the peer must authenticate as; anyone else gets AUTHENTICATION_FAILED."""
-    psk: PresharedKey | None
-    """Authenticates both sides unless ``certificates`` says otherwise."""
+    psk: PresharedKey
     ike_proposals: tuple[Proposal, ...]
     """IKE proposals in our order of preference (SPI left empty)."""
     esp_proposals: tuple[Proposal, ...]
@@ -58,6 +56,9 @@ class IkeSaConfig:
     child_rekey_time: float | None = None
     """Soft lifetime of a CHILD_SA in seconds; None rekeys only on request
     (strongSwan's default is 3600)."""
+    child_life_time: float | None = None
+    """Hard lifetime of a CHILD_SA: deleted at this age if not yet replaced
+    (strongSwan: rekey_time plus 10 %). Keep it above child_rekey_time."""
     ike_rekey_time: float | None = None
     """Soft lifetime of the IKE_SA in seconds (strongSwan: 14400)."""
     rand_time: float = 0.0
@@ -73,6 +74,3 @@ class IkeSaConfig:
     fragment_size: int | None = None
     """Largest IP datagram an IKE fragment may fill; None: 576 over IPv4,
     1280 over IPv6 (RFC 7383 §2.5.1)."""
-    certificates: CertificateAuthentication | None = None
-    """With a local certificate we sign our AUTH; with trust anchors the peer
-    must sign its own. The PSK covers whichever side this leaves out."""

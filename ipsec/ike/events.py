@@ -98,6 +98,7 @@ class ChildSaDeleteReason(Enum):
     DELETED_LOCALLY = "deleted locally"
     DELETED_BY_PEER = "deleted by the peer"
     IKE_SA_GONE = "its IKE_SA was deleted"
+    EXPIRED = "hard lifetime reached"
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,7 +81,6 @@ from .tasks import (
 from .tasks.base import Endpoint, SpiAllocator
 from .tasks.child_delete import ChildDelete, InformationalResponder
 from .tasks.child_rekey import CreateChildSa, CreateChildSaResponder
-from .tasks.ike_cert_pre import IkeCertPre
 from .tasks.ike_delete import IkeDelete, ike_sa_deleted_events
 from .tasks.ike_dpd import InitialContact, LivenessCheck
 from .tasks.ike_fragmentation import IkeFragmentation, message_size_limit
@@ -165,7 +164,7 @@ class IkeSa:
         """SKF reassembly of the peer's requests (False) and responses (True)."""
         self._to_send: list[bytes] = []
         self._events: deque[IkeEvent] = deque()
-        self._children = ChildSaTable()
+        self._children = ChildSaTable(config.child_life_time)
         self._last_heard = 0.0
         """When the last authenticated message came from the peer."""
         self._ike_rekey_at: float | None = None
@@ -307,6 +306,12 @@ class IkeSa:
                 for child in self._children
                 if child.rekey_at is not None and child.state is ChildSaState.INSTALLED
             ]
+            deadlines += [
+                child.expire_at
+                for child in self._children
+                if child.expire_at is not None
+                and child.state is not ChildSaState.DELETING
+            ]
             delay = self._context.config.dpd_delay
             if delay is not None and self._outstanding is None:
                 deadlines.append(self._last_heard + delay)
@@ -358,12 +363,23 @@ class IkeSa:
         self._children.queue(ExchangeType.CREATE_CHILD_SA, [task])
 
     def _start_due_exchanges(self, now: float) -> None:
+        # Rekeys that must wait for an IKE_SA rekey are tried again later.
+        later = now + self._context.config.retransmit_timeout
+        blocked = self._children.ike_rekeying
         if self._ike_rekey_at is not None and now >= self._ike_rekey_at:
-            self.rekey_ike_sa(now)
+            if blocked:
+                self._ike_rekey_at = later
+            else:
+                self.rekey_ike_sa(now)
         for child in self._children:
-            due = child.rekey_at is not None and now >= child.rekey_at
-            if due and child.state is ChildSaState.INSTALLED:
-                if not self._children.ike_rekeying:
+            if child.expire_at is not None and now >= child.expire_at:
+                self._expire(child)
+            elif child.rekey_at is not None and now >= child.rekey_at:
+                if child.state is not ChildSaState.INSTALLED:
+                    continue
+                if blocked:
+                    child.rekey_at = later
+                else:
                     self._queue_child_rekey(child)
         delay = self._context.config.dpd_delay
         idle = self._outstanding is None and not self._children.pending
@@ -372,6 +388,15 @@ class IkeSa:
             task = LivenessCheck(self._context)
             self._children.queue(ExchangeType.INFORMATIONAL, [task])
         self._send_pending(now)
+
+    def _expire(self, child: ChildSa) -> None:
+        """The hard lifetime ran out before a rekey replaced it: delete it."""
+        if child.state is ChildSaState.DELETING:
+            return
+        child.state, child.rekey_at = ChildSaState.DELETING, None
+        reason = ChildSaDeleteReason.EXPIRED
+        task = ChildDelete(self._context, self._children, child.inbound_spi, reason)
+        self._children.queue(ExchangeType.INFORMATIONAL, [task])
 
     def _send_pending(self, now: float) -> None:
         """Send the next queued request once the window is free (§2.3)."""
@@ -967,12 +992,7 @@ class IkeSa:
 
 
 def _init_tasks(ike_init: IkeInit, context: IkeSaContext) -> list[Task]:
-    return [
-        ike_init,
-        IkeNatd(context),
-        IkeFragmentation(context),
-        IkeCertPre(context),
-    ]
+    return [ike_init, IkeNatd(context), IkeFragmentation(context)]
 
 
 def _is_later_fragment(data: bytes, header: IkeHeader) -> bool:

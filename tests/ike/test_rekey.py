@@ -292,3 +292,51 @@ def test_rekey_of_a_child_sa_not_installed_is_refused_locally():
         pair.a.sa.rekey_child_sa(old.inbound_spi, 1.0)
     with pytest.raises(RuntimeError):
         pair.a.sa.rekey_child_sa(b"\0\0\0\0", 1.0)
+
+
+def test_hard_lifetime_deletes_a_child_sa_not_rekeyed_in_time():
+    changes = {"child_life_time": 50.0}
+    pair = Pair(changes, changes)
+    [child] = pair.a.sa.child_sas
+
+    assert pair.a.sa.get_timer() == child.expire_at == 50.0
+    pair.advance(50.0)
+    pair.settle()
+
+    reasons = {e.reason for s in (pair.a, pair.b) for e in s.of_type(ChildSaDeleted)}
+    assert reasons <= {ChildSaDeleteReason.EXPIRED, ChildSaDeleteReason.DELETED_BY_PEER}
+    assert ChildSaDeleteReason.EXPIRED in reasons
+    assert pair.a.sa.child_sas == pair.b.sa.child_sas == ()
+    assert pair.a.plane.inbound == pair.b.plane.inbound == {}
+
+
+def test_rekey_before_the_hard_lifetime_gives_the_new_sa_its_own():
+    changes = {"child_rekey_time": 40.0, "child_life_time": 50.0}
+    pair = Pair(changes, changes)
+    [old] = pair.a.sa.child_sas
+
+    pair.advance(45.0)
+    pair.settle(check_traffic=True)
+    pair.advance(55.0)
+
+    new_a, _ = pair.assert_one_pair()
+    assert new_a.inbound_spi != old.inbound_spi
+    assert new_a.expire_at == pytest.approx(45.0 + 50.0)  # answered at 45
+
+
+def test_soft_lifetime_waits_while_the_ike_sa_is_rekeyed():
+    changes = {"child_rekey_time": 10.0}
+    pair = Pair(changes, changes)
+    pair.a.sa.rekey_ike_sa(1.0)
+    pair.collect()
+
+    # Due, but blocked by the IKE_SA rekey: postponed, not fired forever.
+    pair.a.sa.handle_timer(10.0)
+    assert pair.a.sa.get_timer() > 10.0
+    pair.settle(check_traffic=True)
+    pair.advance(30.0)
+    pair.settle(check_traffic=True)
+
+    [child] = pair.a.sa.child_sas
+    assert child.established.rekeyed_spi is not None
+    pair.assert_one_pair()

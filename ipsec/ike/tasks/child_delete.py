@@ -36,6 +36,9 @@ class ChildDelete(Task):
         self._table = table
         self._inbound_spi = inbound_spi
         self._reason = reason
+        child = table.get(inbound_spi)
+        if child is not None:
+            child.delete_reason = reason
 
     def build_i(self) -> list[Payload]:
         # Already deleted by the peer meanwhile: the exchange stays empty.
@@ -89,6 +92,8 @@ class InformationalResponder(Task):
         if child.state is not ChildSaState.DELETING:
             self._paired.append(child.inbound_spi)
         reason = self._switch_to_successor(child)
+        if child.state is ChildSaState.DELETING and child.delete_reason:
+            reason = child.delete_reason  # simultaneous: ours says more
         self.outcome.append(
             ChildSaDeleted(child.inbound_spi, child.outbound_spi, reason)
         )
