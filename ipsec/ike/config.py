@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from .certificates import CertificateAuthentication
 from .constants import IdType
 from .keymat import PresharedKey
 from .payloads import IdiPayload, IdPayload, IdrPayload, Proposal, TrafficSelector
@@ -39,7 +40,8 @@ class IkeSaConfig:
     local_id: Identity
     remote_id: Identity
     """Who the peer must authenticate as; anyone else gets AUTHENTICATION_FAILED."""
-    psk: PresharedKey
+    psk: PresharedKey | None
+    """Authenticates both sides unless ``certificates`` says otherwise."""
     ike_proposals: tuple[Proposal, ...]
     """IKE proposals in our order of preference (SPI left empty)."""
     esp_proposals: tuple[Proposal, ...]
@@ -74,3 +76,6 @@ class IkeSaConfig:
     fragment_size: int | None = None
     """Largest IP datagram an IKE fragment may fill; None: 576 over IPv4,
     1280 over IPv6 (RFC 7383 §2.5.1)."""
+    certificates: CertificateAuthentication | None = None
+    """With a local certificate we sign our AUTH; with trust anchors the peer
+    must sign its own. The PSK covers whichever side this leaves out."""

@@ -81,6 +81,7 @@ from .tasks import (
 from .tasks.base import Endpoint, SpiAllocator
 from .tasks.child_delete import ChildDelete, InformationalResponder
 from .tasks.child_rekey import CreateChildSa, CreateChildSaResponder
+from .tasks.ike_cert_pre import IkeCertPre
 from .tasks.ike_delete import IkeDelete, ike_sa_deleted_events
 from .tasks.ike_dpd import InitialContact, LivenessCheck
 from .tasks.ike_fragmentation import IkeFragmentation, message_size_limit
@@ -992,7 +993,12 @@ class IkeSa:
 
 
 def _init_tasks(ike_init: IkeInit, context: IkeSaContext) -> list[Task]:
-    return [ike_init, IkeNatd(context), IkeFragmentation(context)]
+    return [
+        ike_init,
+        IkeNatd(context),
+        IkeFragmentation(context),
+        IkeCertPre(context),
+    ]
 
 
 def _is_later_fragment(data: bytes, header: IkeHeader) -> bool:
