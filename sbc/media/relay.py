@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from sbc.media import rtcp
 from sbc.media.core import (
     MEDIA_LOGGER,
     Forward,
@@ -186,6 +187,7 @@ class MediaRelay:
         self._sessions: dict[str, MediaSession] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._rtcp_preload_started = False
 
     @property
     def sessions(self) -> dict[str, MediaSession]:
@@ -227,6 +229,10 @@ class MediaRelay:
             raise
         self._sessions[call_id] = session
         self._start_ticker()
+        if not self._rtcp_preload_started:
+            # Before the first RTCP packet, not on it: see sbc.media.rtcp.
+            self._rtcp_preload_started = True
+            self._loop.run_in_executor(None, rtcp.preload)
         return session
 
     def release_ports(self, a_rtp: _Port, b_rtp: _Port) -> None:

@@ -1,7 +1,9 @@
 """Reading receiver reports out of relayed RTCP (RFC 3550 §6.4).
 
 aiortc parses the compound packet. Importing it loads PyAV and costs over a
-second, so it happens on the first RTCP packet, never at relay start-up.
+second, so it never happens at start-up: the relay starts it in a worker
+thread with its first call (``preload``), and the first RTCP packet imports
+it if that has not finished, rather than stall every stream for a second.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ def read_reports(packet: bytes) -> list[ReceptionReport] | None:
                 )
             )
     return reports
+
+
+def preload() -> None:
+    """Import the parser now; meant for a worker thread."""
+    _load_parser()
 
 
 def _load_parser() -> Callable[[bytes], list[Any]]:

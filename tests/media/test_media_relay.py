@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -419,3 +421,35 @@ def test_ports_exhausted_on_b_leg_releases_a_leg_pair() -> None:
         probe.close()
     finally:
         relay.stop()
+
+
+PRELOAD_PROBE = """
+import asyncio, sys, time, uvloop
+from sbc.media import MediaRelay, MediaSettings
+assert "aiortc" not in sys.modules, "imported at start-up"
+
+async def main():
+    low = int(sys.argv[1])
+    relay = MediaRelay(MediaSettings(port_min=low, port_max=low + 9))
+    await relay.allocate("probe", "127.0.0.1", "127.0.0.1")
+    deadline = time.monotonic() + 20
+    while "aiortc.rtp" not in sys.modules and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await relay.close()
+    print("aiortc.rtp" in sys.modules)
+
+uvloop.run(main())
+"""
+
+
+def test_rtcp_parser_not_imported_at_start_but_preloaded_with_first_call() -> None:
+    low = 42000 + os.getpid() % 1000 * 10
+    result = subprocess.run(
+        [sys.executable, "-c", PRELOAD_PROBE, str(low)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
