@@ -80,6 +80,15 @@ class LocalCertificate:
     private_key: PrivateKey = field(repr=False)
     intermediates: tuple[x509.Certificate, ...] = ()
 
+    def __post_init__(self) -> None:
+        # Refused here, so that signing in IKE_AUTH cannot fail later.
+        key = self.private_key
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            if key.curve.name not in _RFC4754:
+                raise ValueError(f"curve {key.curve.name} is not supported")
+        elif not isinstance(key, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
+            raise ValueError("only RSA, ECDSA and Ed25519 keys sign IKE AUTH")
+
 
 @dataclass(frozen=True, slots=True)
 class CertificateAuthentication:
@@ -151,8 +160,10 @@ def _pss_parameters(hash_id: HashAlgorithm) -> bytes:
     return _der(0x30, _der(0xA0, hash_algorithm) + _der(0xA1, mgf1) + _der(0xA2, salt))
 
 
-class _KeyKind(IntEnum):
-    RSA = 1
+class SignatureKind(IntEnum):
+    """The signature algorithm family an AlgorithmIdentifier names."""
+
+    RSA_PKCS1 = 1
     RSA_PSS = 2
     ECDSA = 3
     ED25519 = 4
@@ -162,48 +173,55 @@ class _KeyKind(IntEnum):
 class SignatureScheme:
     """One RFC 7427 signature scheme and its AlgorithmIdentifier."""
 
-    name: str
-    kind: _KeyKind
+    kind: SignatureKind
     hash_id: HashAlgorithm
     algorithm_identifier: bytes
 
 
-def _schemes() -> tuple[SignatureScheme, ...]:
-    schemes = []
-    pss_hashes = (
-        HashAlgorithm.SHA2_256,
-        HashAlgorithm.SHA2_384,
-        HashAlgorithm.SHA2_512,
-    )
-    for number, hash_id in enumerate(pss_hashes):
-        oid = "1.2.840.113549.1.1.10"
-        blob = _algorithm_identifier(oid, _pss_parameters(hash_id))
-        schemes.append(
-            SignatureScheme(
-                f"rsassa-pss-{hash_id.name}", _KeyKind.RSA_PSS, hash_id, blob
-            )
-        )
-        ecdsa_oid = f"1.2.840.10045.4.3.{2 + number}"
-        blob = _algorithm_identifier(ecdsa_oid)
-        schemes.append(
-            SignatureScheme(f"ecdsa-with-{hash_id.name}", _KeyKind.ECDSA, hash_id, blob)
-        )
-        rsa_oid = f"1.2.840.113549.1.1.{11 + number}"
-        blob = _algorithm_identifier(rsa_oid, _NULL)
-        schemes.append(
-            SignatureScheme(f"{hash_id.name}-with-rsa", _KeyKind.RSA, hash_id, blob)
-        )
-    ed25519_blob = _algorithm_identifier("1.3.101.112")
-    schemes.append(
-        SignatureScheme(
-            "ed25519", _KeyKind.ED25519, HashAlgorithm.IDENTITY, ed25519_blob
-        )
-    )
-    return tuple(schemes)
+# RFC 4055 §5 and RFC 8017 Appendix C (RSA), RFC 5758 §3.2 (ECDSA),
+# RFC 8410 §3 (Ed25519).
+_RSASSA_PSS = "1.2.840.113549.1.1.10"
+_ED25519 = "1.3.101.112"
+_RSA_PKCS1_OIDS = {
+    HashAlgorithm.SHA2_256: "1.2.840.113549.1.1.11",
+    HashAlgorithm.SHA2_384: "1.2.840.113549.1.1.12",
+    HashAlgorithm.SHA2_512: "1.2.840.113549.1.1.13",
+}
+_ECDSA_OIDS = {
+    HashAlgorithm.SHA2_256: "1.2.840.10045.4.3.2",
+    HashAlgorithm.SHA2_384: "1.2.840.10045.4.3.3",
+    HashAlgorithm.SHA2_512: "1.2.840.10045.4.3.4",
+}
 
 
-SIGNATURE_SCHEMES = _schemes()
+def _scheme(kind: SignatureKind, hash_id: HashAlgorithm) -> SignatureScheme:
+    if kind is SignatureKind.RSA_PSS:
+        blob = _algorithm_identifier(_RSASSA_PSS, _pss_parameters(hash_id))
+    elif kind is SignatureKind.ECDSA:
+        blob = _algorithm_identifier(_ECDSA_OIDS[hash_id])
+    elif kind is SignatureKind.RSA_PKCS1:
+        blob = _algorithm_identifier(_RSA_PKCS1_OIDS[hash_id], _NULL)
+    else:
+        blob = _algorithm_identifier(_ED25519)
+    return SignatureScheme(kind, hash_id, blob)
+
+
+SIGNATURE_SCHEMES = (
+    *(
+        _scheme(kind, hash_id)
+        for kind in (
+            SignatureKind.RSA_PSS,
+            SignatureKind.ECDSA,
+            SignatureKind.RSA_PKCS1,
+        )
+        for hash_id in _HASHES
+    ),
+    _scheme(SignatureKind.ED25519, HashAlgorithm.IDENTITY),
+)
 _SCHEME_BY_BLOB = {scheme.algorithm_identifier: scheme for scheme in SIGNATURE_SCHEMES}
+_SCHEME_BY_KIND = {
+    (scheme.kind, scheme.hash_id): scheme for scheme in SIGNATURE_SCHEMES
+}
 
 
 # ---------------------------------------------------------------------------
@@ -255,10 +273,10 @@ def _spki(certificate: x509.Certificate) -> bytes:
 def sign_auth(
     private_key: PrivateKey, octets: bytes, peer_hashes: frozenset[int]
 ) -> AuthPayload:
-    """AUTH over the signed octets: method 14 when the peer announced hashes,
+    """AUTH over the signed octets: method 14 with a hash the peer announced,
     otherwise the classic method of the key type."""
-    if peer_hashes or isinstance(private_key, ed25519.Ed25519PrivateKey):
-        scheme = _choose_scheme(private_key, peer_hashes)
+    scheme = _choose_scheme(private_key, peer_hashes)
+    if scheme is not None:
         signature = _sign(private_key, scheme, octets)
         blob = scheme.algorithm_identifier
         data = bytes((len(blob),)) + blob + signature
@@ -267,43 +285,29 @@ def sign_auth(
         # RFC 7296 §3.8: method 1 is PKCS#1 v1.5 with SHA-1.
         signature = private_key.sign(octets, padding.PKCS1v15(), hashes.SHA1())
         return AuthPayload(AuthMethod.RSA_DIGITAL_SIGNATURE, signature)
-    return _sign_rfc4754(private_key, octets)
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        return _sign_rfc4754(private_key, octets)
+    raise AuthenticationFailed("no AUTH method for this key")
 
 
 def _choose_scheme(
     private_key: PrivateKey, peer_hashes: frozenset[int]
-) -> SignatureScheme:
-    kinds: tuple[_KeyKind, ...]
-    preferred: tuple[HashAlgorithm, ...]
+) -> SignatureScheme | None:
     if isinstance(private_key, ed25519.Ed25519PrivateKey):
-        kinds, preferred = (_KeyKind.ED25519,), (HashAlgorithm.IDENTITY,)
-    elif isinstance(private_key, rsa.RSAPrivateKey):
-        kinds = (_KeyKind.RSA_PSS, _KeyKind.RSA)
-        preferred = (
-            HashAlgorithm.SHA2_256,
-            HashAlgorithm.SHA2_384,
-            HashAlgorithm.SHA2_512,
-        )
-    else:
+        # RFC 8420 §2: Ed25519 exists only as method 14, Identity "hash".
+        return _SCHEME_BY_KIND[(SignatureKind.ED25519, HashAlgorithm.IDENTITY)]
+    kinds: tuple[SignatureKind, ...] = (SignatureKind.ECDSA,)
+    preferred = tuple(_HASHES)
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        kinds = (SignatureKind.RSA_PSS, SignatureKind.RSA_PKCS1)
+    elif private_key.curve.key_size > 256:
         # Match the hash to the curve's strength first (RFC 5656 §6.2.1).
-        size = private_key.curve.key_size
-        first = HashAlgorithm.SHA2_384 if size > 256 else HashAlgorithm.SHA2_256
-        kinds = (_KeyKind.ECDSA,)
-        preferred = (
-            first,
-            HashAlgorithm.SHA2_256,
-            HashAlgorithm.SHA2_384,
-            HashAlgorithm.SHA2_512,
-        )
+        preferred = (HashAlgorithm.SHA2_384, HashAlgorithm.SHA2_512, *preferred)
     for kind in kinds:
         for hash_id in preferred:
-            if hash_id in peer_hashes or kind is _KeyKind.ED25519:
-                return next(
-                    s
-                    for s in SIGNATURE_SCHEMES
-                    if s.kind is kind and s.hash_id is hash_id
-                )
-    raise AuthenticationFailed("no signature hash in common with the peer")
+            if hash_id in peer_hashes:
+                return _SCHEME_BY_KIND[(kind, hash_id)]
+    return None
 
 
 def _sign(private_key: PrivateKey, scheme: SignatureScheme, octets: bytes) -> bytes:
@@ -316,16 +320,18 @@ def _sign(private_key: PrivateKey, scheme: SignatureScheme, octets: bytes) -> by
 
 
 def _rsa_padding(scheme: SignatureScheme) -> padding.AsymmetricPadding:
-    if scheme.kind is _KeyKind.RSA_PSS:
+    if scheme.kind is SignatureKind.RSA_PSS:
         algorithm = _HASHES[scheme.hash_id]()
         return padding.PSS(padding.MGF1(algorithm), algorithm.digest_size)
     return padding.PKCS1v15()
 
 
+# The NIST curves of RFC 4754, by the name cryptography gives them; no other
+# curve is accepted in a key or a certificate.
 _RFC4754 = {
-    256: (AuthMethod.ECDSA_SHA256_P256, hashes.SHA256),
-    384: (AuthMethod.ECDSA_SHA384_P384, hashes.SHA384),
-    521: (AuthMethod.ECDSA_SHA512_P521, hashes.SHA512),
+    "secp256r1": (AuthMethod.ECDSA_SHA256_P256, hashes.SHA256),
+    "secp384r1": (AuthMethod.ECDSA_SHA384_P384, hashes.SHA384),
+    "secp521r1": (AuthMethod.ECDSA_SHA512_P521, hashes.SHA512),
 }
 
 _RFC4754_METHODS = frozenset(method for method, _ in _RFC4754.values())
@@ -334,12 +340,9 @@ _RFC4754_METHODS = frozenset(method for method, _ in _RFC4754.values())
 def _sign_rfc4754(
     private_key: ec.EllipticCurvePrivateKey, octets: bytes
 ) -> AuthPayload:
-    size = private_key.curve.key_size
-    if size not in _RFC4754:
-        raise AuthenticationFailed(f"no AUTH method for a {size}-bit curve")
-    method, algorithm = _RFC4754[size]
+    method, algorithm = _RFC4754[private_key.curve.name]
     r, s = decode_dss_signature(private_key.sign(octets, ec.ECDSA(algorithm())))
-    width = (size + 7) // 8
+    width = (private_key.curve.key_size + 7) // 8
     return AuthPayload(method, r.to_bytes(width) + s.to_bytes(width))
 
 
@@ -357,6 +360,10 @@ def verify_auth(
         (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey),
     ):
         raise AuthenticationFailed("certificate key type not supported")
+    if isinstance(public_key, ec.EllipticCurvePublicKey) and (
+        public_key.curve.name not in _RFC4754
+    ):
+        raise AuthenticationFailed(f"curve {public_key.curve.name} not supported")
     try:
         _verify(public_key, auth, octets)
     except InvalidSignature:
@@ -397,22 +404,26 @@ def _split_rfc7427(data: bytes) -> tuple[SignatureScheme, bytes]:
 def _verify_scheme(
     public_key: PublicKey, scheme: SignatureScheme, signature: bytes, octets: bytes
 ) -> None:
-    if scheme.kind is _KeyKind.ED25519 and isinstance(
+    if scheme.kind is SignatureKind.ED25519 and isinstance(
         public_key, ed25519.Ed25519PublicKey
     ):
         public_key.verify(signature, octets)
         return
-    if scheme.kind is _KeyKind.ED25519:
+    if scheme.kind is SignatureKind.ED25519:
         raise AuthenticationFailed("Ed25519 signature from another key type")
     algorithm = _HASHES[scheme.hash_id]()
-    if scheme.kind is _KeyKind.ECDSA and isinstance(
+    if scheme.kind is SignatureKind.ECDSA and isinstance(
         public_key, ec.EllipticCurvePublicKey
     ):
         public_key.verify(signature, octets, ec.ECDSA(algorithm))
-    elif scheme.kind is not _KeyKind.ECDSA and isinstance(public_key, rsa.RSAPublicKey):
+    elif scheme.kind is not SignatureKind.ECDSA and isinstance(
+        public_key, rsa.RSAPublicKey
+    ):
         public_key.verify(signature, octets, _rsa_padding(scheme), algorithm)
     else:
-        raise AuthenticationFailed(f"{scheme.name} signature from another key type")
+        raise AuthenticationFailed(
+            f"{scheme.kind.name} signature from another key type"
+        )
 
 
 def _verify_rfc4754(
@@ -421,9 +432,8 @@ def _verify_rfc4754(
     data: bytes,
     octets: bytes,
 ) -> None:
-    size = public_key.curve.key_size
-    expected, algorithm = _RFC4754.get(size, (None, hashes.SHA256))
-    width = (size + 7) // 8
+    expected, algorithm = _RFC4754[public_key.curve.name]
+    width = (public_key.curve.key_size + 7) // 8
     if expected != method or len(data) != 2 * width:
         raise AuthenticationFailed("ECDSA AUTH method does not fit the curve")
     r, s = int.from_bytes(data[:width]), int.from_bytes(data[width:])

@@ -17,6 +17,7 @@ from ipsec.ike.certificates import (
     CertificateAuthentication,
     HashAlgorithm,
     LocalCertificate,
+    SignatureKind,
     check_identity,
     sign_auth,
     verify_auth,
@@ -46,6 +47,8 @@ def new_key(kind):
         return ec.generate_private_key(ec.SECP256R1())
     if kind == "p384":
         return ec.generate_private_key(ec.SECP384R1())
+    if kind == "k256":
+        return ec.generate_private_key(ec.SECP256K1())
     if kind == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -72,12 +75,24 @@ class Authority:
     def root(cls, name="Test Root CA", kind="p256"):
         key = new_key(kind)
         certificate = (
-            _builder(_name(name), _name(name), key.public_key(), 1, NOW - DAY, NOW + 365 * DAY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            _builder(
+                _name(name),
+                _name(name),
+                key.public_key(),
+                1,
+                NOW - DAY,
+                NOW + 365 * DAY,
+            )
+            .add_extension(
+                x509.BasicConstraints(ca=True, path_length=None), critical=True
+            )
             .add_extension(_ca_key_usage(), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                critical=False,
+            )
             .sign(key, _sign_with(key))
-        )  # fmt: skip
+        )
         return cls(key, certificate)
 
     def intermediate(self, name="Test Intermediate CA", kind="p256"):
@@ -86,9 +101,12 @@ class Authority:
             self._issue(_name(name), key.public_key(), NOW - DAY, NOW + 100 * DAY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(_ca_key_usage(), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                critical=False,
+            )
             .sign(self.key, _sign_with(self.key))
-        )  # fmt: skip
+        )
         return Authority(key, certificate)
 
     def end_entity(
@@ -369,7 +387,11 @@ def test_rfc7427_data_starts_with_the_algorithm_identifier(root):
 
 
 def test_rsa_pss_identifier_matches_rfc7427_appendix():
-    [pss] = [s for s in SIGNATURE_SCHEMES if s.name == "rsassa-pss-SHA2_256"]
+    [pss] = [
+        s
+        for s in SIGNATURE_SCHEMES
+        if s.kind is SignatureKind.RSA_PSS and s.hash_id is HashAlgorithm.SHA2_256
+    ]
 
     # RFC 7427 Appendix A.4.1 (RSASSA-PSS, SHA-256, MGF1-SHA-256, salt 32).
     assert pss.algorithm_identifier == bytes.fromhex(
@@ -388,11 +410,28 @@ def test_signature_with_another_key_type_is_refused(root):
         verify_auth(rsa_certificate, auth, OCTETS)
 
 
-def test_no_common_hash_is_refused(root):
-    _, key = root.end_entity(dns("sbc.example.com"), "p256")
+def test_no_common_hash_falls_back_to_the_classic_method(root):
+    certificate, key = root.end_entity(dns("sbc.example.com"), "p256")
 
-    with pytest.raises(AuthenticationFailed):
-        sign_auth(key, OCTETS, frozenset({HashAlgorithm.SHA1}))
+    auth = sign_auth(key, OCTETS, frozenset({HashAlgorithm.SHA1}))
+
+    assert auth.auth_method == AuthMethod.ECDSA_SHA256_P256
+    verify_auth(certificate, auth, OCTETS)
+
+
+def test_peer_key_on_an_unsupported_curve_is_refused(root):
+    certificate, key = root.end_entity(dns("sbc.example.com"), "k256")
+    auth = sign_auth(key, OCTETS, frozenset({HashAlgorithm.SHA2_256}))
+
+    with pytest.raises(AuthenticationFailed, match="secp256k1"):
+        verify_auth(certificate, auth, OCTETS)
+
+
+def test_key_on_an_unsupported_curve_is_refused_at_configuration(root):
+    key = ec.generate_private_key(ec.SECP256K1())
+
+    with pytest.raises(ValueError, match="secp256k1"):
+        LocalCertificate(root.certificate, key)
 
 
 @pytest.mark.parametrize(
