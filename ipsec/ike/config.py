@@ -79,3 +79,13 @@ class IkeSaConfig:
     certificates: CertificateAuthentication | None = None
     """With a local certificate we sign our AUTH; with trust anchors the peer
     must sign its own. The PSK covers whichever side this leaves out."""
+
+    def __post_init__(self) -> None:
+        # Caught here rather than as a failure half-way through IKE_AUTH.
+        certificates = self.certificates
+        signs = certificates is not None and certificates.local is not None
+        checks = certificates is not None and certificates.requires_peer_certificate
+        if self.psk is None and not (signs and checks):
+            raise ValueError("without a PSK, a certificate and CAs are both needed")
+        if self.fragment_size is not None and self.fragment_size < 160:
+            raise ValueError("fragment_size below 160 leaves no room for content")

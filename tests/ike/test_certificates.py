@@ -494,3 +494,12 @@ def test_private_key_never_printed(root):
 
     assert "private_key" not in repr(sbc.local)
     assert "PrivateKey" not in repr(sbc)
+
+
+def test_configuration_without_psk_needs_certificate_and_cas(root):
+    own = credentials(root, dns("sbc.example.com"), [])
+    anchors_only = CertificateAuthentication(None, (root.certificate,))
+
+    for certificates in (None, own, anchors_only):
+        with pytest.raises(ValueError, match="PSK"):
+            make_config(SBC_ID, TRUNK_ID, psk=None, certificates=certificates)

@@ -149,3 +149,8 @@ def test_certificate_ike_auth_is_fragmented_at_the_default_ipv4_size():
     assert len(auth) > 4  # each direction needs several fragments
     assert all(payload_types(data) == [PayloadType.SKF] for data in auth)
     assert max(len(data) for data in auth) <= 576 - 32
+
+
+def test_fragment_size_too_small_is_refused_at_configuration():
+    with pytest.raises(ValueError, match="fragment_size"):
+        make_config(INITIATOR_ID, RESPONDER_ID, fragment_size=100)
