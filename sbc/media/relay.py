@@ -211,6 +211,8 @@ class MediaRelay:
         IPv6, independently). Raises PortsExhausted when the range is full.
         """
         self._loop = asyncio.get_running_loop()
+        if streams < 1:
+            raise ValueError("a media session needs at least one stream")
         if call_id in self._sessions:
             raise ValueError(f"media for call {call_id} is already allocated")
         any_source = (

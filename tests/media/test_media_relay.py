@@ -22,6 +22,7 @@ from sbc.media import (
     Side,
     SrtpParameters,
     SrtpSuite,
+    UnknownLeg,
 )
 from sbc.media.relay import MediaSession
 
@@ -453,3 +454,22 @@ def test_rtcp_parser_not_imported_at_start_but_preloaded_with_first_call() -> No
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
+
+
+def test_two_streams_relay_independently(relay: RelayThread) -> None:
+    # Audio and video m-lines: each has its own pairs on both legs.
+    session = relay.run(relay.relay.allocate("av-call", "127.0.0.1", "127.0.0.1", 2))
+    peers = [(Peer(), Peer()) for _ in range(2)]
+    for index, (caller, callee) in enumerate(peers):
+        for side, peer in ((Side.A, caller), (Side.B, callee)):
+            remote = RemoteMedia(peer.host, peer.port)
+            relay.call(lambda s=side, r=remote, i=index: session.update_leg(s, r, i))
+
+    for index, (caller, callee) in enumerate(peers):
+        local = session.local(Side.A, index)
+        caller.send(rtp_packet(index, ssrc=100 + index), (local.host, local.rtp_port))
+        assert callee.receive() == rtp_packet(index, ssrc=100 + index)
+    with pytest.raises(UnknownLeg):
+        session.local(Side.A, 2)
+    with pytest.raises(ValueError):
+        relay.run(relay.relay.allocate("no-streams", "127.0.0.1", "127.0.0.1", 0))
