@@ -11,6 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ipsec.ike.certificates import (
     SIGNATURE_SCHEMES,
@@ -18,17 +20,18 @@ from ipsec.ike.certificates import (
     HashAlgorithm,
     LocalCertificate,
     SignatureKind,
+    authenticate_peer,
     check_identity,
     sign_auth,
     verify_auth,
 )
 from ipsec.ike.config import Identity
-from ipsec.ike.constants import AuthMethod, IdType, NotifyType
+from ipsec.ike.constants import AuthMethod, CertEncoding, IdType, NotifyType
 from ipsec.ike.errors import AuthenticationFailed
 from ipsec.ike.events import IkeSaEstablished, IkeSaFailed
 from ipsec.ike.ike_sa import IkeSa, IkeSaState
 from ipsec.ike.message import decode_message
-from ipsec.ike.payloads import AuthPayload, CertReqPayload, IdPayload
+from ipsec.ike.payloads import AuthPayload, CertPayload, CertReqPayload, IdPayload
 
 from .test_ike_sa import drain, exchange_all, make_config, seeded
 
@@ -503,3 +506,33 @@ def test_configuration_without_psk_needs_certificate_and_cas(root):
     for certificates in (None, own, anchors_only):
         with pytest.raises(ValueError, match="PSK"):
             make_config(SBC_ID, TRUNK_ID, psk=None, certificates=certificates)
+
+
+# ---------------------------------------------------------------------------
+# Attacker-chosen input: AUTHENTICATION_FAILED and nothing else
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cert_data=st.binary(max_size=600),
+    auth_method=st.sampled_from([1, 9, 10, 11, 14, 2, 200]),
+    auth_data=st.binary(max_size=300),
+)
+def test_arbitrary_cert_and_auth_payloads_only_fail_authentication(
+    fuzz_pki, cert_data, auth_method, auth_data
+):
+    root_certificate, good_cert = fuzz_pki
+    authentication = CertificateAuthentication(None, (root_certificate,), lambda: NOW)
+    identity = SBC_ID.as_idi()
+    auth = AuthPayload(auth_method, auth_data)
+
+    for data in (cert_data, good_cert):
+        payloads = [CertPayload(CertEncoding.X509_SIGNATURE, data)]
+        with pytest.raises(AuthenticationFailed):
+            authenticate_peer(payloads, identity, auth, OCTETS, authentication)
+
+
+@pytest.fixture(scope="module")
+def fuzz_pki(root):
+    certificate, _ = root.end_entity(dns("sbc.example.com"), "p256")
+    return root.certificate, certificate.public_bytes(serialization.Encoding.DER)

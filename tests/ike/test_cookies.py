@@ -4,6 +4,8 @@ initiator's retry, with two real engines in memory."""
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ipsec.ike.constants import DhGroup, NotifyType
 from ipsec.ike.cookies import CookieJar
@@ -221,3 +223,39 @@ def test_daemon_challenge_keeps_no_state_and_the_half_open_cap_stays():
             b.close()
 
     run(scenario())
+
+
+def _real_request():
+    initiator, _ = make_pair()
+    initiator.initiate(0.0)
+    [request] = initiator.datagrams_to_send()
+    return request
+
+
+REQUEST = _real_request()
+
+
+def _mutated(flips):
+    data = bytearray(REQUEST)
+    for position, mask in flips:
+        data[position % len(data)] ^= mask
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        st.lists(
+            st.tuples(st.integers(0, 10_000), st.integers(1, 255)), max_size=4
+        ).map(_mutated),
+    )
+)
+def test_screen_of_arbitrary_bytes_answers_or_raises_the_protocol_error(data):
+    jar = CookieJar(seeded(11), now=0.0)
+
+    try:
+        verdict = jar.screen(data, ADDRESS, 0.0)
+    except IkeError:
+        return
+    assert verdict is None or first_payload(verdict).notify_type == NotifyType.COOKIE
