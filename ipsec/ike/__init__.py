@@ -4,7 +4,9 @@ The public surface is re-exported here; submodules are importable for the
 less common names (every payload class lives in ``ipsec.ike.payloads``).
 """
 
+from .certificates import CertificateAuthentication, LocalCertificate
 from .config import Identity, IkeSaConfig
+from .cookies import CookieJar
 from .crypto import (
     EncrAlgorithm,
     IntegAlgorithm,
@@ -52,9 +54,11 @@ from .message import (
 )
 
 __all__ = [
+    "CertificateAuthentication",
     "ChildSaEstablished",
     "ChildSaFailed",
     "ChildSaKeys",
+    "CookieJar",
     "DropReason",
     "EncrAlgorithm",
     "FragmentReassembler",
@@ -73,6 +77,7 @@ __all__ = [
     "IkeSaState",
     "IkeSaTransforms",
     "IntegAlgorithm",
+    "LocalCertificate",
     "KeyExchange",
     "PresharedKey",
     "PrfAlgorithm",
