@@ -120,7 +120,7 @@ def make_pki(directory, kind):
         (swanctl / folder).mkdir(parents=True, exist_ok=True)
     (swanctl / "x509ca" / "ca.pem").write_bytes(root.certificate.public_bytes(pem))
     (swanctl / "x509" / "charon.pem").write_bytes(charon_cert.public_bytes(pem))
-    key_file = swanctl / "ecdsa" / "charon.key"
+    key_file = swanctl / ("rsa" if kind == "rsa" else "ecdsa") / "charon.key"
     key_file.write_bytes(
         charon_key.private_bytes(
             pem,
@@ -180,9 +180,17 @@ def fragment_lines(charon):
 @pytest.mark.parametrize(
     "we_initiate", [True, False], ids=["we-initiate", "charon-initiates"]
 )
-def test_ecdsa_certificates_with_charon(cert_lab, tmp_path, we_initiate):
+@pytest.mark.parametrize(
+    ("kind", "scheme"),
+    [
+        # The _DER scheme is RFC 7427's (method 14); RFC 4754 has no _DER.
+        ("p256", "ECDSA_WITH_SHA256_DER"),
+        ("rsa", "RSA_EMSA_PSS"),
+    ],
+)
+def test_certificates_with_charon(cert_lab, tmp_path, we_initiate, kind, scheme):
     lab, charon = cert_lab
-    certificates = make_pki(tmp_path, "p256")
+    certificates = make_pki(tmp_path, kind)
     charon.load(charon_connection())
 
     async def scenario():
@@ -206,8 +214,7 @@ def test_ecdsa_certificates_with_charon(cert_lab, tmp_path, we_initiate):
         run(scenario())
 
     log = charon.log.read_text(errors="replace")
-    # The _DER scheme is RFC 7427's (method 14); RFC 4754 would show no _DER.
-    assert f"authentication of '{OUR_ID}' with ECDSA_WITH_SHA256_DER successful" in log
+    assert f"authentication of '{OUR_ID}' with {scheme}" in log, charon.tail()
     assert fragment_lines(charon) == (True, True), charon.tail()
 
 
