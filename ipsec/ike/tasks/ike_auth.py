@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from ..certificates import (
-    CertificateAuthentication,
     authenticate_peer,
     certificate_payloads,
     certificate_request,
@@ -109,7 +108,8 @@ class IkeAuth(Task):
         octets = self._signed_octets(identity, not context.is_original_initiator)
         certificates = context.config.certificates
         if certificates is not None and certificates.requires_peer_certificate:
-            self._verify_certificate(certificates, identity, auth, message, octets)
+            cert_payloads = message.all(CertPayload)
+            authenticate_peer(cert_payloads, identity, auth, octets, certificates)
         else:
             self._verify_psk(auth, octets)
         suite, _ = context.require_keys()
@@ -128,17 +128,6 @@ class IkeAuth(Task):
                 context.remote_behind_nat,
             )
         )
-
-    def _verify_certificate(
-        self,
-        certificates: CertificateAuthentication,
-        identity: IdPayload,
-        auth: AuthPayload,
-        message: IkeMessage,
-        octets: bytes,
-    ) -> None:
-        cert_payloads = message.all(CertPayload)
-        authenticate_peer(cert_payloads, identity, auth, octets, certificates)
 
     def _verify_psk(self, auth: AuthPayload, octets: bytes) -> None:
         psk = self.context.config.psk
