@@ -12,10 +12,11 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sbc import __version__
 from sbc.io.settings import (
@@ -27,6 +28,11 @@ from sbc.io.settings import (
     parse_listen_spec,
 )
 from sbc.log import CLI_LOGGER, setup_logging
+
+if TYPE_CHECKING:
+    from sbc.config.model import Config
+    from sbc.io.calls import ThreadedCdrWriter
+    from sbc.io.endpoint import SipEndpoint
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -105,7 +111,8 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="a configuration file (docs/configuration.md), checked at start; "
-        "its listeners are used unless --listen is given",
+        "runs the call engine with its listeners, trunks, dial plans and rules, "
+        "and writes call records to DATA_DIR/cdr.jsonl",
     )
     parser.add_argument(
         "--tls-cert",
@@ -138,6 +145,14 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         "CANCEL in that time gets 487 (default: %(default)s)",
     )
     parser.add_argument(
+        "--no-answer-timeout",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="with --config: cancel an outgoing INVITE that got no response for "
+        "this long and try the next candidate (Timer C; default 180)",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         default=Path("data"),
@@ -154,12 +169,17 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    config = None
     listen: tuple[ListenSpec, ...] = tuple(args.listen or DEFAULT_LISTEN)
     if args.config is not None:
-        configured = _configured_listeners(args.config)
-        if configured is None:
+        if args.listen:
+            # The call engine knows listeners by their names in the file.
+            sys.stderr.write("sbc serve: --listen cannot be used with --config\n")
             return 2
-        listen = tuple(args.listen or configured or DEFAULT_LISTEN)
+        config = _load_config(args.config)
+        if config is None:
+            return 2
+        listen = _config_listen_specs(config) or DEFAULT_LISTEN
     uses_tls = any(spec.transport == "TLS" for spec in listen)
     if uses_tls and (args.tls_cert is None or args.tls_key is None):
         sys.stderr.write("sbc serve: tls: listeners need --tls-cert and --tls-key\n")
@@ -173,23 +193,30 @@ def _run_serve(args: argparse.Namespace) -> int:
         tls_ca=args.tls_ca,
         idle_timeout=args.idle_timeout,
     )
-    return _run_on_uvloop(_serve(settings, args.no_route_delay))
+    return _run_on_uvloop(_serve(settings, args, config))
 
 
-def _configured_listeners(path: Path) -> tuple[ListenSpec, ...] | None:
-    """The listeners of a checked configuration file; None after reporting errors."""
-    from sbc.config import ConfigError, listen_specs, load_config
+def _load_config(path: Path) -> Config | None:
+    """A checked configuration file; None after reporting its problems."""
+    from sbc.config import ConfigError, load_config
 
     try:
-        config = load_config(path)
+        return load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"{problem}\n")
         return None
+
+
+def _config_listen_specs(config: Config) -> tuple[ListenSpec, ...]:
+    from sbc.config import listen_specs
+
     return listen_specs(config)
 
 
-async def _serve(settings: TransportSettings, no_route_delay: float) -> int:
+async def _serve(
+    settings: TransportSettings, args: argparse.Namespace, config: Config | None
+) -> int:
     # Imported here so that `sbc --help` and `sbc version` stay fast.
     from sbc.io.endpoint import SipEndpoint
     from sbc.sip.core import CorePolicy
@@ -198,12 +225,13 @@ async def _serve(settings: TransportSettings, no_route_delay: float) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    endpoint = SipEndpoint(settings, CorePolicy(no_route_delay=no_route_delay))
+    endpoint = SipEndpoint(settings, CorePolicy(no_route_delay=args.no_route_delay))
     try:
         await endpoint.start()
     except OSError as exc:
         _log.error("cannot listen: %s", exc)
         return 1
+    records = None if config is None else _start_calls(endpoint, config, args)
     _log.info("sbc %s serving; SIGINT or SIGTERM stops it", __version__)
     await stop.wait()
     _log.info("stopping")
@@ -212,8 +240,32 @@ async def _serve(settings: TransportSettings, no_route_delay: float) -> int:
             "counters %s: %s", group, " ".join(f"{k}={v}" for k, v in numbers.items())
         )
     await endpoint.close()
+    if records is not None:
+        await loop.run_in_executor(None, records.close)
     _log.info("stopped")
     return 0
+
+
+def _start_calls(
+    endpoint: SipEndpoint, config: Config, args: argparse.Namespace
+) -> ThreadedCdrWriter:
+    """Run the call engine on ``endpoint``; returns the CDR writer to close."""
+    from sbc.cdr import CdrWriter
+    from sbc.io.calls import ThreadedCdrWriter, attach_call_engine
+
+    # Records are stamped with the loop's clock; the file gets Unix times.
+    offset = time.time() - asyncio.get_running_loop().time()
+    records = ThreadedCdrWriter(CdrWriter.in_data_dir(args.data_dir), offset)
+    attach_call_engine(
+        endpoint, config, records, no_answer_timeout=args.no_answer_timeout
+    )
+    _log.info(
+        "call engine: %d trunks, %d dial plans; call records to %s",
+        len(config.trunks),
+        len(config.dial_plans),
+        args.data_dir / "cdr.jsonl",
+    )
+    return records
 
 
 def _run_on_uvloop(main_coroutine: Coroutine[Any, Any, int]) -> int:

@@ -16,7 +16,7 @@ import secrets
 import socket
 import ssl
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from sbc.io.addresses import Address, format_host_port, is_ip_literal
 from sbc.io.counters import DropReason, SipCounters, TransportCounters
@@ -64,8 +64,48 @@ def _new_tag() -> str:
     return secrets.token_hex(8)
 
 
+class TransactionUser(Protocol):
+    """What consumes the transaction layer's events (RFC 3261 §8, the TU).
+
+    `SipCore` (through `CoreUser`) without a configuration, the B2BUA call
+    engine (`sbc.b2bua.B2bua`) with one. Both answer through the layer.
+    """
+
+    def handle_event(self, event: TransactionEvent, now: float) -> None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def next_timer(self) -> float | None: ...
+
+
+class CoreUser:
+    """`SipCore` as a transaction user: its answers go back through the layer."""
+
+    def __init__(self, core: SipCore, layer: TransactionLayer) -> None:
+        self.core = core
+        self._layer = layer
+
+    def handle_event(self, event: TransactionEvent, now: float) -> None:
+        for ready in self.core.handle_event(event, now):
+            self._respond(ready, now)
+
+    def handle_timer(self, now: float) -> None:
+        for ready in self.core.handle_timer(now):
+            self._respond(ready, now)
+
+    def next_timer(self) -> float | None:
+        return self.core.next_timer()
+
+    def _respond(self, ready: ResponseReady, now: float) -> None:
+        try:
+            self._layer.send_response(ready.response, now, key=ready.key)
+        except TransactionError as exc:
+            # The transaction ended meanwhile (e.g. Timer H): nothing to do.
+            _log.debug("response %d not sent: %s", ready.response.status, exc)
+
+
 class SipEndpoint:
-    """SIP listeners wired to one transaction layer and one core."""
+    """SIP listeners wired to one transaction layer and one transaction user."""
 
     def __init__(
         self,
@@ -77,6 +117,8 @@ class SipEndpoint:
         self.settings = settings
         self.transactions = TransactionLayer(timers or TimerValues())
         self.core = SipCore(policy or CorePolicy(), _new_tag)
+        self.user: TransactionUser = CoreUser(self.core, self.transactions)
+        """Set to the call engine once the listeners are bound (`sbc.io.calls`)."""
         self.counters = {name: TransportCounters(name) for name in TRANSPORTS}
         self.sip_counters = SipCounters()
         self.listening: list[ListenSpec] = []
@@ -337,12 +379,11 @@ class SipEndpoint:
     def _run_engines(
         self, now: float, events: list[TransactionEvent] | None = None
     ) -> None:
-        """Hand events to the core until none are left, then send and re-arm."""
+        """Hand events to the TU until none are left, then send and re-arm."""
         pending = events if events is not None else self._drain_events()
         while pending:
             for event in pending:
-                for ready in self.core.handle_event(event, now):
-                    self._respond(ready, now)
+                self.user.handle_event(event, now)
             pending = self._drain_events()
         for transmission in self.transactions.datagrams_to_send():
             self._send(*transmission)
@@ -354,20 +395,12 @@ class SipEndpoint:
             events.append(event)
         return events
 
-    def _respond(self, ready: ResponseReady, now: float) -> None:
-        try:
-            self.transactions.send_response(ready.response, now, key=ready.key)
-        except TransactionError as exc:
-            # The transaction ended meanwhile (e.g. Timer H): nothing to do.
-            _log.debug("response %d not sent: %s", ready.response.status, exc)
-
     def _on_timer(self) -> None:
         self._timer = None
         now = self._now()
         try:
             self.transactions.handle_timer(now)
-            for ready in self.core.handle_timer(now):
-                self._respond(ready, now)
+            self.user.handle_timer(now)
             self._run_engines(now)
         except Exception:
             # As in _receive: a bug must not stop the timers for good.
@@ -378,7 +411,7 @@ class SipEndpoint:
     def _arm_timer(self) -> None:
         deadlines = [
             deadline
-            for deadline in (self.transactions.next_timer(), self.core.next_timer())
+            for deadline in (self.transactions.next_timer(), self.user.next_timer())
             if deadline is not None
         ]
         if not deadlines:

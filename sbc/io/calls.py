@@ -1,0 +1,104 @@
+"""The call engine inside ``sbc serve --config``.
+
+The B2BUA (`sbc.b2bua.B2bua`) becomes the transaction user of the
+endpoint's transaction layer once the listeners are bound, so that Via and
+Contact carry the ports really in use. Finished calls go to
+``DATA_DIR/cdr.jsonl`` through a writer that fsyncs on its own thread,
+never on the event loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from sbc.b2bua import B2bua, B2buaSettings, CallRecordWriter, LocalEndpoint
+from sbc.cdr import CallRecord, CdrWriter
+from sbc.config.model import Config
+from sbc.io.endpoint import SipEndpoint
+from sbc.io.settings import ListenSpec
+from sbc.log import TRANSPORT_LOGGER
+
+_log = logging.getLogger(TRANSPORT_LOGGER)
+
+
+class ThreadedCdrWriter:
+    """Hands each record to one worker thread, which keeps the order.
+
+    `CdrWriter.write` blocks on fsync for milliseconds; the event loop must
+    not wait for it. The engine stamps records with the loop's monotonic
+    clock; ``clock_offset`` (wall clock minus loop clock) makes them Unix
+    times on disk.
+    """
+
+    def __init__(self, writer: CdrWriter, clock_offset: float = 0.0) -> None:
+        self._writer = writer
+        self._clock_offset = clock_offset
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdr")
+
+    def write(self, record: CallRecord) -> None:
+        self._executor.submit(self._write, record)
+
+    def close(self) -> None:
+        """Wait for the records still queued, then close the file."""
+        self._executor.shutdown(wait=True)
+        self._writer.close()
+
+    def _write(self, record: CallRecord) -> None:
+        offset = self._clock_offset
+        answer_time = record.answer_time
+        record = dataclasses.replace(
+            record,
+            start_time=record.start_time + offset,
+            end_time=record.end_time + offset,
+            answer_time=None if answer_time is None else answer_time + offset,
+        )
+        try:
+            self._writer.write(record)
+        except (OSError, ValueError):
+            # A full or failed disk must not stop calls; the log says so.
+            _log.exception("call record of %s not written", record.call_id)
+
+
+def local_endpoints(
+    config: Config, listening: Sequence[ListenSpec]
+) -> tuple[LocalEndpoint, ...]:
+    """The engine's Via/Contact address per transport, with bound ports.
+
+    ``listening`` is in the order of ``config.listeners`` (the endpoint
+    opens them in that order); the first listener of a transport serves it.
+    """
+    endpoints: dict[str, LocalEndpoint] = {}
+    for listener, bound in zip(config.listeners, listening, strict=True):
+        transport = listener.transport.upper()
+        endpoints.setdefault(
+            transport, LocalEndpoint(listener.name, bound.host, bound.port, transport)
+        )
+    return tuple(endpoints.values())
+
+
+def attach_call_engine(
+    endpoint: SipEndpoint,
+    config: Config,
+    cdr: CallRecordWriter,
+    *,
+    no_answer_timeout: float | None = None,
+) -> B2bua:
+    """Make a B2BUA the transaction user of ``endpoint`` (started already).
+
+    Call this right after `SipEndpoint.start` returns, with no await in
+    between, so that no request reaches the default core meanwhile.
+    """
+    settings = dataclasses.replace(
+        B2buaSettings.from_config(config),
+        endpoints=local_endpoints(config, endpoint.listening),
+    )
+    if no_answer_timeout is not None:
+        settings = dataclasses.replace(settings, no_answer_timeout=no_answer_timeout)
+    # Tags, Call-IDs and branches must not be guessable (RFC 3261 §19.3).
+    engine = B2bua(endpoint.transactions, config, settings, random.SystemRandom(), cdr)
+    endpoint.user = engine
+    return engine
