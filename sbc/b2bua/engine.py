@@ -193,6 +193,7 @@ class B2bua:
         bodies: BodyHook | None = None,
         router: CallRouter | None = None,
         admission: AdmissionControl | None = None,
+        digest: DigestVerifier | None = None,
     ) -> None:
         self._layer = layer
         self._settings = settings
@@ -218,7 +219,7 @@ class B2bua:
         """Trunks the keepalive logic reports down; routing skips them."""
         self._services: list[TrunkService] = []
         # Digest (docs/b2bua.md, "Authentication, registration and keepalive").
-        self._verifier = DigestVerifier(NonceIssuer(rng.randbytes))
+        self._verifier = digest or DigestVerifier(NonceIssuer(rng.randbytes))
         self._accounts = {
             t.name: t.inbound.digest for t in config.trunks if t.inbound.digest
         }

@@ -1,6 +1,7 @@
 """Real peers for digest: SIPp as a registrar that challenges (and checks
-the answer with its own digest code), and SIPp as a callee that answers
-the first INVITE of each call with 407.
+the answer with its own digest code), SIPp as a callee that answers the
+first INVITE of each call with 407, and SIPp as a caller that answers the
+SBC's own 401 with its digest code.
 
 The glue is the test-only one of test_sipp_b2bua.py.
 """
@@ -23,10 +24,11 @@ from test_sipp_b2bua import (
     sipp_argv,
 )
 
-from sbc.b2bua import B2buaSettings
+from sbc.b2bua import B2bua, B2buaSettings
 from sbc.b2bua.registration import RegistrationClient, RegistrationState
 from sbc.cdr import Disposition
 from sbc.config.model import Config
+from sbc.sip.digest import DigestVerifier, NonceIssuer
 from sbc.sip.parser import parse_message
 
 CALLS = 3
@@ -231,3 +233,88 @@ def test_sipp_callee_407_answered_with_proxy_authorization(tmp_path):
         params = credentials.params
         assert params["uri"] == invite.uri
         assert params["response"] == md5_digest(params, "INVITE", AUTH["password"])
+
+
+class ChallengingGlue(UdpGlue):
+    """The engine offers MD5 only: SIPp 3.6 computes no SHA-256 digest."""
+
+    def __init__(self, config: Config, records: Records) -> None:
+        super().__init__(config, records)
+        rng = random.Random(11)
+        verifier = DigestVerifier(NonceIssuer(rng.randbytes), algorithms=("MD5",))
+        settings = B2buaSettings.from_config(config)
+        self.engine = B2bua(self.layer, config, settings, rng, records, digest=verifier)
+
+
+def inbound_digest_config(sbc_port: int, callee_port: int) -> Config:
+    config = auth_config(sbc_port, callee_port).model_dump(mode="json")
+    caller = config["trunks"][0]
+    caller["inbound"]["digest"] = {
+        "username": "carrier1",
+        "password": "s3cret-pw",
+        "realm": "sbc.example",
+    }
+    for trunk in config["trunks"]:
+        trunk.pop("outbound_auth", None)
+        trunk.pop("registration", None)
+    return Config.model_validate(config)
+
+
+async def authenticated_calls(sipp: str, workdir):
+    sbc_port, callee_port, caller_port = (
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+    )
+    config = inbound_digest_config(sbc_port, callee_port)
+    records = Records()
+    loop = asyncio.get_running_loop()
+    _, glue = await loop.create_datagram_endpoint(
+        lambda: ChallengingGlue(config, records), local_addr=(HOST, sbc_port)
+    )
+    callee = subprocess.Popen(
+        sipp_argv(sipp, ("-sn", "uas"), callee_port),
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        caller = await asyncio.create_subprocess_exec(
+            *sipp_argv(
+                sipp, ("-sf", str(SCENARIOS / "uac_401.xml")), caller_port,
+                "-s", "15550100", "-m", str(CALLS), "-r", "5", f"{HOST}:{sbc_port}",
+                # SIPp's digest uri defaults to remote_ip:port; RFC 7616
+                # §3.4.6 wants the Request-URI, which the SBC checks.
+                "-auth_uri", f"15550100@{HOST}:{sbc_port}",
+            ),
+            cwd=workdir,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            output, _ = await asyncio.wait_for(caller.communicate(), 60)
+        except TimeoutError:
+            caller.kill()
+            output, _ = await caller.communicate()
+        await asyncio.sleep(0.5)
+        return caller.returncode or 0, output.decode(errors="replace"), glue, records
+    finally:
+        callee.terminate()
+        callee.wait(timeout=10)
+        glue.transport.close()
+        if glue.timer is not None:
+            glue.timer.cancel()
+
+
+@pytest.mark.timeout(120)
+def test_sipp_caller_answers_our_401_and_gets_through(tmp_path):
+    sipp = require_tool("sipp", "sip-tester")
+
+    returncode, output, glue, records = asyncio.run(authenticated_calls(sipp, tmp_path))
+
+    # SIPp computed each digest with its own code; a digest we could not
+    # verify would have got 403 and failed SIPp's call.
+    assert returncode == 0, output[-2000:]
+    assert glue.sent_methods.count(b"SIP/2.0") >= 2 * CALLS
+    assert len(records.records) == CALLS
+    assert {r.disposition for r in records.records} == {Disposition.ANSWERED}
