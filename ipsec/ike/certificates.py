@@ -109,6 +109,48 @@ class CertificateAuthentication:
     def requires_peer_certificate(self) -> bool:
         return bool(self.trust_anchors)
 
+    @classmethod
+    def from_pem(
+        cls,
+        *,
+        certificate: bytes | None = None,
+        private_key: bytes | None = None,
+        intermediates: bytes = b"",
+        trust_anchors: bytes = b"",
+        password: bytes | None = None,
+    ) -> CertificateAuthentication:
+        """Build from PEM text, as an admin plane or a file would give it.
+
+        ``intermediates`` and ``trust_anchors`` may hold several
+        certificates each. Raises ValueError for anything that does not load.
+        """
+        local = None
+        if certificate is not None and private_key is not None:
+            try:
+                key = serialization.load_pem_private_key(private_key, password)
+            except (TypeError, UnsupportedAlgorithm) as error:
+                # A password given or missing, or a key type unknown here.
+                raise ValueError(f"private key does not load: {error}") from None
+            if not isinstance(
+                key,
+                (
+                    rsa.RSAPrivateKey,
+                    ec.EllipticCurvePrivateKey,
+                    ed25519.Ed25519PrivateKey,
+                ),
+            ):
+                raise ValueError("only RSA, ECDSA and Ed25519 keys sign IKE AUTH")
+            local = LocalCertificate(
+                x509.load_pem_x509_certificate(certificate),
+                key,
+                tuple(_load_pems(intermediates)),
+            )
+        return cls(local, tuple(_load_pems(trust_anchors)))
+
+
+def _load_pems(text: bytes) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(text) if text.strip() else []
+
 
 # ---------------------------------------------------------------------------
 # The AlgorithmIdentifier blobs of RFC 7427 Appendix A, built once from DER

@@ -3,7 +3,7 @@ here, and every way it must refuse (RFC 7296 §2.15, §3.6-3.8; RFC 7427)."""
 
 import datetime
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
@@ -536,3 +536,61 @@ def test_arbitrary_cert_and_auth_payloads_only_fail_authentication(
 def fuzz_pki(root):
     certificate, _ = root.end_entity(dns("sbc.example.com"), "p256")
     return root.certificate, certificate.public_bytes(serialization.Encoding.DER)
+
+
+# ---------------------------------------------------------------------------
+# Configuration from PEM text
+
+
+def pem_of(*certificates):
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
+
+
+def test_credentials_from_pem_establish(root):
+    intermediate = root.intermediate()
+    certificate, key = intermediate.end_entity(dns("sbc.example.com"))
+    password = b"key passphrase"
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password),
+    )
+
+    loaded = CertificateAuthentication.from_pem(
+        certificate=pem_of(certificate),
+        private_key=key_pem,
+        intermediates=pem_of(intermediate.certificate),
+        trust_anchors=pem_of(root.certificate, intermediate.certificate),
+        password=password,
+    )
+    sbc = replace(loaded, validation_time=lambda: NOW)
+    trunk = credentials(root, dns("trunk.example.com"), [root.certificate])
+    initiator, responder = cert_pair(sbc, trunk)
+    run_handshake(initiator, responder)
+
+    assert len(loaded.trust_anchors) == 2
+    assert loaded.local.intermediates == (intermediate.certificate,)
+    assert initiator.state is responder.state is IkeSaState.ESTABLISHED
+
+
+@pytest.mark.parametrize("problem", ["wrong-password", "no-password", "dsa-key"])
+def test_credentials_from_pem_refuse_what_cannot_sign(root, problem):
+    from cryptography.hazmat.primitives.asymmetric import dsa
+
+    certificate, key = root.end_entity(dns("sbc.example.com"))
+    encryption = serialization.BestAvailableEncryption(b"right")
+    password = b"wrong"
+    if problem == "no-password":
+        password = None
+    if problem == "dsa-key":
+        key, encryption, password = dsa.generate_private_key(2048), None, None
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        encryption or serialization.NoEncryption(),
+    )
+
+    with pytest.raises(ValueError):
+        CertificateAuthentication.from_pem(
+            certificate=pem_of(certificate), private_key=key_pem, password=password
+        )
