@@ -18,7 +18,7 @@ from collections.abc import MutableSet
 from dataclasses import dataclass
 
 from sbc.b2bua.settings import LocalEndpoint, RandomSource
-from sbc.config.model import Target, Trunk
+from sbc.config.model import Config, Target, Trunk
 from sbc.routing import TargetKey
 from sbc.sip.events import (
     ResponseReceived,
@@ -221,6 +221,21 @@ class KeepaliveMonitor:
             _log.warning("trunk %s is up again", self._trunk)
 
 
+def keepalive_monitors(
+    layer: TransactionLayer,
+    config: Config,
+    endpoints: dict[str, LocalEndpoint],
+    rng: RandomSource,
+    down_trunks: MutableSet[str],
+) -> list[KeepaliveMonitor]:
+    """One monitor per trunk with ``keepalive``."""
+    return [
+        KeepaliveMonitor(layer, trunk, endpoints, rng, down_trunks)
+        for trunk in config.trunks
+        if trunk.keepalive is not None
+    ]
+
+
 def _key(trunk: str, target: Target) -> TargetKey:
     return TargetKey(trunk, target.host, target.port, target.transport)
 
@@ -232,4 +247,5 @@ __all__ = [
     "TargetWentDown",
     "TrunkCameUp",
     "TrunkWentDown",
+    "keepalive_monitors",
 ]

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from sbc.b2bua.settings import LocalEndpoint, RandomSource
-from sbc.config.model import Trunk
+from sbc.config.model import Config, Trunk
 from sbc.sip.digest import ClientCredentials, answer_challenge, choose_challenge
 from sbc.sip.errors import SipParseError
 from sbc.sip.events import (
@@ -315,6 +315,27 @@ class RegistrationClient:
         _log.info("trunk %s: unregistered", self._trunk)
 
 
+def registration_clients(
+    layer: TransactionLayer,
+    config: Config,
+    endpoints: dict[str, LocalEndpoint],
+    rng: RandomSource,
+) -> list[RegistrationClient]:
+    """One client per trunk with ``registration``, on the listener of its
+    first target's transport (``endpoints`` is keyed by upper-case
+    transport); a trunk with no such listener is left out."""
+    clients = []
+    for trunk in config.trunks:
+        if trunk.registration is None:
+            continue
+        endpoint = endpoints.get(trunk.targets[0].transport.upper())
+        if endpoint is None:
+            _log.warning("trunk %s: no listener to register from", trunk.name)
+            continue
+        clients.append(RegistrationClient(layer, trunk, endpoint, rng))
+    return clients
+
+
 def _retry_after(response: Response | None) -> float:
     # §20.33: a 503 or 500 may say when to come back; never sooner.
     value = None if response is None else response.headers.get("Retry-After")
@@ -344,4 +365,5 @@ __all__ = [
     "RegistrationFailed",
     "RegistrationState",
     "Unregistered",
+    "registration_clients",
 ]

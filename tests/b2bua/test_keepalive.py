@@ -11,6 +11,7 @@ from sbc.b2bua.keepalive import (
     TargetWentDown,
     TrunkCameUp,
     TrunkWentDown,
+    keepalive_monitors,
 )
 from sbc.routing import TargetKey
 
@@ -163,3 +164,20 @@ def test_stop_ends_pings():
 
     assert len(_pings(lab)) == 1
     assert monitor.next_timer() is None
+
+
+def test_keepalive_monitors_one_per_trunk_with_keepalive():
+    config = lab_config({"pbx": {"keepalive": {}}, "backup": {"keepalive": {}}})
+    lab = Lab(config=config)
+    endpoints = {e.transport: e for e in B2buaSettings.from_config(config).endpoints}
+
+    monitors = keepalive_monitors(
+        lab.sbc.layer, config, endpoints, lab.rng, lab.engine.down_trunks
+    )
+    for monitor in monitors:
+        lab.engine.attach(monitor)
+        monitor.start(lab.now)
+    lab.advance(1)
+
+    assert len(monitors) == 2
+    assert len(_pings(lab, CALLEE)) == len(_pings(lab, BACKUP)) == 1

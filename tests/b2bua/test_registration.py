@@ -15,6 +15,7 @@ from sbc.b2bua.registration import (
     RegistrationFailed,
     RegistrationState,
     Unregistered,
+    registration_clients,
 )
 from sbc.sip.headers import parse_challenge
 
@@ -275,3 +276,16 @@ def test_challenge_parameters_reach_the_answer():
     [credentials] = registrar.seen[1][1].authorization
     assert credentials.get("nonce") == challenge.get("nonce")
     assert credentials.get("realm") == REALM and credentials.get("qop") == "auth"
+
+
+def test_registration_clients_one_per_trunk_with_registration():
+    registration = {"aor": "sip:+15550199@registrar.example"}
+    config = lab_config({"pbx": {"registration": registration}})
+    endpoints = {e.transport: e for e in B2buaSettings.from_config(config).endpoints}
+
+    lab = Lab(config=config)
+    clients = registration_clients(lab.sbc.layer, config, endpoints, lab.rng)
+    missing = registration_clients(lab.sbc.layer, config, {}, lab.rng)
+
+    assert [client.state for client in clients] == [RegistrationState.IDLE]
+    assert missing == []
