@@ -22,6 +22,7 @@ policy at all, since IKE certificates carry no fixed extended key usage
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +47,8 @@ from cryptography.x509.verification import (
 from .constants import AuthMethod, CertEncoding, IdType, NotifyType
 from .errors import AuthenticationFailed
 from .payloads import AuthPayload, CertPayload, CertReqPayload, IdPayload, NotifyPayload
+
+logger = logging.getLogger("ipsec.ike")
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -595,4 +598,9 @@ def authenticate_peer(
     except (ValueError, TypeError, UnsupportedAlgorithm) as error:
         # Malformed keys, extensions or signatures in attacker-chosen input.
         raise AuthenticationFailed(f"certificate unusable: {error}") from None
+    logger.debug(
+        "peer authenticated by certificate %s (AUTH method %d)",
+        leaf.subject.rfc4514_string(),
+        auth.auth_method,
+    )
     return leaf
