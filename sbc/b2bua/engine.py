@@ -89,7 +89,7 @@ from sbc.sip.events import (
     TransactionTimedOut,
     TransportErrorOccurred,
 )
-from sbc.sip.headers import Challenge, quote_string
+from sbc.sip.headers import Challenge, parse_credentials, quote_string
 from sbc.sip.message import Headers, Request, Response, header_key, make_response
 from sbc.sip.requests import new_branch
 from sbc.sip.transaction import (
@@ -162,8 +162,8 @@ class _Pending:
     busy: bool = False
     last_rseq: int | None = None
     """RELAY of a re-INVITE: the last RSeq PRACKed (RFC 3262 §4)."""
-    answered: frozenset[tuple[int, str]] = frozenset()
-    """INVITE: the (401/407, realm) challenges this request already answers."""
+    answered: frozenset[tuple[int, str, bool]] = frozenset()
+    """INVITE: the (401/407, realm, stale) challenges already answered."""
 
 
 class TrunkService(Protocol):
@@ -654,9 +654,10 @@ class B2bua:
     ) -> bool:
         """Re-send the B-leg INVITE with credentials (RFC 3261 §22.2).
 
-        Each (status, realm) is answered once: the same challenge again
-        means the credentials failed, and the response then counts as the
-        attempt's final failure (relayed, or failover).
+        Each (status, realm) is answered once, and once more when it
+        comes back with stale=true: the same challenge again means the
+        credentials failed, and the response then counts as the attempt's
+        final failure (relayed, or failover).
         """
         leg, call = pending.leg, pending.call
         credentials = self._credentials.get(leg.trunk)
@@ -673,7 +674,8 @@ class B2bua:
         challenge = choose_challenge(offered, credentials)
         if challenge is None:
             return False
-        answered = (response.status, challenge.get("realm") or "")
+        # A stale=true challenge (RFC 7616 §3.3) earns one more answer.
+        answered = (response.status, challenge.get("realm") or "", challenge.stale)
         if answered in pending.answered:
             return False
 
@@ -714,7 +716,7 @@ class B2bua:
             cnonce=self._rng.randbytes(8).hex(),
         )
         name = "Authorization" if status == 401 else "Proxy-Authorization"
-        headers.add(name, value)
+        _replace_credentials(headers, name, challenge.get("realm") or "", value)
         return Request("INVITE", old.uri, headers, old.body)
 
     def _b_provisional(self, leg: Leg, response: Response, now: float) -> None:
@@ -1699,6 +1701,19 @@ def _add_error_headers(headers: Headers, exc: SipError) -> None:
     elif isinstance(exc, Unauthorized):
         for challenge in exc.challenges:
             headers.add("WWW-Authenticate", challenge)
+
+
+def _replace_credentials(headers: Headers, name: str, realm: str, value: str) -> None:
+    """Credentials for ``realm`` replace earlier ones for it; those for
+    other realms stay, as a request challenged twice needs both (§22.3)."""
+    kept = [
+        item
+        for item in headers.get_all(name)
+        if parse_credentials(item, name).get("realm") != realm
+    ]
+    headers.remove(name)
+    for item in (*kept, value):
+        headers.add(name, item)
 
 
 def _call_record(call: Call, now: float) -> CallRecord:

@@ -124,7 +124,7 @@ class RegistrationClient:
         self._interval_retries = 0
         self._key: ClientTransactionKey | None = None
         self._request: Request | None = None
-        self._answered: set[tuple[int, str]] = set()
+        self._answered: set[tuple[int, str, bool]] = set()
         self._deadline: float | None = None
         self._events: deque[RegistrationEvent] = deque()
 
@@ -240,7 +240,8 @@ class RegistrationClient:
         challenge = choose_challenge(offered, self._credentials)
         if challenge is None:
             return False
-        answered = (response.status, challenge.get("realm") or "")
+        # A stale=true challenge (RFC 7616 §3.3) earns one more answer.
+        answered = (response.status, challenge.get("realm") or "", challenge.stale)
         if answered in self._answered:
             return False
         self._answered.add(answered)

@@ -347,11 +347,19 @@ def _challenge_header(status):
     return "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
 
 
-def _challenge(lab, phone, status, nonce="abc123", algorithm="SHA-256"):
+def _challenge(
+    lab,
+    phone,
+    status,
+    nonce="abc123",
+    algorithm="SHA-256",
+    stale=False,
+    realm="pbx.example",
+):
     value = (
-        f'Digest realm="pbx.example", nonce="{nonce}", '
+        f'Digest realm="{realm}", nonce="{nonce}", '
         f'algorithm={algorithm}, qop="auth", opaque="op1"'
-    )
+    ) + (", stale=true" if stale else "")
     phone.respond(
         phone.last("INVITE"), status, extra=((_challenge_header(status), value),)
     )
@@ -453,3 +461,40 @@ def test_outbound_challenge_without_credentials_relayed():
     assert call.final is not None and call.final.status == 407
     assert lab.backup.requests == []
     lab.assert_clean()
+
+
+def test_outbound_stale_challenge_answered_once_more():
+    lab = Lab(config=lab_config({"pbx": {"outbound_auth": OUTBOUND}}))
+    call = lab.caller.invite()
+    lab.run()
+
+    _challenge(lab, lab.callee, 407, nonce="n1")
+    _challenge(lab, lab.callee, 407, nonce="n2", stale=True)
+    third = lab.callee.last("INVITE").request
+    _challenge(lab, lab.callee, 407, nonce="n3", stale=True)
+
+    assert lab.callee.methods() == ["INVITE"] * 3
+    [credentials] = third.proxy_authorization
+    assert credentials.get("nonce") == "n2" and third.cseq.number == 3
+    assert call.final is not None and call.final.status == 407
+    lab.assert_clean()
+
+
+def test_outbound_proxy_then_callee_challenge_both_answered():
+    auth = {"username": "sbc-user", "password": "carrier-pw"}
+    lab = Lab(config=lab_config({"pbx": {"outbound_auth": auth}}))
+    call = lab.caller.invite()
+    lab.run()
+
+    _challenge(lab, lab.callee, 407, nonce="p1", realm="proxy.example")
+    _challenge(lab, lab.callee, 401, nonce="u1", realm="pbx.example")
+    third = lab.callee.last("INVITE").request
+    lab.callee.respond(lab.callee.last("INVITE"), 200, body=ANSWER)
+    lab.run()
+
+    [proxy] = third.proxy_authorization
+    [user] = third.authorization
+    assert (proxy.get("realm"), proxy.get("nonce")) == ("proxy.example", "p1")
+    assert (user.get("realm"), user.get("nonce")) == ("pbx.example", "u1")
+    assert third.cseq.number == 3
+    assert call.final is not None and call.final.status == 200
