@@ -498,3 +498,21 @@ def test_outbound_proxy_then_callee_challenge_both_answered():
     assert (user.get("realm"), user.get("nonce")) == ("pbx.example", "u1")
     assert third.cseq.number == 3
     assert call.final is not None and call.final.status == 200
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        ('Digest username="carrier1", realm="unterminated', 400),
+        ("Basic Y2FycmllcjE6czNjcmV0LXB3", 401),
+        ('Digest username="carrier1", realm="other.example", nonce="x"', 401),
+    ],
+)
+def test_inbound_unusable_authorization_variants(authorization, status):
+    lab = _inbound_lab()
+
+    call = lab.caller.invite(extra=(("Authorization", authorization),))
+    lab.run()
+
+    assert call.final is not None and call.final.status == status
+    assert lab.callee.requests == []
