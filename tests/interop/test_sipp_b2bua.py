@@ -324,6 +324,13 @@ def assert_hidden(source: SippRun, host: str, port: int, seen_by: SippRun) -> No
     assert not leaked, f"seen across the SBC: {leaked}"
 
 
+def assert_hidden_both_ways(result: CallResult, lab: Lab) -> None:
+    """Neither side's identities appear in what the other side saw."""
+    for callee, port in zip(result.callees, lab.callee_ports, strict=True):
+        assert_hidden(result.caller, lab.host, lab.caller_port, seen_by=callee)
+        assert_hidden(callee, lab.host, port, seen_by=result.caller)
+
+
 def sent_count(run: SippRun, start_line: str) -> int:
     return sum(block.startswith(start_line) for block in sent_headers(run.messages))
 
@@ -366,9 +373,7 @@ def test_basic_call_caller_hangs_up_hidden_both_ways(sipp, tmp_path, transport, 
         assert (record["a_trunk"], record["b_trunk"]) == ("pbx", "carrier-1")
         assert (record["called_received"], record["called_sent"]) == (DIALLED, E164)
         assert record["answer_time"] >= record["start_time"] > 1e9  # Unix time
-    callee = result.callees[0]
-    assert_hidden(result.caller, host, lab.caller_port, seen_by=callee)
-    assert_hidden(callee, host, lab.callee_ports[0], seen_by=result.caller)
+    assert_hidden_both_ways(result, lab)
 
 
 @pytest.mark.peer("sipp")
@@ -390,13 +395,17 @@ def test_basic_call_callee_hangs_up_recorded_as_callee(sipp, tmp_path, transport
     assert dispositions(result) == ["answered"] * 3
     assert {r["hangup_side"] for r in result.records} == {"callee"}
     assert received_count(result.caller, "BYE ") >= 3
-    assert_hidden(result.callees[0], "127.0.0.1", lab.callee_ports[0], result.caller)
+    assert_hidden_both_ways(result, lab)
 
 
 @pytest.mark.peer("sipp")
 @pytest.mark.timeout(120)
-def test_cancel_during_ringing_gets_487_and_cancels_the_carrier(sipp, tmp_path):
-    lab = Lab.create("127.0.0.1", "udp")
+@pytest.mark.parametrize("host", FAMILIES)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_cancel_during_ringing_gets_487_and_cancels_the_carrier(
+    sipp, tmp_path, transport, host
+):
+    lab = Lab.create(host, transport)
 
     result = place_calls(
         sipp, tmp_path, lab,
@@ -412,7 +421,7 @@ def test_cancel_during_ringing_gets_487_and_cancels_the_carrier(sipp, tmp_path):
     assert received_count(result.callees[0], "CANCEL ") >= 3
     assert dispositions(result) == ["cancelled"] * 3
     assert {r["final_status"] for r in result.records} == {487}
-    assert_hidden(result.caller, "127.0.0.1", lab.caller_port, result.callees[0])
+    assert_hidden_both_ways(result, lab)
 
 
 @pytest.mark.peer("sipp")
@@ -432,6 +441,7 @@ def test_busy_carrier_486_relayed_to_the_pbx(sipp, tmp_path):
     assert result.callees[0].stat() == (3, 0), result.callees[0].describe()
     assert dispositions(result) == ["busy"] * 3
     assert {r["final_status"] for r in result.records} == {486}
+    assert_hidden_both_ways(result, lab)
 
 
 @pytest.mark.peer("sipp")
@@ -482,6 +492,7 @@ def test_failover_from_503_carrier_to_the_second_carrier(sipp, tmp_path):
     assert received_count(result.caller, "SIP/2.0 503") == 0
     assert dispositions(result) == ["answered"] * 4
     assert {r["b_trunk"] for r in result.records} == {"carrier-2"}
+    assert_hidden_both_ways(result, lab)
 
 
 @pytest.mark.peer("sipp")
@@ -505,8 +516,7 @@ def test_reinvite_hold_and_resume_relayed(sipp, tmp_path, transport):
     assert callee.messages.count("a=sendonly") == 2
     assert result.caller.messages.count("a=recvonly") == 2
     assert dispositions(result) == ["answered"] * 2
-    assert_hidden(result.caller, "127.0.0.1", lab.caller_port, callee)
-    assert_hidden(callee, "127.0.0.1", lab.callee_ports[0], result.caller)
+    assert_hidden_both_ways(result, lab)
 
 
 @pytest.mark.peer("sipp")
@@ -526,6 +536,34 @@ def test_reliable_183_from_the_carrier_is_pracked(sipp, tmp_path):
     assert callee.stat() == (3, 0), callee.describe()
     assert received_count(callee, "PRACK ") == 3
     assert dispositions(result) == ["answered"] * 3
+    assert_hidden_both_ways(result, lab)
+
+
+@pytest.mark.peer("sipp")
+@pytest.mark.timeout(120)
+def test_pbx_requiring_100rel_gets_a_reliable_180_and_its_prack_answered(
+    sipp, tmp_path
+):
+    lab = Lab.create("127.0.0.1", "udp")
+
+    result = place_calls(
+        sipp, tmp_path, lab,
+        ("-sf", str(SCENARIOS / "b2bua_uac_100rel.xml")),
+        [("-sf", str(SCENARIOS / "b2bua_uas_ring_then_answer.xml"))],
+        3, caller_extra=("-r", "10"),
+    )  # fmt: skip
+
+    # 100rel ends at the SBC (hop by hop): the carrier's plain 180 reaches
+    # the PBX with Require: 100rel and an RSeq, and the PBX's PRACK gets 200.
+    assert result.caller_returncode == 0, result.caller.describe()
+    assert result.caller.stat() == (3, 0)
+    callee = result.callees[0]
+    assert callee.stat() == (3, 0), callee.describe()
+    assert sent_count(result.caller, "PRACK ") == 3
+    assert received_count(callee, "PRACK ") == 0
+    assert "RSeq:" not in all_headers(callee.messages)
+    assert dispositions(result) == ["answered"] * 3
+    assert_hidden_both_ways(result, lab)
 
 
 # Limits
@@ -551,6 +589,7 @@ def test_concurrency_limit_gives_exactly_the_excess_503s(sipp, tmp_path):
     assert dispositions(result) == ["answered"] * 3 + ["rejected"] * 5
     refused = [r for r in result.records if r["disposition"] == "rejected"]
     assert {r["final_status"] for r in refused} == {503}
+    assert_hidden_both_ways(result, lab)
 
 
 @pytest.mark.peer("sipp")
@@ -571,6 +610,7 @@ def test_cps_limit_gives_exactly_the_excess_503s(sipp, tmp_path):
     assert result.caller.stat() == (10, 0)
     assert received_count(result.caller, "SIP/2.0 503") == 7
     assert dispositions(result) == ["answered"] * 3 + ["rejected"] * 7
+    assert_hidden_both_ways(result, lab)
 
 
 # The README flow
