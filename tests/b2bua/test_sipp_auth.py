@@ -3,7 +3,7 @@ the answer with its own digest code), SIPp as a callee that answers the
 first INVITE of each call with 407, and SIPp as a caller that answers the
 SBC's own 401 with its digest code.
 
-The glue is the test-only one of test_sipp_b2bua.py.
+The glue is the test-only one of test_engine_with_sipp.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 from conftest import require_tool
-from test_sipp_b2bua import (
+from test_engine_with_sipp import (
     HOST,
     SCENARIOS,
     Records,
