@@ -32,6 +32,7 @@ UDP_SEGMENT = 103
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 BURST = 64
+GSO_BYTES = 60000
 BUFFER = 16 * 1024 * 1024
 
 
@@ -71,11 +72,14 @@ class Generator:
     def run(self, rate: float, seconds: float) -> tuple[int, float]:
         total = int(rate * seconds)
         payload = bytes(self.size)
-        burst = [payload] * BURST
+        # One GSO send carries at most 64 KiB.
+        per_send = max(1, min(BURST, GSO_BYTES // self.size))
         segment = [(socket.SOL_UDP, UDP_SEGMENT, self.size.to_bytes(2, "little"))]
 
         def send(count: int) -> None:
-            self.sock.sendmsg(burst[:count], segment, 0, self.destination)
+            for start in range(0, count, per_send):
+                burst = [payload] * min(per_send, count - start)
+                self.sock.sendmsg(burst, segment, 0, self.destination)
 
         return paced(total, rate, send)
 
