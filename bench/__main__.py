@@ -17,6 +17,7 @@ BENCHMARKS = {
     "ike_codec": "IKEv2 codec, SK protection, key exchange and key schedule costs",
     "ike_handshake": "IKE_SA + CHILD_SA setups per second in memory",
     "b2bua_calls": "B2BUA CPU per call through in-memory transaction layers",
+    "media_relay": "RTP relay loss-free rate against rtpengine (root)",
     "sdp_anchor": "SDP parse and offer/answer anchoring per call setup",
 }
 
