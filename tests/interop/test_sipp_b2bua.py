@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import require_tool
-from sbc_process import SbcProcess
+from sbc_process import SBC, SbcProcess
 
 SCENARIOS = Path(__file__).with_name("scenarios")
 REPO = Path(__file__).resolve().parents[2]
@@ -253,7 +253,7 @@ def place_calls(
                 sipp_run(
                     sipp, tmp_path / "caller", caller, lab, lab.caller_port,
                     "-s", DIALLED, "-m", str(calls), *caller_extra,
-                    host_port(lab.host, lab.sbc_port),
+                    host_port(*sbc.address(lab.transport, ipv6=":" in lab.host)),
                 )
             )  # fmt: skip
             returncode = finish(uac)
@@ -564,6 +564,41 @@ def test_pbx_requiring_100rel_gets_a_reliable_180_and_its_prack_answered(
     assert "RSeq:" not in all_headers(callee.messages)
     assert dispositions(result) == ["answered"] * 3
     assert_hidden_both_ways(result, lab)
+
+
+@pytest.mark.peer("sipp")
+@pytest.mark.timeout(120)
+def test_config_listener_on_port_0_advertises_the_bound_port(sipp, tmp_path):
+    lab = Lab.create("127.0.0.1", "udp")
+    lab.sbc_port = 0
+
+    # Calls complete only if Via and Contact carry the port really bound:
+    # the carrier answers and sends its BYE there.
+    result = place_calls(
+        sipp, tmp_path, lab,
+        ("-sf", str(SCENARIOS / "b2bua_uac_callee_hangs_up.xml")),
+        [("-sf", str(SCENARIOS / "b2bua_uas_hangs_up.xml"))],
+        2, caller_extra=("-r", "10"),
+    )  # fmt: skip
+
+    assert result.caller_returncode == 0, result.caller.describe()
+    assert result.callees[0].stat() == (2, 0), result.callees[0].describe()
+    assert dispositions(result) == ["answered"] * 2
+    assert ":0;" not in all_headers(result.callees[0].messages)
+
+
+def test_serve_refuses_listen_together_with_config(tmp_path):
+    config = tmp_path / "single-node.yaml"
+    shutil.copyfile(EXAMPLE, config)
+
+    result = subprocess.run(
+        [str(SBC), "serve", "--config", str(config), "--listen", "udp:127.0.0.1:0",
+         "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+    assert result.returncode == 2
+    assert "--listen cannot be used with --config" in result.stderr
 
 
 # Limits
