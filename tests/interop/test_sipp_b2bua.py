@@ -651,46 +651,73 @@ def test_cps_limit_gives_exactly_the_excess_503s(sipp, tmp_path):
 # The README flow
 
 
-@pytest.mark.peer("sipp")
-@pytest.mark.timeout(120)
-def test_readme_flow_single_node_example_completes_calls(sipp, tmp_path):
-    """README "Placing calls": the shipped example on its fixed ports."""
+def run_example(
+    sipp: str, tmp_path: Path, uas_port: int, uac_port: int, sbc_port: int, called: str
+) -> tuple[int, int, SippRun, list[dict]]:
+    """The shipped example on its fixed ports: SIPp UAS and UAC around it."""
     for port in (5060, 5062, 5070, 5080):
         if not port_free("127.0.0.1", port):
             pytest.skip(f"127.0.0.1:{port} is in use by something else")
     config = tmp_path / "single-node.yaml"
     shutil.copyfile(EXAMPLE, config)
-
-    for name in ("carrier", "pbx"):
+    for name in ("uas", "uac"):
         (tmp_path / name).mkdir()
 
+    # The README's commands, plus what keeps SIPp non-interactive and bounded.
+    bounded = ["-nostdin", "-timeout", "30s", "-timeout_error"]
     with SbcProcess(tmp_path / "data", "--config", str(config)) as sbc:
-        carrier = start(
+        uas = start(
             SippRun(
-                tmp_path / "carrier",
-                [sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", "5080", "-m", "5",
-                 "-nostdin", "-timeout", "30s", "-timeout_error"],
+                tmp_path / "uas",
+                [sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", str(uas_port),
+                 "-m", "5", *bounded],
             )
         )  # fmt: skip
-        pbx = start(
+        uac = start(
             SippRun(
-                tmp_path / "pbx",
-                [sipp, "-sn", "uac", "-i", "127.0.0.1", "-p", "5070",
-                 "-s", DIALLED, "-m", "5", "-r", "5", "-d", "200",
-                 "-nostdin", "-timeout", "30s", "-timeout_error",
-                 "127.0.0.1:5060"],
+                tmp_path / "uac",
+                [sipp, "-sn", "uac", "-i", "127.0.0.1", "-p", str(uac_port),
+                 "-s", called, "-m", "5", "-r", "5", "-d", "200", *bounded,
+                 f"127.0.0.1:{sbc_port}"],
             )
         )  # fmt: skip
-        pbx_returncode = finish(pbx)
-        carrier_returncode = finish(carrier, timeout=10.0)
+        uac_returncode = finish(uac)
+        uas_returncode = finish(uas, timeout=10.0)
         sbc.stop()
+    return uac_returncode, uas_returncode, uac, read_records(tmp_path / "data")
+
+
+@pytest.mark.peer("sipp")
+@pytest.mark.timeout(120)
+def test_readme_flow_single_node_example_completes_calls(sipp, tmp_path):
+    """README "Placing calls": the PBX calls out through the carrier."""
+    pbx_returncode, carrier_returncode, pbx, records = run_example(
+        sipp, tmp_path, uas_port=5080, uac_port=5070, sbc_port=5060, called=DIALLED
+    )
 
     assert pbx_returncode == 0, pbx.output[-2000:]
-    assert carrier_returncode == 0, carrier.output[-2000:]
-    records = read_records(tmp_path / "data")
+    assert carrier_returncode == 0
     assert [r["disposition"] for r in records] == ["answered"] * 5
     assert {(r["a_trunk"], r["b_trunk"]) for r in records} == {("pbx", "carrier")}
     assert {r["called_sent"] for r in records} == {E164}
+
+
+@pytest.mark.peer("sipp")
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine gap: a new call is classified by the first listener of its "
+    "transport (pbx-udp), not the one it arrived on (carrier-udp), so the "
+    "carrier's call is taken for the PBX's and routed back to the carrier",
+)
+def test_example_carrier_call_reaches_the_pbx(sipp, tmp_path):
+    carrier_returncode, pbx_returncode, carrier, records = run_example(
+        sipp, tmp_path, uas_port=5070, uac_port=5080, sbc_port=5062, called=E164
+    )
+
+    assert carrier_returncode == 0, carrier.output[-2000:]
+    assert pbx_returncode == 0
+    assert {(r["a_trunk"], r["b_trunk"]) for r in records} == {("carrier", "pbx")}
 
 
 def port_free(host: str, port: int) -> bool:
