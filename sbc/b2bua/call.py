@@ -73,6 +73,8 @@ class Leg:
     session: SessionTimer | None = None
     progress_timer: EngineTimer | None = None
     """B-leg: Timer C of RFC 3261 §16.6, reset by each provisional."""
+    no_answer: bool = False
+    """B-leg: Timer C fired, so the attempt failed by timing out (§16.8)."""
     refresh_timer: EngineTimer | None = None
     expiry_timer: EngineTimer | None = None
     last_body_sent: bytes = b""

@@ -552,6 +552,7 @@ class B2bua:
         # Timer C: CANCEL; the 487, or the CANCEL wait ending, fails over.
         leg.progress_timer = None
         if not leg.closed and isinstance(leg.invite_key, ClientTransactionKey):
+            leg.no_answer = True
             self._layer.cancel(leg.invite_key, now)
 
     def _b_leg(self, call: Call, candidate: Candidate, interval: int) -> Leg:
@@ -825,6 +826,10 @@ class B2bua:
         if not self._may_answer(call, leg):
             self._maybe_finish(call, now)
             return
+        if leg.no_answer:
+            # RFC 3261 §16.8: a branch Timer C cancelled failed by timing
+            # out, whatever its 487 says; the caller never sees that 487.
+            status, response = None, None
         retry = self._session_retry(leg, response)
         if retry:
             call.session_retries += 1
@@ -834,6 +839,8 @@ class B2bua:
             plan = call.plan
             following = None if plan is None else plan.fail_over(status)
         except NoTrunkAvailable as exc:
+            if leg.no_answer and call.hangup_side is None:
+                call.hangup_side = HangupSide.SBC  # the SBC gave up ringing
             self._fail_a(call, exc.status_code, None, now)
             return
         if following is None:

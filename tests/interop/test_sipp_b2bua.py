@@ -446,12 +446,6 @@ def test_busy_carrier_486_relayed_to_the_pbx(sipp, tmp_path):
 
 @pytest.mark.peer("sipp")
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine gap: after Timer C it relays the carrier's 487 to the caller "
-    "(disposition cancelled) instead of treating the attempt as timed out "
-    "(RFC 3261 §16.6 step 11: as a 408), failing over, then 480",
-)
 def test_no_answer_timer_cancels_the_carrier_and_fails_the_call(sipp, tmp_path):
     lab = Lab.create("127.0.0.1", "udp")
 
