@@ -30,6 +30,7 @@ from sbc.io.settings import (
 from sbc.log import CLI_LOGGER, setup_logging
 
 if TYPE_CHECKING:
+    from sbc.b2bua import B2bua
     from sbc.config.model import Config
     from sbc.io.calls import ThreadedCdrWriter
     from sbc.io.endpoint import SipEndpoint
@@ -231,16 +232,28 @@ async def _serve(
     except OSError as exc:
         _log.error("cannot listen: %s", exc)
         return 1
-    records = None if config is None else _start_calls(endpoint, config, args)
+    calls = None
+    if config is not None:
+        try:
+            calls = _start_calls(endpoint, config, args)
+        except OSError as exc:
+            _log.error("cannot open the call records: %s", exc)
+            await endpoint.close()
+            return 1
     _log.info("sbc %s serving; SIGINT or SIGTERM stops it", __version__)
     await stop.wait()
     _log.info("stopping")
+    if calls is not None:
+        _, engine = calls
+        _log.info("calls in progress, left without a record: %d", engine.active_calls)
     for group, numbers in endpoint.snapshot().items():
         _log.info(
             "counters %s: %s", group, " ".join(f"{k}={v}" for k, v in numbers.items())
         )
     await endpoint.close()
-    if records is not None:
+    if calls is not None:
+        records, _ = calls
+        # Waits for the records still queued; fsync must not block the loop.
         await loop.run_in_executor(None, records.close)
     _log.info("stopped")
     return 0
@@ -248,15 +261,15 @@ async def _serve(
 
 def _start_calls(
     endpoint: SipEndpoint, config: Config, args: argparse.Namespace
-) -> ThreadedCdrWriter:
-    """Run the call engine on ``endpoint``; returns the CDR writer to close."""
+) -> tuple[ThreadedCdrWriter, B2bua]:
+    """Run the call engine on ``endpoint``; the CDR writer is to be closed."""
     from sbc.cdr import CdrWriter
     from sbc.io.calls import ThreadedCdrWriter, attach_call_engine
 
     # Records are stamped with the loop's clock; the file gets Unix times.
     offset = time.time() - asyncio.get_running_loop().time()
     records = ThreadedCdrWriter(CdrWriter.in_data_dir(args.data_dir), offset)
-    attach_call_engine(
+    engine = attach_call_engine(
         endpoint, config, records, no_answer_timeout=args.no_answer_timeout
     )
     _log.info(
@@ -265,7 +278,7 @@ def _start_calls(
         len(config.dial_plans),
         args.data_dir / "cdr.jsonl",
     )
-    return records
+    return records, engine
 
 
 def _run_on_uvloop(main_coroutine: Coroutine[Any, Any, int]) -> int:
