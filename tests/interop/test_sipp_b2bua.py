@@ -62,19 +62,37 @@ def host_port(host: str, port: int) -> str:
 
 @dataclass
 class Lab:
-    """Where everything listens in one test."""
+    """Where everything listens in one test.
+
+    Over IPv4 the PBX and the carriers get loopback addresses of their own,
+    so that hiding their addresses is checked too, not only their ports.
+    """
 
     host: str
+    """The SBC's address."""
     transport: str
     sbc_port: int
+    caller_host: str
     caller_port: int
+    callee_host: str
     callee_ports: list[int]
     caller_limits: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def create(cls, host: str, transport: str, callees: int = 1, **limits) -> Lab:
-        ports = [free_port(host) for _ in range(2 + callees)]
-        return cls(host, transport, ports[0], ports[1], ports[2:], limits)
+        caller_host, callee_host = (
+            ("127.0.0.2", "127.0.0.3") if host == "127.0.0.1" else (host, host)
+        )
+        return cls(
+            host,
+            transport,
+            free_port(host),
+            caller_host,
+            free_port(caller_host),
+            callee_host,
+            [free_port(callee_host) for _ in range(callees)],
+            limits,
+        )
 
     def config(self) -> dict:
         """The single-node example's shape: the PBX trunk, then carriers."""
@@ -85,8 +103,8 @@ class Lab:
             "name": "pbx",
             "kind": "pbx",
             "listeners": listeners,
-            "targets": [self._target(self.caller_port)],
-            "inbound": {"allow": [f"{self.host}/{prefix}"]},
+            "targets": [self._target(self.caller_host, self.caller_port)],
+            "inbound": {"allow": [f"{self.caller_host}/{prefix}"]},
             "numbers": {"inbound": [{"match": r"1?([2-9]\d{9})", "replace": r"+1\1"}]},
             "limits": self.caller_limits,
             "dial_plan": "from-pbx",
@@ -96,7 +114,7 @@ class Lab:
                 "name": name,
                 "kind": "carrier",
                 "listeners": listeners,
-                "targets": [self._target(port)],
+                "targets": [self._target(self.callee_host, port)],
             }
             for name, port in zip(carriers, self.callee_ports, strict=True)
         ]
@@ -124,8 +142,8 @@ class Lab:
             ],
         }
 
-    def _target(self, port: int) -> dict:
-        return {"host": self.host, "port": port, "transport": self.transport}
+    def _target(self, host: str, port: int) -> dict:
+        return {"host": host, "port": port, "transport": self.transport}
 
 
 # SIPp
@@ -163,15 +181,15 @@ def sipp_run(
     workdir: Path,
     role: tuple[str, ...],
     lab: Lab,
-    port: int,
+    address: tuple[str, int],
     *extra: str,
 ) -> SippRun:
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [
         sipp, *role,
         "-t", "u1" if lab.transport == "udp" else "t1",
-        "-i", lab.host,
-        "-p", str(port),
+        "-i", address[0],
+        "-p", str(address[1]),
         "-timeout", f"{SIPP_TIMEOUT / 2:.0f}s",
         "-timeout_error",
         "-nostdin",
@@ -241,7 +259,13 @@ def place_calls(
         uas_runs = [
             start(
                 sipp_run(
-                    sipp, tmp_path / f"callee{n}", role, lab, port, "-m", str(count)
+                    sipp,
+                    tmp_path / f"callee{n}",
+                    role,
+                    lab,
+                    (lab.callee_host, port),
+                    "-m",
+                    str(count),
                 )
             )
             for n, (role, port, count) in enumerate(
@@ -251,7 +275,8 @@ def place_calls(
         try:
             uac = start(
                 sipp_run(
-                    sipp, tmp_path / "caller", caller, lab, lab.caller_port,
+                    sipp, tmp_path / "caller", caller, lab,
+                    (lab.caller_host, lab.caller_port),
                     "-s", DIALLED, "-m", str(calls), *caller_extra,
                     host_port(*sbc.address(lab.transport, ipv6=":" in lab.host)),
                 )
@@ -304,9 +329,11 @@ def all_headers(messages: str) -> str:
     return "\n".join(parts)
 
 
-def identities(run: SippRun, host: str, port: int) -> set[str]:
+def identities(run: SippRun, host: str, port: int, sbc_host: str) -> set[str]:
     """What identifies this SIPp side in the headers it sent."""
     found = {host_port(host, port), f"rport={port}"}
+    if host != sbc_host:
+        found.add(host)
     for block in sent_headers(run.messages):
         found.update(_CALL_ID.findall(block))
         found.update(_TAG.findall(block))
@@ -315,8 +342,10 @@ def identities(run: SippRun, host: str, port: int) -> set[str]:
     return found
 
 
-def assert_hidden(source: SippRun, host: str, port: int, seen_by: SippRun) -> None:
-    own = identities(source, host, port)
+def assert_hidden(
+    source: SippRun, address: tuple[str, int], seen_by: SippRun, sbc_host: str
+) -> None:
+    own = identities(source, *address, sbc_host)
     assert len(own) > 4, "no messages traced"
     headers = all_headers(seen_by.messages)
     assert headers, "no messages traced on the other side"
@@ -327,8 +356,9 @@ def assert_hidden(source: SippRun, host: str, port: int, seen_by: SippRun) -> No
 def assert_hidden_both_ways(result: CallResult, lab: Lab) -> None:
     """Neither side's identities appear in what the other side saw."""
     for callee, port in zip(result.callees, lab.callee_ports, strict=True):
-        assert_hidden(result.caller, lab.host, lab.caller_port, seen_by=callee)
-        assert_hidden(callee, lab.host, port, seen_by=result.caller)
+        caller_address = (lab.caller_host, lab.caller_port)
+        assert_hidden(result.caller, caller_address, callee, lab.host)
+        assert_hidden(callee, (lab.callee_host, port), result.caller, lab.host)
 
 
 def sent_count(run: SippRun, start_line: str) -> int:
