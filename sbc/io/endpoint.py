@@ -2,8 +2,9 @@
 
 Bytes from the UDP, TCP and TLS transports are parsed, validated, stamped
 (Via received/rport) and fed to the transaction layer; its events go to the
-core, whose responses go back through the transaction layer; whatever the
-layer wants sent goes out on the right socket or connection. One timer
+transaction user (the answering core, or the B2BUA call engine), which
+answers and sends through the layer; whatever the layer wants sent goes out
+on the right socket or connection. One timer
 handle wakes the engines at their next deadline. Nothing received, however
 broken, raises past this module: it is answered, or dropped and counted.
 """
