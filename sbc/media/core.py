@@ -46,6 +46,8 @@ _read_seq_timestamp_ssrc = struct.Struct("!HII").unpack_from
 
 _UNSPECIFIED = frozenset({"0.0.0.0", "::"})
 
+_DEFAULT_RATES: tuple[int, ...] = (DEFAULT_CLOCK_RATE,) * 128
+
 _SHORT = MediaDropReason.SHORT
 _BAD_VERSION = MediaDropReason.BAD_VERSION
 _WRONG_SOURCE = MediaDropReason.WRONG_SOURCE
@@ -144,6 +146,9 @@ class Latch:
 class Leg:
     """One side of one stream: its peer, its keys, its payload numbering."""
 
+    # A relayed packet reads its own leg and the peer leg only: everything
+    # the per-packet path needs (latch, counters, statistics, clock rate per
+    # payload type, the renumbering toward this leg) hangs off these slots.
     __slots__ = (
         "side",
         "rtp",
@@ -152,7 +157,11 @@ class Leg:
         "srtp",
         "payload_types",
         "counters",
+        "statistics",
         "rates",
+        "rate_by_type",
+        "peer",
+        "translation",
     )
 
     def __init__(self, side: Side, latch_any_source: bool) -> None:
@@ -163,7 +172,14 @@ class Leg:
         self.srtp: SrtpContext | None = None
         self.payload_types: PayloadTypeMap = {}
         self.counters = StreamCounters()
+        self.statistics = self.counters.statistics
         self.rates: dict[int, int] = {}
+        self.rate_by_type = _DEFAULT_RATES
+        """RTP clock rate indexed by payload type (0..127)."""
+        self.peer = self
+        """The other leg of the stream; StreamCore links the two."""
+        self.translation: Translation | None = None
+        """Renumbers packets sent toward this leg; None when both legs agree."""
 
     @property
     def remote_known(self) -> bool:
@@ -191,44 +207,46 @@ class Leg:
             self.srtp = SrtpContext(remote.srtp)
         self.payload_types = dict(remote.payload_types)
         self.rates = clock_rates(remote.payload_types)
+        self.rate_by_type = tuple(
+            self.rates.get(payload_type, DEFAULT_CLOCK_RATE)
+            for payload_type in range(128)
+        )
         self.counters.clock_rate = next(iter(self.rates.values()), DEFAULT_CLOCK_RATE)
 
 
 class StreamCore:
     """One m-line of a call: two legs and the relay rules between them."""
 
-    __slots__ = ("legs", "last_rtp", "_translations", "_latch_any_source")
+    __slots__ = ("legs", "last_rtp", "_latch_any_source")
 
     def __init__(self, now: float, latch_any_source: bool = False) -> None:
         self._latch_any_source = latch_any_source
-        self.legs = (Leg(Side.A, latch_any_source), Leg(Side.B, latch_any_source))
+        a, b = Leg(Side.A, latch_any_source), Leg(Side.B, latch_any_source)
+        a.peer, b.peer = b, a
+        self.legs = (a, b)
         self.last_rtp = now
-        # _translations[side] renumbers packets going out toward ``side``.
-        self._translations: list[Translation | None] = [None, None]
 
     def update_leg(self, side: Side, remote: RemoteMedia) -> None:
         """Apply a completed offer/answer for one leg (initial or re-INVITE)."""
         self.legs[side].update(remote, self._latch_any_source)
         a, b = self.legs
-        self._translations[Side.B] = payload_type_translation(
-            a.payload_types, b.payload_types
-        )
-        self._translations[Side.A] = payload_type_translation(
-            b.payload_types, a.payload_types
-        )
+        b.translation = payload_type_translation(a.payload_types, b.payload_types)
+        a.translation = payload_type_translation(b.payload_types, a.payload_types)
         _log.debug("media: leg %s now %s", side.name, remote)
 
     def rtp_received(
         self, side: int, packet: bytes, source: Any, now: float
     ) -> Forward | None:
         """A datagram on ``side``'s RTP port; what to send, or None if dropped."""
+        # The per-packet path: one function, locals, and the two legs' slots.
+        # Anything unusual (short, bad version, muxed RTCP, SRTP) leaves it.
         leg = self.legs[side]
-        if len(packet) < RTP_HEADER_SIZE:
-            return _drop(leg, _SHORT)
-        if packet[0] >> 6 != 2:
-            return _drop(leg, _BAD_VERSION)
-        if leg.rtcp_mux and is_rtcp_on_rtp_port(packet[1]):
-            return self.rtcp_received(side, packet, source, now)
+        if (
+            len(packet) < RTP_HEADER_SIZE
+            or packet[0] & 0xC0 != 0x80
+            or (leg.rtcp_mux and is_rtcp_on_rtp_port(packet[1]))
+        ):
+            return self._unusual_received(side, packet, source, now)
         latch = leg.rtp
         # The latched source is the common case: compare before any call.
         if source != latch.source and not latch.accepts(source):
@@ -239,8 +257,46 @@ class StreamCore:
                 return _drop(leg, _UNPROTECT)
             packet = plain
 
-        self._account(leg, packet, now)
-        return self._rtp_toward(self.legs[1 - side], packet)
+        counters = leg.counters
+        counters.packets_received += 1
+        counters.bytes_received += len(packet)
+        self.last_rtp = now
+
+        # RFC 3550 A.1: count cycles when the sequence number wraps in order.
+        seq, timestamp, ssrc = _read_seq_timestamp_ssrc(packet, 2)
+        transit = int(now * leg.rate_by_type[packet[1] & 0x7F]) - timestamp
+        statistics = leg.statistics
+        if ssrc != statistics.ssrc:
+            statistics.restart(ssrc, seq, transit)
+        elif 0 < (seq - statistics.max_seq) & 0xFFFF < 0x8000:
+            if seq < statistics.max_seq:
+                statistics.cycles += 0x10000
+            statistics.max_seq = seq
+        statistics.received += 1
+
+        # RFC 3550 A.8 jitter, gain 1/16; a 32-bit timestamp wrap takes the
+        # shorter distance.
+        delta = abs(transit - statistics.transit)
+        if delta > 0x7FFFFFFF:
+            delta = abs(delta - 0x100000000)
+        statistics.jitter += (delta - statistics.jitter) / 16
+        statistics.transit = transit
+
+        out = leg.peer
+        destination = out.rtp.destination
+        if destination is None:
+            return _drop(out, _NO_DESTINATION)
+        if out.translation is not None:
+            packet = rewrite_payload_type(packet, out.translation)
+        if out.srtp is not None:
+            protected = out.srtp.protect(packet)
+            if protected is None:
+                return _drop(out, _PROTECT)
+            packet = protected
+        counters = out.counters
+        counters.packets_sent += 1
+        counters.bytes_sent += len(packet)
+        return packet, destination, RTP_SOCKET
 
     def rtcp_received(
         self, side: int, packet: bytes, source: Any, now: float
@@ -261,36 +317,21 @@ class StreamCore:
 
         leg.counters.rtcp_received += 1
         _read_receiver_reports(leg, packet)
-        return self._rtcp_toward(self.legs[1 - side], packet)
+        return self._rtcp_toward(leg.peer, packet)
 
     def timed_out(self, now: float, timeout: float) -> bool:
         return now - self.last_rtp >= timeout
 
-    def _account(self, leg: Leg, packet: bytes, now: float) -> None:
-        counters = leg.counters
-        counters.packets_received += 1
-        counters.bytes_received += len(packet)
-        self.last_rtp = now
-        seq, timestamp, ssrc = _read_seq_timestamp_ssrc(packet, 2)
-        rate = leg.rates.get(packet[1] & 0x7F, DEFAULT_CLOCK_RATE)
-        counters.statistics.update(ssrc, seq, timestamp, int(now * rate))
-
-    def _rtp_toward(self, out: Leg, packet: bytes) -> Forward | None:
-        destination = out.rtp.destination
-        if destination is None:
-            return _drop(out, _NO_DESTINATION)
-        translation = self._translations[out.side]
-        if translation is not None:
-            packet = rewrite_payload_type(packet, translation)
-        if out.srtp is not None:
-            protected = out.srtp.protect(packet)
-            if protected is None:
-                return _drop(out, _PROTECT)
-            packet = protected
-        counters = out.counters
-        counters.packets_sent += 1
-        counters.bytes_sent += len(packet)
-        return packet, destination, RTP_SOCKET
+    def _unusual_received(
+        self, side: int, packet: bytes, source: Any, now: float
+    ) -> Forward | None:
+        leg = self.legs[side]
+        if len(packet) < RTP_HEADER_SIZE:
+            return _drop(leg, _SHORT)
+        if packet[0] >> 6 != 2:
+            return _drop(leg, _BAD_VERSION)
+        # RFC 5761 §4: with rtcp-mux, RTCP shares the RTP port.
+        return self.rtcp_received(side, packet, source, now)
 
     def _rtcp_toward(self, out: Leg, packet: bytes) -> Forward | None:
         latch = out.rtp if out.rtcp_mux else out.rtcp

@@ -73,7 +73,8 @@ class _Port(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         forward = self._receive(self._side, data, addr, self._time())
         if forward is not None:
-            self.outputs[forward[2]].sendto(forward[0], forward[1])
+            datagram, destination, output = forward
+            self.outputs[output].sendto(datagram, destination)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable for an earlier send: the peer is not there yet.
