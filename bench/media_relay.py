@@ -3,8 +3,10 @@
 Run: ``.venv/bin/python bench/media_relay.py`` (as root, so rtpengine can
 raise its file limit); ``--calls 400,800`` picks the steps, ``--seconds`` the
 length of each; ``--relays ours,rtpengine,bare`` adds the floor, a uvloop
-forwarder that does no per-packet work. Needs rtpengine from Debian's
-rtpengine-daemon.
+forwarder that does no per-packet work; ``--baseline DIR --relays
+ours,baseline`` adds this relay as checked out in DIR (``git archive`` of an
+older commit), to compare two versions under the same load. Needs rtpengine
+from Debian's rtpengine-daemon.
 
 Each step sets up N calls on the relay under test (pinned to CPU 0), then two
 traffic processes (pinned to CPU 1) play every caller and every callee: each
@@ -57,6 +59,9 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
+        "--baseline", type=Path, help="checkout holding sbc/ for the baseline relay"
+    )
+    parser.add_argument(
         "--nice", type=int, default=-15, help="niceness of relays and traffic"
     )
     options = parser.parse_args()
@@ -71,7 +76,8 @@ def main() -> None:
         # Relays alternate within a step, so both see the same machine load.
         for trial in range(options.trials):
             for relay in options.relays.split(","):
-                result = measure(relay, calls, options.seconds) | {"trial": trial}
+                result = measure(relay, calls, options.seconds, options.baseline)
+                result["trial"] = trial
                 results.append(result)
                 print(_row(result), flush=True)
     print(_summary(results))
@@ -81,14 +87,16 @@ def main() -> None:
         )
 
 
-def measure(relay: str, calls: int, seconds: float) -> dict[str, Any]:
+def measure(
+    relay: str, calls: int, seconds: float, baseline: Path | None = None
+) -> dict[str, Any]:
     """One step: set up ``calls`` calls, play the traffic, tear down."""
     load = os.getloadavg()
     caller, callee = _peer_socket(), _peer_socket()
     if relay == "rtpengine":
         process, allocate = _start_rtpengine()
     else:
-        process, allocate = _start_ours(bare=relay == "bare")
+        process, allocate = _start_ours(relay == "bare", _code_root(relay, baseline))
     try:
         rss_before = _rss(process.pid)
         ports = allocate(calls, caller.getsockname(), callee.getsockname())
@@ -163,7 +171,15 @@ def _play(
     }
 
 
-def _start_ours(bare: bool) -> tuple[subprocess.Popen[bytes], Any]:
+def _code_root(relay: str, baseline: Path | None) -> Path:
+    if relay != "baseline":
+        return Path(__file__).resolve().parent.parent
+    if baseline is None:
+        raise SystemExit("--relays baseline needs --baseline DIR")
+    return baseline.resolve()
+
+
+def _start_ours(bare: bool, root: Path) -> tuple[subprocess.Popen[bytes], Any]:
     server = Path(__file__).resolve().parent / "media_relay_server.py"
     process = subprocess.Popen(
         [
@@ -178,7 +194,7 @@ def _start_ours(bare: bool) -> tuple[subprocess.Popen[bytes], Any]:
         stdout=subprocess.PIPE,
         env={
             **os.environ,
-            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            "PYTHONPATH": str(root),
             "MEDIA_BENCH_BARE": "1" if bare else "0",
         },
     )
