@@ -194,8 +194,11 @@ class B2bua:
         router: CallRouter | None = None,
         admission: AdmissionControl | None = None,
         digest: DigestVerifier | None = None,
+        arrival: Callable[[RequestReceived], str | None] | None = None,
     ) -> None:
         self._layer = layer
+        self._arrival = arrival
+        """The glue's answer to "which listener did this request arrive on"."""
         self._settings = settings
         self._rng = rng
         self._cdr = cdr
@@ -395,8 +398,11 @@ class B2bua:
     def _new_call(self, event: RequestReceived, now: float) -> None:
         request = event.request
         self._check_new_invite(event)
-        endpoint = self._endpoint(event.transport)
-        trunk = self._classify(event, endpoint.listener, now)
+        # Classify by the listener the INVITE arrived on when the glue says
+        # which; otherwise by the first listener of its transport.
+        arrived_on = None if self._arrival is None else self._arrival(event)
+        listener = arrived_on or self._endpoint(event.transport).listener
+        trunk = self._classify(event, listener, now)
         rules = self._rules[trunk]
         rules.ingress_headers.apply(request.headers)
         session = negotiate_as_uas(request, self._settings.session_timer)

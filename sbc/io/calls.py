@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from sbc.b2bua import B2bua, B2buaSettings, CallRecordWriter, LocalEndpoint
@@ -21,6 +21,7 @@ from sbc.config.model import Config
 from sbc.io.endpoint import SipEndpoint
 from sbc.io.settings import ListenSpec
 from sbc.log import TRANSPORT_LOGGER
+from sbc.sip.events import RequestReceived
 
 _log = logging.getLogger(TRANSPORT_LOGGER)
 
@@ -80,6 +81,30 @@ def local_endpoints(
     return tuple(endpoints.values())
 
 
+def arrival_listener(
+    endpoint: SipEndpoint, config: Config
+) -> Callable[[RequestReceived], str | None]:
+    """The configured name of the listener the request in hand arrived on.
+
+    Trunks are told apart by listener as well as by source address
+    (docs/configuration.md), so the engine must know which socket an INVITE
+    came in on; the endpoint knows it while the request is being handled.
+    """
+    names = {
+        bound: listener.name
+        for listener, bound in zip(config.listeners, endpoint.listening, strict=True)
+    }
+
+    def listener_of(event: RequestReceived) -> str | None:
+        # Outside a receive (or for another transport) nothing is known.
+        arrival = endpoint.arrival
+        if arrival is None or arrival.transport != event.transport:
+            return None
+        return names.get(arrival)
+
+    return listener_of
+
+
 def attach_call_engine(
     endpoint: SipEndpoint,
     config: Config,
@@ -99,6 +124,13 @@ def attach_call_engine(
     if no_answer_timeout is not None:
         settings = dataclasses.replace(settings, no_answer_timeout=no_answer_timeout)
     # Tags, Call-IDs and branches must not be guessable (RFC 3261 §19.3).
-    engine = B2bua(endpoint.transactions, config, settings, random.SystemRandom(), cdr)
+    engine = B2bua(
+        endpoint.transactions,
+        config,
+        settings,
+        random.SystemRandom(),
+        cdr,
+        arrival=arrival_listener(endpoint, config),
+    )
     endpoint.user = engine
     return engine

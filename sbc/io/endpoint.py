@@ -124,6 +124,8 @@ class SipEndpoint:
         self.sip_counters = SipCounters()
         self.listening: list[ListenSpec] = []
         """Every listener with the address it is bound to (ports resolved)."""
+        self.arrival: ListenSpec | None = None
+        """While a received request is handled: the listener it arrived on."""
         self._udp: list[UdpListener] = []
         self._udp_by_peer: dict[Address, UdpListener] = {}
         self._streams = StreamTransports(
@@ -248,12 +250,18 @@ class SipEndpoint:
         if len(remembered) >= _MAX_REMEMBERED_PEERS and source not in remembered:
             remembered.clear()
         remembered[source] = listener
-        self._receive(data, source, "UDP", None)
+        self._receive(data, source, "UDP", None, listener.local)
 
     def stream_message_received(
         self, data: bytes, connection: StreamConnection
     ) -> None:
-        self._receive(data, connection.peer, connection.transport_name, connection)
+        self._receive(
+            data,
+            connection.peer,
+            connection.transport_name,
+            connection,
+            connection.local,
+        )
 
     def stream_framing_failed(
         self, error: SipParseError, connection: StreamConnection
@@ -266,11 +274,12 @@ class SipEndpoint:
         source: Address,
         transport: str,
         connection: StreamConnection | None,
+        local: Address,
     ) -> None:
         """The one place where received bytes enter the engines."""
         self._messages.received(data, source, transport)
         try:
-            self._process(data, source, transport, connection)
+            self._process(data, source, transport, connection, local)
         except Exception:
             # Bad input raises SipParseError, handled below; anything else is
             # a bug. uvloop would close the socket if it escaped, so keep the
@@ -284,6 +293,7 @@ class SipEndpoint:
         source: Address,
         transport: str,
         connection: StreamConnection | None,
+        local: Address,
     ) -> None:
         try:
             message = parse_message(data)
@@ -300,7 +310,11 @@ class SipEndpoint:
             self.transactions.receive_response(message, source, transport, now)
             self._run_engines(now)
         else:
-            self._receive_request(message, source, transport, connection, now)
+            self.arrival = ListenSpec(transport, *local)
+            try:
+                self._receive_request(message, source, transport, connection, now)
+            finally:
+                self.arrival = None
 
     def _receive_request(
         self,
