@@ -72,6 +72,8 @@ class Lab:
     """The SBC's address."""
     transport: str
     sbc_port: int
+    """The SBC's port toward the PBX."""
+    carrier_side_port: int
     caller_host: str
     caller_port: int
     callee_host: str
@@ -87,6 +89,7 @@ class Lab:
             host,
             transport,
             free_port(host),
+            free_port(host),
             caller_host,
             free_port(caller_host),
             callee_host,
@@ -95,9 +98,15 @@ class Lab:
         )
 
     def config(self) -> dict:
-        """The single-node example's shape: the PBX trunk, then carriers."""
+        """The single-node example's shape: the PBX trunk, then carriers.
+
+        The carriers' listeners come first in the file (a port of their
+        own, or 0) and so give every Via and Contact; the PBX's INVITEs
+        must still be classified by the listener they arrive on.
+        """
         prefix = 128 if ":" in self.host else 32
         listeners = ["sbc-udp", "sbc-tcp"]
+        carrier_listeners = ["carrier-udp", "carrier-tcp"]
         carriers = [f"carrier-{n}" for n in range(1, len(self.callee_ports) + 1)]
         pbx = {
             "name": "pbx",
@@ -113,7 +122,7 @@ class Lab:
             {
                 "name": name,
                 "kind": "carrier",
-                "listeners": listeners,
+                "listeners": carrier_listeners,
                 "targets": [self._target(self.callee_host, port)],
             }
             for name, port in zip(carriers, self.callee_ports, strict=True)
@@ -126,11 +135,15 @@ class Lab:
             "version": 1,
             "listeners": [
                 {
-                    "name": f"sbc-{t}",
+                    "name": f"{side}-{t}",
                     "transport": t,
                     "address": self.host,
-                    "port": self.sbc_port,
+                    "port": port,
                 }
+                for side, port in (
+                    ("carrier", self.carrier_side_port),
+                    ("sbc", self.sbc_port),
+                )
                 for t in ("udp", "tcp")
             ],  # fmt: skip
             "trunks": trunks,
@@ -278,7 +291,7 @@ def place_calls(
                     sipp, tmp_path / "caller", caller, lab,
                     (lab.caller_host, lab.caller_port),
                     "-s", DIALLED, "-m", str(calls), *caller_extra,
-                    host_port(*sbc.address(lab.transport, ipv6=":" in lab.host)),
+                    host_port(*pbx_side(sbc, lab.transport)),
                 )
             )  # fmt: skip
             returncode = finish(uac)
@@ -289,6 +302,12 @@ def place_calls(
         sbc.stop()
         log = sbc.log_text()
     return CallResult(uac, uas_runs, returncode, read_records(tmp_path / "data"), log)
+
+
+def pbx_side(sbc: SbcProcess, transport: str) -> tuple[str, int]:
+    """The bound address of the PBX-side listener (the second of its transport)."""
+    specs = [spec for spec in sbc.listening if spec.transport == transport.upper()]
+    return specs[1].host, specs[1].port
 
 
 def read_records(data_dir: Path) -> list[dict]:
@@ -594,7 +613,7 @@ def test_pbx_requiring_100rel_gets_a_reliable_180_and_its_prack_answered(
 @pytest.mark.timeout(120)
 def test_config_listener_on_port_0_advertises_the_bound_port(sipp, tmp_path):
     lab = Lab.create("127.0.0.1", "udp")
-    lab.sbc_port = 0
+    lab.sbc_port = lab.carrier_side_port = 0
 
     # Calls complete only if Via and Contact carry the port really bound:
     # the carrier answers and sends its BYE there.
