@@ -23,6 +23,7 @@ from sbc.media.rtp import (
     RTP_HEADER_SIZE,
     PayloadTypeMap,
     Translation,
+    clock_rate_table,
     clock_rates,
     is_rtcp_on_rtp_port,
     payload_type_translation,
@@ -46,7 +47,7 @@ _read_seq_timestamp_ssrc = struct.Struct("!HII").unpack_from
 
 _UNSPECIFIED = frozenset({"0.0.0.0", "::"})
 
-_DEFAULT_RATES: tuple[int, ...] = (DEFAULT_CLOCK_RATE,) * 128
+_DEFAULT_RATES = clock_rate_table({})
 
 _SHORT = MediaDropReason.SHORT
 _BAD_VERSION = MediaDropReason.BAD_VERSION
@@ -207,10 +208,7 @@ class Leg:
             self.srtp = SrtpContext(remote.srtp)
         self.payload_types = dict(remote.payload_types)
         self.rates = clock_rates(remote.payload_types)
-        self.rate_by_type = tuple(
-            self.rates.get(payload_type, DEFAULT_CLOCK_RATE)
-            for payload_type in range(128)
-        )
+        self.rate_by_type = clock_rate_table(self.rates)
         self.counters.clock_rate = next(iter(self.rates.values()), DEFAULT_CLOCK_RATE)
 
 

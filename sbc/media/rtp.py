@@ -8,6 +8,7 @@ rewrites the payload type byte of a copy; it never re-serializes a packet.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
 RTP_VERSION = 2
 RTP_HEADER_SIZE = 12
@@ -61,6 +62,21 @@ def clock_rates(payload_types: PayloadTypeMap) -> dict[int, int]:
         if len(parts) >= 2 and parts[1].isdigit() and int(parts[1]) > 0:
             rates[payload_type] = int(parts[1])
     return rates
+
+
+def clock_rate_table(rates: Mapping[int, int]) -> tuple[int, ...]:
+    """The clock rate of each payload type 0..127, for lookup by index.
+
+    Legs with the same rates share one table: it is a kilobyte, and most
+    calls carry the same few codecs.
+    """
+    return _rate_table(tuple(sorted(rates.items())))
+
+
+@lru_cache(maxsize=256)
+def _rate_table(rates: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+    by_type = dict(rates)
+    return tuple(by_type.get(n, DEFAULT_CLOCK_RATE) for n in range(128))
 
 
 def rewrite_payload_type(packet: bytes, translation: Translation) -> bytes:
