@@ -115,3 +115,9 @@ def role_headers(state: AdminState) -> dict[Role, dict[str, str]]:
             issued = users.issue_token(session, user, kind="api", now=now)
             headers[role] = {"Authorization": f"Bearer {issued.secret}"}
     return headers
+
+
+@pytest.fixture
+def passwords() -> dict[Role, str]:
+    """The password of each user ``role_headers`` creates."""
+    return dict(PASSWORDS)
