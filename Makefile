@@ -29,8 +29,9 @@ python-venv:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
 	else echo "python3-venv is missing: run 'apt-get install python3-venv' as root"; exit 1; fi
 
+# CONFIG=docs/examples/single-node.yaml runs the call engine with that file.
 run: $(STAMP)
-	$(BIN)/sbc serve --data-dir $(DATA)
+	$(BIN)/sbc serve --data-dir $(DATA) $(if $(CONFIG),--config $(CONFIG))
 
 # Installs the real peers when run as root; otherwise their tests skip (or
 # fail under SBC_STRICT=1).
