@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import cast
 
 from .errors import SipParseError
 from .uri import (
@@ -21,13 +22,23 @@ from .uri import (
     check_ipv6,
     common_sip_uri,
     parse_uri,
+    plain_param_items,
+    plain_param_value,
 )
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _SENT_PROTOCOL_RE = re.compile(
     r"([^\s/]+)[ \t]*/[ \t]*([^\s/]+)[ \t]*/[ \t]*([^\s/;]+)"
 )
-_WORD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+")
+_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]"
+# An empty word after the "@" has always been tolerated.
+_CALL_ID_RE = re.compile(f"{_WORD}+(?:@{_WORD}*)?")
+# The methods of RFC 3261 and its extensions: tokens, so a look-up spares
+# the token regex on the per-message path.
+STANDARD_METHODS = frozenset(
+    {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE"}
+    | {"INFO", "MESSAGE", "NOTIFY", "SUBSCRIBE", "REFER", "PUBLISH"}
+)
 # RFC 3261 §25.1: generic-param = token [ EQUAL gen-value ], with gen-value
 # = token / host / quoted-string. Unquoted values are read tolerantly as any
 # run without whitespace, quotes or delimiters.
@@ -43,20 +54,27 @@ _URI_DELIMITERS_RE = re.compile(r"[ \t<>]")
 # The common Via shape (no LWS, no IPv6, unquoted token values), matched in
 # one step; a subset of the full grammar with the same result
 # (tests/sip/test_headers.py checks both agree).
+# (++ and *+ are possessive, as explained in uri.py.)
 _COMMON_VIA_RE = re.compile(
-    r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) "
+    r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]++) "
     f"({HOSTNAME})"
     r"(?::([0-9]{1,5}))?"
-    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~]+)?)*)"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]++(?:=[A-Za-z0-9\-.!%*_+`'~]++)?)*+)"
 )
 # The common name-addr shape: an optional quoted (no escapes) or one-token
 # display name, a plain SIP URI in <> and unquoted token parameters; a subset
 # of the full grammar with the same result (tests/sip/test_headers.py).
 _COMMON_NAME_ADDR_RE = re.compile(
-    r'(?:"([^"\\]*)" ?|([A-Za-z0-9\-.!%*_+`\'~]+) ?)?'
+    r'(?:"([^"\\]*+)" ?|([A-Za-z0-9\-.!%*_+`\'~]++) ?)?'
     f"<(sips?):{COMMON_SIP_URI}>"
-    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~]+)?)*)"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]++(?:=[A-Za-z0-9\-.!%*_+`'~]++)?)*+)"
 )
+# The groups of _COMMON_NAME_ADDR_RE: display name quoted or as a token,
+# then scheme, user, host, port and parameters of the URI, then the header
+# parameters.
+NameAddrParts = tuple[
+    str | None, str | None, str, str | None, str, str | None, str, str
+]
 _QVALUE_RE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 _DEFAULT_PORTS = {"TLS": 5061, "WSS": 443, "WS": 80}
 _MAX_DELTA_SECONDS = 2**32 - 1
@@ -66,12 +84,14 @@ def is_token(text: str) -> bool:
     return _TOKEN_RE.fullmatch(text) is not None
 
 
+def is_method(text: str) -> bool:
+    """RFC 3261 §25.1: Method = token; the standard ones are looked up."""
+    return text in STANDARD_METHODS or _TOKEN_RE.fullmatch(text) is not None
+
+
 def is_call_id(text: str) -> bool:
     """RFC 3261 §25.1: callid = word [ "@" word ]."""
-    local, _, host = text.partition("@")
-    return bool(_WORD_RE.fullmatch(local)) and (
-        not host or bool(_WORD_RE.fullmatch(host))
-    )
+    return _CALL_ID_RE.fullmatch(text) is not None
 
 
 def unquote_string(text: str) -> str:
@@ -128,14 +148,17 @@ def parse_params(text: str, header: str) -> Params:
 
     ``text`` starts at the first ``;``. Quoted values keep their quotes.
     """
+    return Params.adopt(_parse_param_items(text, header))
+
+
+def _parse_param_items(text: str, header: str) -> list[tuple[str, str, str | None]]:
+    """(lower-cased name, name, value) of each parameter, as parse_params."""
     if not _PARAMS_RE.fullmatch(text):
         raise SipParseError(f"Bad Request: malformed parameter in {header}")
-    return Params.adopt(
-        [
-            (name.lower(), name, value or None)
-            for name, value in _PARAM_ITEM_RE.findall(text)
-        ]
-    )
+    return [
+        (name.lower(), name, value or None)
+        for name, value in _PARAM_ITEM_RE.findall(text)
+    ]
 
 
 @dataclass(slots=True, frozen=True)
@@ -192,15 +215,13 @@ def parse_via_value(text: str) -> Via:
     if match is None:
         return parse_via_general(text)
     transport, host, port_text, param_text = match.groups()
-    port = _parse_via_port(port_text) if port_text else None
-    items: list[tuple[str, str, str | None]] = []
-    if param_text:
-        for part in param_text[1:].split(";"):
-            name, eq, value = part.partition("=")
-            items.append((name.lower(), name, value if eq else None))
-    params = Params.adopt(items)
-    _check_via_params(params)
-    return Via(transport.upper(), host, port, params)
+    # The regex admits one to five digits.
+    port = int(port_text) if port_text else None
+    if port is not None and port > 65535:
+        raise SipParseError("Bad Request: malformed Via port")
+    items = plain_param_items(param_text)
+    _check_via_params(items)
+    return Via(transport.upper(), host, port, Params.adopt(items))
 
 
 def parse_via_general(text: str) -> Via:
@@ -253,9 +274,9 @@ def _parse_via_sent_by(text: str, protocol: str, transport: str) -> Via:
             raise SipParseError("Bad Request: malformed Via sent-by host")
         has_port = bool(colon)
     port = _parse_via_port(port_text.strip(" \t")) if has_port else None
-    params = parse_params(semi + param_text, "Via") if semi else Params()
-    _check_via_params(params)
-    return Via(transport, host, port, params, protocol)
+    items = _parse_param_items(semi + param_text, "Via") if semi else []
+    _check_via_params(items)
+    return Via(transport, host, port, Params.adopt(items), protocol)
 
 
 _HOST_CHARS_RE = re.compile(HOSTNAME)
@@ -267,9 +288,8 @@ def _parse_via_port(text: str) -> int:
     return int(text)
 
 
-def _check_via_params(params: Params) -> None:
-    for name, value in params:
-        lname = name.lower()
+def _check_via_params(items: list[tuple[str, str, str | None]]) -> None:
+    for lname, _, value in items:
         if lname == "branch" and not value:
             raise SipParseError("Bad Request: empty Via branch")
         if lname == "rport" and value is not None:
@@ -302,15 +322,19 @@ class CSeq:
 
 def parse_cseq(value: str) -> CSeq:
     parts = value.split()
-    if len(parts) != 2 or not _TOKEN_RE.fullmatch(parts[1]):
+    if len(parts) != 2 or not is_method(parts[1]):
         raise SipParseError("Bad Request: malformed CSeq")
-    number_text = parts[0]
+    number_text, method = parts
     if not number_text.isdigit() or not number_text.isascii():
         raise SipParseError("Bad Request: malformed CSeq number")
-    # RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31.
-    if len(number_text.lstrip("0")) > 10 or int(number_text) > 2**31 - 1:
+    # RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31. The
+    # length is checked first so that no huge number is converted.
+    if len(number_text.lstrip("0")) > 10:
         raise SipParseError("Bad Request: CSeq number exceeds 2**31-1")
-    return CSeq(int(number_text), parts[1])
+    number = int(number_text)
+    if number > 2**31 - 1:
+        raise SipParseError("Bad Request: CSeq number exceeds 2**31-1")
+    return CSeq(number, method)
 
 
 @dataclass(slots=True, frozen=True)
@@ -363,22 +387,42 @@ STAR = NameAddr(AbsoluteUri("*", "*"), is_star=True)
 def parse_name_addr(text: str, header: str) -> NameAddr:
     """Parse ``[display-name] <URI> *(;param)`` or ``addr-spec *(;param)``."""
     text = text.strip(" \t")
+    parts = common_name_addr_parts(text)
+    if parts is None:
+        return parse_name_addr_general(text, header)
+    return name_addr_from_parts(parts)
+
+
+def common_name_addr_parts(text: str) -> NameAddrParts | None:
+    """The groups of a stripped name-addr of the common shape, else None.
+
+    The full grammar accepts any value that has parts, and
+    name_addr_from_parts builds what it would build; None leaves the value
+    to parse_name_addr_general.
+    """
     match = _COMMON_NAME_ADDR_RE.fullmatch(text)
     if match is None:
-        return parse_name_addr_general(text, header)
-    quoted, token, scheme, user, host, port_text, uri_params, param_text = (
-        match.groups()
-    )
-    uri = common_sip_uri(scheme, user, host, port_text, uri_params)
-    if uri is None:
-        return parse_name_addr_general(text, header)
-    items: list[tuple[str, str, str | None]] = []
-    if param_text:
-        for part in param_text[1:].split(";"):
-            name, eq, value = part.partition("=")
-            items.append((name.lower(), name, value if eq else None))
+        return None
+    parts = cast(NameAddrParts, match.groups())
+    # The regex admits five digits: a larger port is left to the full
+    # grammar, which names the error.
+    port_text = parts[5]
+    if port_text and int(port_text) > 65535:
+        return None
+    return parts
+
+
+def name_addr_from_parts(parts: NameAddrParts) -> NameAddr:
+    quoted, token, scheme, user, host, port_text, uri_params, param_text = parts
+    port = int(port_text) if port_text else None
+    uri = common_sip_uri(scheme, user, host, port, uri_params)
     display_name = quoted if quoted is not None else token
-    return NameAddr(uri, display_name, Params.adopt(items))
+    return NameAddr(uri, display_name, Params.adopt(plain_param_items(param_text)))
+
+
+def tag_from_parts(parts: NameAddrParts) -> str | None:
+    """What ``name_addr_from_parts(parts).tag`` gives, building nothing."""
+    return plain_param_value(parts[7], "tag")
 
 
 def parse_name_addr_general(text: str, header: str) -> NameAddr:
@@ -496,9 +540,12 @@ def parse_bounded_int(value: str, header: str, maximum: int) -> int:
     text = value.strip(" \t")
     if not text.isdigit() or not text.isascii():
         raise SipParseError(f"Bad Request: malformed {header}")
-    if len(text.lstrip("0")) > len(str(maximum)) or int(text) > maximum:
+    if len(text.lstrip("0")) > len(str(maximum)):
         raise SipParseError(f"Bad Request: {header} exceeds {maximum}")
-    return int(text)
+    number = int(text)
+    if number > maximum:
+        raise SipParseError(f"Bad Request: {header} exceeds {maximum}")
+    return number
 
 
 @dataclass(slots=True, frozen=True)

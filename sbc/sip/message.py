@@ -13,9 +13,12 @@ from .headers import (
     CSeq,
     MediaType,
     NameAddr,
+    NameAddrParts,
     RAck,
     SessionExpires,
     Via,
+    common_name_addr_parts,
+    name_addr_from_parts,
     parse_bounded_int,
     parse_challenge,
     parse_contact,
@@ -23,7 +26,7 @@ from .headers import (
     parse_cseq,
     parse_delta_seconds,
     parse_media_type,
-    parse_name_addr,
+    parse_name_addr_general,
     parse_name_addr_list,
     parse_option_tags,
     parse_rack,
@@ -31,6 +34,7 @@ from .headers import (
     parse_via,
     parse_via_value,
     split_list,
+    tag_from_parts,
 )
 from .uri import AbsoluteUri, Params, SipUri, TelUri, Uri, parse_uri
 
@@ -134,34 +138,63 @@ class Headers:
     """Header fields in the order received, values raw (unfolded) text.
 
     Name look-ups are case-insensitive and know the compact forms. Typed
-    values parsed from the fields are cached here and dropped on any change.
+    values parsed from the fields, and an index of the first value of each
+    header, are cached here and dropped on any change.
     """
 
-    __slots__ = ("_fields", "_parsed")
+    __slots__ = ("_fields", "_first_values", "_parsed")
 
     def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
         self._fields: list[tuple[str, str, str]] = []
+        self._first_values: dict[str, str] | None = None
         self._parsed: dict[str, Any] = {}
         for name, value in fields or ():
             self.add(name, value)
 
     @classmethod
-    def _from_parsed(cls, fields: list[tuple[str, str, str]]) -> Headers:
-        """Adopt (key, name, value) triples built by the parser."""
+    def _from_parsed(
+        cls,
+        fields: list[tuple[str, str, str]],
+        first_values: dict[str, str] | None = None,
+    ) -> Headers:
+        """Adopt (key, name, value) triples built by the parser, and the
+        first value of each key when the parser recorded them."""
         headers = cls.__new__(cls)
         headers._fields = fields
+        headers._first_values = first_values
         headers._parsed = {}
         return headers
 
+    def _changed(self) -> None:
+        self._first_values = None
+        self._parsed.clear()
+
+    def _index(self) -> dict[str, str]:
+        """The first value of each key, built on first use.
+
+        One pass over the fields serves every later look-up of a message,
+        which is read far more often than it is changed.
+        """
+        index = self._first_values
+        if index is None:
+            # Reversed, so that the first field of a key is the one kept.
+            index = {key: value for key, _, value in reversed(self._fields)}
+            self._first_values = index
+        return index
+
+    def _has_repeated_names(self) -> bool:
+        """Whether some header occurs in more than one field."""
+        return len(self._index()) < len(self._fields)
+
     def get(self, name: str) -> str | None:
-        return self.first(header_key(name))
+        return self._index().get(header_key(name))
 
     def first(self, key: str) -> str | None:
         """The first value for an already canonical key (see header_key)."""
-        for field_key, _, value in self._fields:
-            if field_key == key:
-                return value
-        return None
+        index = self._first_values
+        if index is None:
+            index = self._index()
+        return index.get(key)
 
     def get_all(self, name: str) -> list[str]:
         key = header_key(name)
@@ -177,7 +210,7 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         self._fields.append((header_key(name), name, _checked(name, value)))
-        self._parsed.clear()
+        self._changed()
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first field of that name, or at the top."""
@@ -187,7 +220,7 @@ class Headers:
             0,
         )
         self._fields.insert(index, (key, name, _checked(name, value)))
-        self._parsed.clear()
+        self._changed()
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of that name by one, at the first one's place."""
@@ -202,13 +235,14 @@ class Headers:
             self._fields.append(field)
         else:
             self._fields.insert(index, field)
+        self._changed()
 
     def remove(self, name: str) -> int:
         key = header_key(name)
         kept = [field for field in self._fields if field[0] != key]
         removed = len(self._fields) - len(kept)
         self._fields = kept
-        self._parsed.clear()
+        self._changed()
         return removed
 
     def copy(self) -> Headers:
@@ -217,8 +251,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = header_key(name)
-        return any(field_key == key for field_key, _, _ in self._fields)
+        return header_key(name) in self._index()
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((name, value) for _, name, value in self._fields)
@@ -257,9 +290,13 @@ class _Message:
     def _typed(self, key: str, parse: Callable[[str], T]) -> T | None:
         parsed = self.headers._parsed
         if key in parsed:
-            return cast(T, parsed[key])
+            cached: T | None = parsed[key]
+            return cached
         value = self.headers.first(key)
-        result = None if value is None else self._parse(parse, value)
+        try:
+            result = None if value is None else parse(value)
+        except SipParseError as exc:
+            raise self._error(exc.reason) from None
         parsed[key] = result
         return result
 
@@ -300,9 +337,9 @@ class _Message:
     def top_via(self) -> Via:
         """The first Via value, parsed without parsing the others."""
         parsed = self.headers._parsed
-        top = parsed.get("\0top-via")
+        top: Via | None = parsed.get("\0top-via")
         if top is not None:
-            return cast(Via, top)
+            return top
         value = self.headers.first("via")
         if value is None:
             raise self._error("Bad Request: missing Via header")
@@ -312,7 +349,10 @@ class _Message:
             if not items:
                 raise self._error("Bad Request: empty Via header")
             first = items[0]
-        top = self._parse(parse_via_value, first)
+        try:
+            top = parse_via_value(first)
+        except SipParseError as exc:
+            raise self._error(exc.reason) from None
         parsed["\0top-via"] = top
         return top
 
@@ -329,25 +369,63 @@ class _Message:
 
     @property
     def from_(self) -> NameAddr:
-        value = self._typed("from", _parse_from)
-        if value is None:
-            raise self._error("Bad Request: missing From header")
-        return value
+        return self._name_addr("from", "From")
 
     @property
     def to(self) -> NameAddr:
-        value = self._typed("to", _parse_to)
-        if value is None:
-            raise self._error("Bad Request: missing To header")
-        return value
+        return self._name_addr("to", "To")
 
     @property
     def from_tag(self) -> str | None:
-        return self.from_.tag
+        return self._tag("from", "From")
 
     @property
     def to_tag(self) -> str | None:
-        return self.to.tag
+        return self._tag("to", "To")
+
+    def _name_addr(self, key: str, display: str) -> NameAddr:
+        checked = self._checked_name_addr(key, display)
+        if isinstance(checked, NameAddr):
+            return checked
+        name_addr = name_addr_from_parts(checked)
+        self.headers._parsed["\0checked-" + key] = name_addr
+        return name_addr
+
+    def _tag(self, key: str, display: str) -> str | None:
+        parsed = self.headers._parsed
+        tag_key = "\0tag-" + key
+        if tag_key in parsed:
+            cached: str | None = parsed[tag_key]
+            return cached
+        checked = self._checked_name_addr(key, display)
+        if isinstance(checked, NameAddr):
+            tag = checked.tag
+        else:
+            tag = tag_from_parts(checked)
+        parsed[tag_key] = tag
+        return tag
+
+    def _checked_name_addr(self, key: str, display: str) -> NameAddr | NameAddrParts:
+        """From or To, checked by the full grammar and cached.
+
+        A value of the common shape is kept as its regex groups, from which
+        the tag is read and the NameAddr built only when asked for: most
+        readers of From and To want only the tag.
+        """
+        parsed = self.headers._parsed
+        checked_key = "\0checked-" + key
+        checked: NameAddr | NameAddrParts | None = parsed.get(checked_key)
+        if checked is not None:
+            return checked
+        text = self._required(key, display).strip(" \t")
+        checked = common_name_addr_parts(text)
+        if checked is None:
+            try:
+                checked = parse_name_addr_general(text, display)
+            except SipParseError as exc:
+                raise self._error(exc.reason) from None
+        parsed[checked_key] = checked
+        return checked
 
     @property
     def max_forwards(self) -> int | None:
@@ -448,14 +526,6 @@ def _split_via(value: str) -> list[str]:
     return split_list(value, "Via")
 
 
-def _parse_from(value: str) -> NameAddr:
-    return parse_name_addr(value, "From")
-
-
-def _parse_to(value: str) -> NameAddr:
-    return parse_name_addr(value, "To")
-
-
 def _parse_max_forwards(value: str) -> int:
     # RFC 3261 §20.22: Max-Forwards is an integer in the range 0-255.
     return parse_bounded_int(value, "Max-Forwards", 255)
@@ -531,9 +601,9 @@ class Request(_Message):
     @property
     def request_uri(self) -> Uri:
         """The Request-URI, parsed on first use (400 when malformed)."""
-        cached = self.headers._parsed.get("\0request-uri")
+        cached: tuple[str, Uri] | None = self.headers._parsed.get("\0request-uri")
         if cached is not None and cached[0] == self.uri:
-            return cast(Uri, cached[1])
+            return cached[1]
         try:
             parsed = parse_uri(self.uri)
         except SipParseError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from .errors import SipParseError
-from .headers import is_call_id, is_token
+from .headers import is_call_id, is_method
 from .message import COMPACT_FORMS, Headers, Request, Response
 from .uri import SipUri
 
@@ -63,13 +63,13 @@ def _split_tolerant(data: bytes) -> tuple[list[str], int]:
 
 
 def _parse_request(lines: list[str], data: bytes, body_start: int) -> Request:
-    fields, error = _parse_fields(lines)
-    request = Request("", "", Headers._from_parsed(fields))
+    headers, error = _parse_fields(lines)
+    request = Request("", "", headers)
     try:
         _read_request_line(lines[0], request)
         if error is not None:
             raise SipParseError(error)
-        request.body = _frame_body(fields, data, body_start)
+        request.body = _frame_body(headers, data, body_start)
     except SipParseError as exc:
         exc.request = _answerable(request)
         raise
@@ -84,7 +84,7 @@ def _read_request_line(line: str, request: Request) -> None:
     allow either choice); whitespace inside the URI is not (§3.1.2.8).
     """
     method, _, rest = line.partition(" ")
-    if not is_token(method):
+    if not is_method(method):
         raise SipParseError("Bad Request: malformed method")
     request.method = method
     uri, _, version = rest.strip(" ").rpartition(" ")
@@ -107,14 +107,14 @@ def _check_version(version: str) -> None:
 def _parse_response(lines: list[str], data: bytes, body_start: int) -> Response:
     try:
         status, reason, version = _parse_status_line(lines[0])
-        fields, error = _parse_fields(lines)
+        headers, error = _parse_fields(lines)
         if error is not None:
             raise SipParseError(error)
-        body = _frame_body(fields, data, body_start)
+        body = _frame_body(headers, data, body_start)
     except SipParseError as exc:
         exc.is_response = True
         raise
-    return Response(status, reason, Headers._from_parsed(fields), body, version)
+    return Response(status, reason, headers, body, version)
 
 
 def _parse_status_line(line: str) -> tuple[int, str, str]:
@@ -135,38 +135,56 @@ def _parse_status_line(line: str) -> tuple[int, str, str]:
     return int(code), reason, version
 
 
-def _parse_fields(lines: list[str]) -> tuple[_FieldList, str | None]:
-    """Header fields as (key, name, value), unfolded; and the first error.
+def _parse_fields(lines: list[str]) -> tuple[Headers, str | None]:
+    """The header fields, unfolded; and the first error.
 
     A bad line is skipped so that the rest of the request can still be used
     to answer with 400.
     """
     fields: _FieldList = []
+    # The first value of each header, for Headers' look-ups: recorded here
+    # it costs less than a pass of its own, and serves the Content-Length
+    # and repeated-header checks at once.
+    first_values: dict[str, str] | None = {}
     error = None
     known = _KNOWN_NAMES
-    key: str | None
     for line in lines[1:]:
-        if line[:1] in (" ", "\t") and line:
-            # RFC 3261 §7.3.1: a line starting with whitespace continues
-            # the previous field; the fold counts as one SP.
-            if not fields:
-                error = error or "Bad Request: continuation line before any header"
-                continue
-            last_key, name, value = fields[-1]
-            continued = line.strip(" \t")
-            value = f"{value} {continued}" if value else continued
-            fields[-1] = (last_key, name, value)
-            continue
+        # The common line: a name seen before, a colon, a value. Known names
+        # are tokens, so a continuation line never takes this path.
         name, colon, value = line.partition(":")
-        key = known.get(name) if colon else None
-        if key is None:
-            name = name.rstrip(" \t")
-            key = _header_name_key(name)
-            if key is None or not colon:
-                error = error or f"Bad Request: malformed header line {line[:40]!r}"
-                continue
-        fields.append((key, name, value.strip(" \t")))
-    return fields, error
+        key = known.get(name)
+        if key is not None and colon:
+            value = value.strip(" \t")
+            fields.append((key, name, value))
+            if first_values is not None:
+                first_values.setdefault(key, value)
+            continue
+        # A fold, a new name or a bad line: rare, and a fold may change a
+        # value already recorded, so Headers indexes the finished fields.
+        first_values = None
+        problem = _add_unusual_line(line, fields)
+        error = error or problem
+    return Headers._from_parsed(fields, first_values), error
+
+
+def _add_unusual_line(line: str, fields: _FieldList) -> str | None:
+    """Add a continuation line or a field with a new name; or name the fault."""
+    if line[:1] in (" ", "\t"):
+        # RFC 3261 §7.3.1: a line starting with whitespace continues the
+        # previous field; the fold counts as one SP.
+        if not fields:
+            return "Bad Request: continuation line before any header"
+        key, name, value = fields[-1]
+        continued = line.strip(" \t")
+        fields[-1] = (key, name, f"{value} {continued}" if value else continued)
+        return None
+    name, colon, value = line.partition(":")
+    name = name.rstrip(" \t")
+    new_key = _header_name_key(name)
+    if new_key is None or not colon:
+        return f"Bad Request: malformed header line {line[:40]!r}"
+    fields.append((new_key, name, value.strip(" \t")))
+    return None
 
 
 def _header_name_key(name: str) -> str | None:
@@ -179,19 +197,18 @@ def _header_name_key(name: str) -> str | None:
     return key
 
 
-def _frame_body(fields: _FieldList, data: bytes, body_start: int) -> bytes:
+def _frame_body(headers: Headers, data: bytes, body_start: int) -> bytes:
     """The body as framed by Content-Length (RFC 3261 §18.3, §20.14)."""
-    length_text = None
-    for key, _, value in fields:
-        if key == "content-length":
-            if length_text is not None and value != length_text:
-                raise SipParseError(
-                    "Bad Request: conflicting Content-Length values",
-                    stream_unusable=True,
-                )
-            length_text = value
+    length_text = headers.first("content-length")
     if length_text is None:
         return data[body_start:]
+    if headers._has_repeated_names():
+        lengths = headers.get_all("content-length")
+        if lengths.count(length_text) != len(lengths):
+            raise SipParseError(
+                "Bad Request: conflicting Content-Length values",
+                stream_unusable=True,
+            )
     length = parse_content_length(length_text)
     available = len(data) - body_start
     if length > available:
@@ -235,8 +252,8 @@ def validate_request(request: Request) -> None:
     try:
         _check_single_valued(request.headers)
         request.top_via  # noqa: B018 - parsing is the check
-        request.from_  # noqa: B018 - parsing is the check
-        request.to  # noqa: B018
+        request.from_tag  # noqa: B018 - reading it checks the whole From
+        request.to_tag  # noqa: B018
         if not is_call_id(request.call_id):
             raise SipParseError("Bad Request: malformed Call-ID")
         if request.cseq.method != request.method:
@@ -250,6 +267,8 @@ def validate_request(request: Request) -> None:
 
 def _check_single_valued(headers: Headers) -> None:
     # RFC 3261 §7.3.1: only list headers may appear more than once.
+    if not headers._has_repeated_names():
+        return
     seen = set()
     for key, name, _ in headers._fields:
         if key in _SINGLE_VALUED:
@@ -272,8 +291,8 @@ def validate_response(response: Response) -> None:
     """
     try:
         response.top_via  # noqa: B018 - parsing is the check
-        response.from_  # noqa: B018
-        response.to  # noqa: B018
+        response.from_tag  # noqa: B018 - reading it checks the whole From
+        response.to_tag  # noqa: B018
         response.cseq  # noqa: B018
         if not is_call_id(response.call_id):
             raise SipParseError("Bad Request: malformed Call-ID")
