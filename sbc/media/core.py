@@ -239,8 +239,9 @@ class StreamCore:
         # The per-packet path: one function, locals, and the two legs' slots.
         # Anything unusual (short, bad version, muxed RTCP, SRTP) leaves it.
         leg = self.legs[side]
+        size = len(packet)
         if (
-            len(packet) < RTP_HEADER_SIZE
+            size < RTP_HEADER_SIZE
             or packet[0] & 0xC0 != 0x80
             or (leg.rtcp_mux and is_rtcp_on_rtp_port(packet[1]))
         ):
@@ -254,10 +255,11 @@ class StreamCore:
             if plain is None:
                 return _drop(leg, _UNPROTECT)
             packet = plain
+            size = len(packet)
 
         counters = leg.counters
         counters.packets_received += 1
-        counters.bytes_received += len(packet)
+        counters.bytes_received += size
         self.last_rtp = now
 
         # RFC 3550 A.1: count cycles when the sequence number wraps in order.
@@ -291,9 +293,10 @@ class StreamCore:
             if protected is None:
                 return _drop(out, _PROTECT)
             packet = protected
+            size = len(packet)
         counters = out.counters
         counters.packets_sent += 1
-        counters.bytes_sent += len(packet)
+        counters.bytes_sent += size
         return packet, destination, RTP_SOCKET
 
     def rtcp_received(
