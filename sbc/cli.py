@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from sbc.config.model import Config
     from sbc.io.calls import ThreadedCdrWriter
     from sbc.io.endpoint import SipEndpoint
+    from sbc.io.trunk_state import TrunkServices
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -240,12 +241,15 @@ async def _serve(
             _log.error("cannot open the call records: %s", exc)
             await endpoint.close()
             return 1
+    trunks = None if calls is None else _start_trunks(endpoint, calls[1], config)
     _log.info("sbc %s serving; SIGINT or SIGTERM stops it", __version__)
     await stop.wait()
     _log.info("stopping")
     if calls is not None:
         _, engine = calls
         _log.info("calls in progress, left without a record: %d", engine.active_calls)
+    if trunks is not None:
+        await _stop_trunks(endpoint, trunks)
     for group, numbers in endpoint.snapshot().items():
         _log.info(
             "counters %s: %s", group, " ".join(f"{k}={v}" for k, v in numbers.items())
@@ -279,6 +283,27 @@ def _start_calls(
         args.data_dir / "cdr.jsonl",
     )
     return records, engine
+
+
+def _start_trunks(
+    endpoint: SipEndpoint, engine: B2bua, config: Config | None
+) -> TrunkServices | None:
+    """Registration and keepalive of the trunks that ask for them."""
+    from sbc.io.trunk_state import start_trunk_services
+
+    if config is None:
+        return None
+    return start_trunk_services(endpoint, engine, config)
+
+
+async def _stop_trunks(endpoint: SipEndpoint, trunks: TrunkServices) -> None:
+    from sbc.io.trunk_state import stop_trunk_services
+
+    await stop_trunk_services(endpoint, trunks)
+    _log.info(
+        "counters trunks: %s",
+        " ".join(f"{k}={v}" for k, v in trunks.counters.items()),
+    )
 
 
 def _run_on_uvloop(main_coroutine: Coroutine[Any, Any, int]) -> int:
