@@ -421,6 +421,35 @@ class DialPlan(_Model):
     """Prefixes are unique within a plan; the longest match wins."""
 
 
+class Media(_Model):
+    """Media anchoring: every call's RTP crosses the SBC's relay.
+
+    Off by default (``address`` unset): bodies then cross the B2BUA as they
+    came, which leaks the peers' media addresses.
+    """
+
+    address: str | None = None
+    """Local IP address the relay binds and writes in every c= line; unset
+    turns media anchoring off."""
+    port_min: int = Field(default=20000, ge=1024, le=65534)
+    """Lowest relay port (RTP ports are even, RTCP = RTP + 1)."""
+    port_max: int = Field(default=29999, ge=1025, le=65535)
+    """Highest relay port."""
+    timeout: float = Field(default=60.0, gt=0)
+    """Seconds without accepted RTP before the relay reports the call."""
+    latch_any_source: bool = False
+    """Latch to the first RTP source whatever its address (peers behind NAT)."""
+    codecs: list[str] | None = None
+    """Encoding names allowed on every leg (case-insensitive); unset allows
+    all. An offer left with no allowed codec gets 488."""
+
+    @model_validator(mode="after")
+    def _range_holds_a_pair(self) -> Self:
+        if self.port_max - self.port_min < 1:
+            raise ValueError("media port range holds no RTP/RTCP pair")
+        return self
+
+
 class Config(_Model):
     """The whole configuration of one node."""
 
@@ -429,6 +458,8 @@ class Config(_Model):
     listeners: list[Listener] = Field(default_factory=list)
     trunks: list[Trunk] = Field(default_factory=list)
     dial_plans: list[DialPlan] = Field(default_factory=list)
+    media: Media = Field(default_factory=Media)
+    """Media anchoring (off unless ``media.address`` is set)."""
 
     def listener(self, name: str) -> Listener | None:
         return next((item for item in self.listeners if item.name == name), None)

@@ -19,6 +19,13 @@ from sbc.b2bua import B2bua, B2buaSettings, CallRecordWriter, LocalEndpoint
 from sbc.cdr import CallRecord, CdrWriter
 from sbc.config.model import Config
 from sbc.io.endpoint import SipEndpoint
+from sbc.io.media_glue import (
+    ArrivalMemo,
+    MediaCdr,
+    MediaFirstUser,
+    media_anchor,
+    media_relay,
+)
 from sbc.io.settings import ListenSpec
 from sbc.log import TRANSPORT_LOGGER
 from sbc.sip.events import RequestReceived
@@ -123,6 +130,8 @@ def attach_call_engine(
     )
     if no_answer_timeout is not None:
         settings = dataclasses.replace(settings, no_answer_timeout=no_answer_timeout)
+    if config.media.address is not None:
+        return _attach_with_media(endpoint, config, settings, cdr, config.media.address)
     # Tags, Call-IDs and branches must not be guessable (RFC 3261 §19.3).
     engine = B2bua(
         endpoint.transactions,
@@ -133,4 +142,38 @@ def attach_call_engine(
         arrival=arrival_listener(endpoint, config),
     )
     endpoint.user = engine
+    return engine
+
+
+def _attach_with_media(
+    endpoint: SipEndpoint,
+    config: Config,
+    settings: B2buaSettings,
+    cdr: CallRecordWriter,
+    address: str,
+) -> B2bua:
+    """The engine with every call's SDP anchored on the media relay."""
+    anchor = media_anchor(config.media)
+    relay = media_relay(config.media, anchor)
+    arrival = ArrivalMemo(arrival_listener(endpoint, config))
+    engine = B2bua(
+        endpoint.transactions,
+        config,
+        settings,
+        random.SystemRandom(),
+        MediaCdr(cdr, anchor),
+        arrival=arrival,
+        bodies=anchor,
+    )
+    # A held INVITE is handed over from the endpoint's timer: re-arming it is
+    # how the glue asks to be called (the endpoint has no public wake-up).
+    endpoint.user = MediaFirstUser(
+        engine,
+        endpoint.transactions,
+        anchor,
+        relay,
+        address,
+        arrival,
+        wake=endpoint._arm_timer,
+    )
     return engine

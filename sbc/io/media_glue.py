@@ -1,0 +1,200 @@
+"""Media anchoring inside ``sbc serve --config``: the relay beside the B2BUA.
+
+The engine rewrites SDP synchronously, but the relay binds its sockets in
+a coroutine. `MediaFirstUser` therefore holds a new INVITE that carries a
+body until its relay session is allocated, then hands it to the engine
+from the endpoint's timer, so the SDP rewriter finds the ports ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from collections.abc import Callable
+
+from sbc.b2bua import B2bua, CallRecordWriter
+from sbc.b2bua.media import MediaAnchor
+from sbc.cdr import CallRecord
+from sbc.config.model import Media
+from sbc.media import (
+    MediaEvent,
+    MediaRelay,
+    MediaSettings,
+    MediaTimedOut,
+    PortsExhausted,
+)
+from sbc.sdp import LegPolicy, SdpError, SessionDescription
+from sbc.sip.events import RequestReceived, TransactionEvent
+from sbc.sip.message import make_response
+from sbc.sip.transaction import TransactionError, TransactionLayer
+
+_log = logging.getLogger(__name__)
+
+
+def media_relay(media: Media, anchor: MediaAnchor) -> MediaRelay:
+    """The relay of the configured ``media`` section, reporting to ``anchor``."""
+
+    def on_event(event: MediaEvent) -> None:
+        if isinstance(event, MediaTimedOut):
+            anchor.timed_out(event.call_id, event.idle_for)
+
+    settings = MediaSettings(
+        port_min=media.port_min,
+        port_max=media.port_max,
+        media_timeout=media.timeout,
+        latch_any_source=media.latch_any_source,
+    )
+    return MediaRelay(settings, on_event=on_event)
+
+
+def media_anchor(media: Media) -> MediaAnchor:
+    codecs = None if media.codecs is None else frozenset(media.codecs)
+    return MediaAnchor(LegPolicy(codecs=codecs), os.urandom)
+
+
+class MediaCdr:
+    """Adds each call's media counters to its record before writing it."""
+
+    def __init__(self, inner: CallRecordWriter, anchor: MediaAnchor) -> None:
+        self._inner = inner
+        self._anchor = anchor
+
+    def write(self, record: CallRecord) -> None:
+        counters = self._anchor.take_counters(record.call_id)
+        if counters:
+            record = dataclasses.replace(record, media={**record.media, **counters})
+        self._inner.write(record)
+
+
+class ArrivalMemo:
+    """The engine's listener lookup, remembered for requests it gets late.
+
+    The endpoint knows a request's listener only while receiving it; a held
+    INVITE reaches the engine afterwards, so its answer is kept meanwhile.
+    """
+
+    def __init__(self, lookup: Callable[[RequestReceived], str | None]) -> None:
+        self._lookup = lookup
+        self._kept: dict[int, str | None] = {}
+
+    def keep(self, event: RequestReceived) -> None:
+        self._kept[id(event)] = self._lookup(event)
+
+    def forget(self, event: RequestReceived) -> None:
+        self._kept.pop(id(event), None)
+
+    def __call__(self, event: RequestReceived) -> str | None:
+        if id(event) in self._kept:
+            return self._kept.pop(id(event))
+        return self._lookup(event)
+
+
+class MediaFirstUser:
+    """The endpoint's transaction user: the engine, with relay ports first.
+
+    ``wake`` re-arms the endpoint's timer; a held INVITE is delivered from
+    `handle_timer`; ``arrival`` is the memo the engine was built with.
+    """
+
+    def __init__(
+        self,
+        engine: B2bua,
+        layer: TransactionLayer,
+        anchor: MediaAnchor,
+        relay: MediaRelay,
+        address: str,
+        arrival: ArrivalMemo,
+        wake: Callable[[], None],
+    ) -> None:
+        self.engine = engine
+        self._layer = layer
+        self._anchor = anchor
+        self._relay = relay
+        self._address = address
+        self._arrival = arrival
+        self._wake = wake
+        self._held: set[str] = set()
+        self._ready: list[RequestReceived] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def handle_event(self, event: TransactionEvent, now: float) -> None:
+        if _is_new_offer(event) and isinstance(event, RequestReceived):
+            call_id = event.request.call_id
+            if call_id in self._held:
+                return
+            if not self._anchor.prepared(call_id):
+                self._hold(event)
+                return
+        self.engine.handle_event(event, now)
+
+    def handle_timer(self, now: float) -> None:
+        ready, self._ready = self._ready, []
+        for event in ready:
+            self.engine.handle_event(event, now)
+        self.engine.handle_timer(now)
+
+    def next_timer(self) -> float | None:
+        if self._ready:
+            # Due at once: any past deadline makes the endpoint call us.
+            return 0.0
+        return self.engine.next_timer()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self._relay.close()
+
+    def _hold(self, event: RequestReceived) -> None:
+        self._held.add(event.request.call_id)
+        self._arrival.keep(event)
+        task = asyncio.get_running_loop().create_task(self._allocate(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _allocate(self, event: RequestReceived) -> None:
+        request = event.request
+        try:
+            session = await self._relay.allocate(
+                request.call_id,
+                self._address,
+                self._address,
+                streams=_stream_count(request.body),
+            )
+        except (PortsExhausted, OSError) as exc:
+            # No ports (or a media address not on this host): 503 lets the
+            # caller try another SBC (RFC 3261 §21.5.4).
+            self._held.discard(request.call_id)
+            self._arrival.forget(event)
+            _log.warning("call %s: no media ports: %s", request.call_id, exc)
+            self._refuse(event, PortsExhausted.sip_status)
+            return
+        self._anchor.prepare(request.call_id, session)
+        self._held.discard(request.call_id)
+        self._ready.append(event)
+        self._wake()
+
+    def _refuse(self, event: RequestReceived, status: int) -> None:
+        response = make_response(event.request, status, to_tag=os.urandom(8).hex())
+        try:
+            self._layer.send_response(response, asyncio.get_running_loop().time())
+        except TransactionError as exc:
+            _log.debug("refusal %d not sent: %s", status, exc)
+        self._wake()
+
+
+def _stream_count(body: bytes) -> int:
+    # One relay port pair per m= line of the first offer; a body that does
+    # not parse gets one, and the engine refuses it with 400 anyway.
+    try:
+        return max(1, len(SessionDescription.parse(body).media))
+    except SdpError:
+        return 1
+
+
+def _is_new_offer(event: TransactionEvent) -> bool:
+    if not isinstance(event, RequestReceived):
+        return False
+    request = event.request
+    return request.method == "INVITE" and request.to_tag is None and bool(request.body)

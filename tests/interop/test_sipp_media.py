@@ -1,0 +1,244 @@
+"""Media anchored by a real ``sbc serve --config``, a SIPp UAS echoing RTP.
+
+The caller is a small UA written here with plain sockets and string
+handling (independent of sbc.sip and sbc.sdp): it places the call through
+the SBC, sends G.711 RTP to the address the SBC answered with and checks
+that SIPp's echo (``-rtp_echo``) comes back through the relay bit-exact.
+SIPp's message trace shows what the callee saw; the CDR carries the relay's
+counters.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import struct
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import require_tool
+from sbc_process import SbcProcess
+from test_sipp_b2bua import Lab, finish, free_port, pbx_side, read_records, sipp_run
+from test_sipp_b2bua import start as start_sipp
+
+DIALLED = "2125550100"
+WAIT = 10.0
+PACKETS = 50
+
+
+@pytest.fixture
+def sipp():
+    return require_tool("sipp", "sip-tester")
+
+
+def media_ports() -> tuple[int, int]:
+    # A range per process, apart from tests/media and tests/sdp ranges.
+    base = 40000 + (os.getpid() % 50) * 100
+    return base, base + 99
+
+
+class TinyUac:
+    """Just enough of RFC 3261 over UDP for one call from the PBX's side."""
+
+    def __init__(self, host: str, port: int, sbc: tuple[str, int]) -> None:
+        self.host, self.port, self.sbc = host, port, sbc
+        self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sip.bind((host, port))
+        self.sip.settimeout(0.5)
+        self.call_id = f"{os.urandom(8).hex()}@{host}"
+        self.from_tag = os.urandom(4).hex()
+        self.to_header = f"<sip:{DIALLED}@{sbc[0]}>"
+        self.remote_target = f"sip:{DIALLED}@{sbc[0]}:{sbc[1]}"
+
+    def close(self) -> None:
+        self.sip.close()
+
+    def request(self, method: str, cseq: int, body: str = "", branch=None) -> str:
+        branch = branch or f"z9hG4bK{os.urandom(6).hex()}"
+        lines = [
+            f"{method} {self.remote_target} SIP/2.0",
+            f"Via: SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:pbx@{self.host}>;tag={self.from_tag}",
+            f"To: {self.to_header}",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:pbx@{self.host}:{self.port}>",
+        ]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body.encode())}")
+        message = "\r\n".join(lines) + "\r\n\r\n" + body
+        self.sip.sendto(message.encode(), self.sbc)
+        return branch
+
+    def final_response(self, method: str) -> str:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                data, _ = self.sip.recvfrom(65535)
+            except TimeoutError:
+                continue
+            text = data.decode(errors="replace")
+            status = int(text.split(" ", 2)[1]) if text.startswith("SIP/2.0") else 0
+            if status >= 200 and f" {method}\r\n" in header(text, "CSeq") + "\r\n":
+                return text
+        raise AssertionError(f"no final response to {method}")
+
+    def invite(self, sdp: str) -> str:
+        self.request("INVITE", 1, sdp)
+        response = self.final_response("INVITE")
+        if response.startswith("SIP/2.0 2"):
+            self.to_header = header(response, "To")
+            contact = re.search(r"<([^>]+)>", header(response, "Contact"))
+            assert contact is not None
+            self.remote_target = contact.group(1)
+            self.request("ACK", 1)
+        return response
+
+    def bye(self) -> str:
+        self.request("BYE", 2)
+        return self.final_response("BYE")
+
+
+def header(message: str, name: str) -> str:
+    match = re.search(rf"^{name}\s*:\s*(.*?)\r?$", message, re.IGNORECASE | re.M)
+    return match.group(1) if match else ""
+
+
+def body_of(message: str) -> str:
+    return message.partition("\r\n\r\n")[2]
+
+
+def offer(host: str, rtp_port: int, codecs: str = "0 101") -> str:
+    return (
+        "v=0\r\n"
+        f"o=pbx 1 1 IN IP4 {host}\r\n"
+        "s=-\r\n"
+        f"c=IN IP4 {host}\r\n"
+        "t=0 0\r\n"
+        f"m=audio {rtp_port} RTP/AVP {codecs}\r\n"
+        "a=rtpmap:0 PCMU/8000\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\n"
+        "a=sendrecv\r\n"
+    )
+
+
+def media_target(sdp: str) -> tuple[str, int]:
+    address = re.search(r"^c=IN IP[46] (\S+)", sdp, re.M)
+    port = re.search(r"^m=audio (\d+) ", sdp, re.M)
+    assert address and port, sdp
+    return address.group(1), int(port.group(1))
+
+
+def rtp_packet(sequence: int, ssrc: int) -> bytes:
+    # G.711 mu-law: 160 bytes per 20 ms, a payload that differs per packet.
+    payload = bytes((sequence * 7 + n) & 0xFF for n in range(160))
+    header_bytes = struct.pack("!BBHII", 0x80, 0, sequence, sequence * 160, ssrc)
+    return header_bytes + payload
+
+
+def exchange_rtp(sock: socket.socket, target: tuple[str, int]) -> list[bytes]:
+    """Send PACKETS at 50/s and collect what comes back within WAIT."""
+    sent = [rtp_packet(n, 0x1234ABCD) for n in range(1, PACKETS + 1)]
+    received: list[bytes] = []
+    sock.settimeout(0.02)
+    for packet in sent:
+        sock.sendto(packet, target)
+        received += drain(sock, 0.02)
+    received += drain(sock, 1.0)
+    return received
+
+
+def drain(sock: socket.socket, seconds: float) -> list[bytes]:
+    received = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            data, source = sock.recvfrom(2048)
+        except TimeoutError:
+            continue
+        received.append(data)
+    return received
+
+
+def lab_config(lab: Lab, **media) -> dict:
+    port_min, port_max = media_ports()
+    config = lab.config()
+    config["media"] = {
+        "address": lab.host,
+        "port_min": port_min,
+        "port_max": port_max,
+        **media,
+    }
+    return config
+
+
+def run_call(sipp, tmp_path: Path, lab: Lab, **media):
+    """One call: returns (final INVITE response, echoed packets, records, UAS)."""
+    config_file = tmp_path / "sbc.yaml"
+    config_file.write_text(yaml.safe_dump(lab_config(lab, **media), sort_keys=False))
+    callee_media = free_port(lab.callee_host)
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind((lab.caller_host, 0))
+    with SbcProcess(tmp_path / "data", "--config", str(config_file)) as sbc:
+        uas = start_sipp(
+            sipp_run(
+                sipp, tmp_path / "callee", ("-sn", "uas", "-rtp_echo"), lab,
+                (lab.callee_host, lab.callee_ports[0]),
+                "-m", "1", "-mi", lab.callee_host, "-mp", str(callee_media),
+            )
+        )  # fmt: skip
+        uac = TinyUac(lab.caller_host, lab.caller_port, pbx_side(sbc, "udp"))
+        try:
+            time.sleep(0.3)  # SIPp binds its sockets
+            response = uac.invite(offer(lab.caller_host, rtp.getsockname()[1]))
+            echoed: list[bytes] = []
+            if response.startswith("SIP/2.0 200"):
+                echoed = exchange_rtp(rtp, media_target(body_of(response)))
+                assert uac.bye().startswith("SIP/2.0 200")
+        finally:
+            uac.close()
+            rtp.close()
+            finish(uas, timeout=10.0)
+        sbc.stop()
+    return response, echoed, read_records(tmp_path / "data"), uas
+
+
+@pytest.mark.peer("sipp")
+@pytest.mark.timeout(120)
+def test_media_anchored_echo_crosses_relay_bit_exact(sipp, tmp_path):
+    lab = Lab.create("127.0.0.1", "udp")
+
+    response, echoed, records, uas = run_call(sipp, tmp_path, lab)
+
+    assert response.startswith("SIP/2.0 200"), response
+    sent = {rtp_packet(n, 0x1234ABCD) for n in range(1, PACKETS + 1)}
+    assert set(echoed) == sent  # every packet came back, payload untouched
+    # Only the SBC's address in the SDP each side saw.
+    assert media_target(body_of(response))[0] == lab.host
+    callee_saw = uas.messages
+    assert re.search(rf"^c=IN IP4 {re.escape(lab.host)}\r?$", callee_saw, re.M)
+    assert lab.caller_host not in "".join(
+        line for line in callee_saw.splitlines() if line[:2] in ("c=", "o=")
+    )
+    media = records[0]["media"]
+    assert media["0.A"]["packets_received"] == PACKETS
+    assert media["0.B"]["packets_sent"] == PACKETS
+    assert media["0.B"]["packets_received"] == PACKETS
+    assert media["0.A"]["packets_sent"] == PACKETS
+
+
+@pytest.mark.peer("sipp")
+@pytest.mark.timeout(120)
+def test_media_codec_allow_list_refuses_offer_with_488(sipp, tmp_path):
+    lab = Lab.create("127.0.0.1", "udp")
+
+    response, echoed, records, _ = run_call(sipp, tmp_path, lab, codecs=["G722"])
+
+    assert response.startswith("SIP/2.0 488"), response
+    assert echoed == []
+    assert [record["final_status"] for record in records] == [488]
