@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sbc.config import REVEAL_SECRETS, DialPlan, Listener, Trunk
 from web.crypto import SecretBox
 from web.db import Token, User
+from web.resources import IpsecProfile, MeshPeer
 from web.schemas import (
     ApiTokenCreate,
     ApiTokenCreated,
@@ -54,6 +55,8 @@ RESOURCES: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("listeners", "listener", Listener),
     ("trunks", "trunk", Trunk),
     ("dial-plans", "dial_plan", DialPlan),
+    ("ipsec-profiles", "ipsec_profile", IpsecProfile),
+    ("mesh-peers", "mesh_peer", MeshPeer),
 )
 """URL segment, service kind and model of each configuration resource.
 Number rules and header rules are fields of a trunk in the model, edited
@@ -158,7 +161,8 @@ ADMIN = Depends(_needs(Role.ADMIN))
 
 
 def _service_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServiceError)  # registered for ServiceError only
+    if not isinstance(exc, ServiceError):  # registered for ServiceError only
+        raise exc
     headers: dict[str, str] = {}
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
@@ -176,7 +180,8 @@ def _service_error(_request: Request, exc: Exception) -> Response:
 def _validation_error(_request: Request, exc: Exception) -> Response:
     # FastAPI echoes the offending input by default, which may be a password:
     # answer with where and what only.
-    assert isinstance(exc, RequestValidationError)  # registered for it only
+    if not isinstance(exc, RequestValidationError):  # registered for it only
+        raise exc
     detail = [
         {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
         for error in exc.errors()

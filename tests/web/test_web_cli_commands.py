@@ -107,3 +107,33 @@ def test_bootstrap_admin_only_when_no_user(tmp_path, database_url):
         user = users.authenticate(session, "admin", password)
         assert user is not None and user.role == "admin"
     assert cli_commands.bootstrap_admin(state) is None
+
+
+def test_config_apply_keeps_ipsec_objects(tmp_path, database_url):
+    from datetime import UTC, datetime
+
+    from web.services import config
+
+    state = cli_commands.open_admin(tmp_path, database_url)
+    profile = {
+        "name": "mesh",
+        "ike_proposals": [{"encryption": "aes256gcm16"}],
+        "esp_proposals": [{"encryption": "aes256gcm16"}],
+        "auth": "psk",
+        "psk": "a-mesh-psk-value",
+    }
+    with state.sessions.begin() as session:
+        config.create_object(
+            session,
+            state.box,
+            actor="test",
+            kind="ipsec_profile",
+            data=profile,
+            now=datetime.now(UTC),
+        )
+    counts = cli_commands.config_apply(tmp_path, EXAMPLE, database_url)
+    assert counts["deleted"] == 0
+    with state.sessions() as session:
+        assert [v.name for v in config.list_objects(session, "ipsec_profile")] == [
+            "mesh"
+        ]

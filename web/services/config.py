@@ -28,6 +28,7 @@ from sbc.config import (
 )
 from web.crypto import Sealed, SecretBox
 from web.db import ConfigObject, SecretValue
+from web.resources import IpsecProfile, MeshPeer
 
 from . import audit
 from .errors import Conflict, FieldProblem, Invalid, NotFound
@@ -36,11 +37,14 @@ KINDS: dict[str, type[BaseModel]] = {
     "listener": Listener,
     "trunk": Trunk,
     "dial_plan": DialPlan,
+    "ipsec_profile": IpsecProfile,
+    "mesh_peer": MeshPeer,
 }
 """Resource kinds and their models, in the order a configuration lists them."""
 
 SECTIONS = {"listener": "listeners", "trunk": "trunks", "dial_plan": "dial_plans"}
-"""The :class:`Config` field holding each kind."""
+"""The :class:`Config` field holding each kind the YAML file holds; the other
+kinds (IPsec profiles, mesh peers) live only in the database for now."""
 
 SHARED_NODE = ""
 
@@ -163,14 +167,16 @@ def apply_config(
     """Make the stored configuration equal ``config`` (already checked whole).
 
     Objects are created, updated (only when they differ) or deleted one by
-    one, each audited; returns how many of each.
+    one, each audited; returns how many of each. Kinds the file cannot hold
+    (IPsec profiles, mesh peers) are left as they are.
     """
     problems = reference_problems(config)
     if problems:
         raise Invalid([_problem(p.path, p.message) for p in problems])
     counts = {"created": 0, "updated": 0, "deleted": 0, "unchanged": 0}
     wanted = {(kind, item.name): item for kind, item in _items_of(config)}
-    for row in list(session.scalars(select(ConfigObject))):
+    in_file = select(ConfigObject).where(ConfigObject.kind.in_(list(SECTIONS)))
+    for row in list(session.scalars(in_file)):
         if (row.kind, row.name) not in wanted:
             audit.record(
                 session,
@@ -256,9 +262,26 @@ def _check_references(
     if item is not None:
         items.append((kind, item))
     config = _config_from(items)
-    problems = reference_problems(config)
+    problems = [_problem(p.path, p.message, config) for p in reference_problems(config)]
+    problems.extend(_mesh_problems(items))
     if problems:
-        raise Invalid([_problem(p.path, p.message, config) for p in problems])
+        raise Invalid(problems)
+
+
+def _mesh_problems(items: list[tuple[str, BaseModel]]) -> Iterator[FieldProblem]:
+    profiles = {item.name for kind, item in items if isinstance(item, IpsecProfile)}
+    addresses: dict[str, str] = {}
+    for _, item in items:
+        if not isinstance(item, MeshPeer):
+            continue
+        where = ("mesh_peers", item.name)
+        if item.profile not in profiles:
+            message = f"unknown IPsec profile {item.profile!r}"
+            yield FieldProblem((*where, "profile"), message, "reference")
+        owner = addresses.setdefault(str(item.address), item.name)
+        if owner != item.name:
+            message = f"address already used by mesh peer {owner!r}"
+            yield FieldProblem((*where, "address"), message, "reference")
 
 
 def _problem(
@@ -277,7 +300,8 @@ def _config_from(items: list[tuple[str, BaseModel]]) -> Config:
         section: [] for section in SECTIONS.values()
     }
     for kind, item in items:
-        sections[SECTIONS[kind]].append(item)
+        if kind in SECTIONS:
+            sections[SECTIONS[kind]].append(item)
     return Config.model_validate(
         {section: list(objects) for section, objects in sections.items()}
     )
