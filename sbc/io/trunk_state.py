@@ -34,6 +34,7 @@ from sbc.b2bua.registration import (
     Unregistered,
     registration_clients,
 )
+from sbc.b2bua.settings import RandomSource
 from sbc.config.model import Config
 from sbc.io.calls import local_endpoints
 from sbc.io.endpoint import SipEndpoint
@@ -104,10 +105,9 @@ class TrunkServices:
         engine: B2bua,
         config: Config,
         endpoints: Sequence[LocalEndpoint],
+        rng: RandomSource,
     ) -> None:
         by_transport = {e.transport.upper(): e for e in endpoints}
-        # Call-IDs, tags and branches must not be guessable (RFC 3261 §19.3).
-        rng = random.SystemRandom()
         self.clients = registration_clients(layer, config, by_transport, rng)
         self.monitors = keepalive_monitors(
             layer, config, by_transport, rng, engine.down_trunks
@@ -166,7 +166,9 @@ def start_trunk_services(
     """Attach and start the trunk services of ``engine`` (the TU of
     ``endpoint``), and send the first REGISTERs at once."""
     endpoints = local_endpoints(config, endpoint.listening)
-    services = TrunkServices(endpoint.transactions, engine, config, endpoints)
+    # Call-IDs, tags and branches must not be guessable (RFC 3261 §19.3).
+    rng = random.SystemRandom()
+    services = TrunkServices(endpoint.transactions, engine, config, endpoints, rng)
     now = asyncio.get_running_loop().time()
     services.start(now)
     _send_queued(endpoint, now)
