@@ -10,21 +10,33 @@ counters.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import struct
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import require_tool
 from sbc_process import SbcProcess
-from test_sipp_b2bua import Lab, finish, free_port, pbx_side, read_records, sipp_run
+from test_sipp_b2bua import (
+    Lab,
+    SippRun,
+    finish,
+    free_port,
+    pbx_side,
+    read_records,
+    sipp_run,
+)
 from test_sipp_b2bua import start as start_sipp
 
 DIALLED = "2125550100"
+SCENARIOS = Path(__file__).with_name("scenarios")
+SDP_KEYS = ("c=", "o=", "a=", "m=")
 WAIT = 10.0
 PACKETS = 50
 
@@ -52,6 +64,7 @@ class TinyUac:
         self.from_tag = os.urandom(4).hex()
         self.to_header = f"<sip:{DIALLED}@{sbc[0]}>"
         self.remote_target = f"sip:{DIALLED}@{sbc[0]}:{sbc[1]}"
+        self.cseq = 1
 
     def close(self) -> None:
         self.sip.close()
@@ -99,8 +112,16 @@ class TinyUac:
             self.request("ACK", 1)
         return response
 
+    def reinvite(self, sdp: str, cseq: int) -> str:
+        self.cseq = cseq
+        self.request("INVITE", cseq, sdp)
+        response = self.final_response("INVITE")
+        assert response.startswith("SIP/2.0 200"), response
+        self.request("ACK", cseq)
+        return response
+
     def bye(self) -> str:
-        self.request("BYE", 2)
+        self.request("BYE", self.cseq + 1)
         return self.final_response("BYE")
 
 
@@ -109,21 +130,26 @@ def header(message: str, name: str) -> str:
     return match.group(1) if match else ""
 
 
+def sdp_lines(messages: str) -> list[str]:
+    """The c=, o= and a= lines in a SIPp message trace."""
+    return [line.strip() for line in messages.splitlines() if line[:2] in SDP_KEYS]
+
+
 def body_of(message: str) -> str:
     return message.partition("\r\n\r\n")[2]
 
 
-def offer(host: str, rtp_port: int, codecs: str = "0 101") -> str:
+def offer(host: str, rtp_port: int, *, version: int, direction: str) -> str:
     return (
         "v=0\r\n"
-        f"o=pbx 1 1 IN IP4 {host}\r\n"
+        f"o=pbx 1 {version} IN IP4 {host}\r\n"
         "s=-\r\n"
         f"c=IN IP4 {host}\r\n"
         "t=0 0\r\n"
-        f"m=audio {rtp_port} RTP/AVP {codecs}\r\n"
+        f"m=audio {rtp_port} RTP/AVP 0 101\r\n"
         "a=rtpmap:0 PCMU/8000\r\n"
         "a=rtpmap:101 telephone-event/8000\r\n"
-        "a=sendrecv\r\n"
+        f"a={direction}\r\n"
     )
 
 
@@ -177,35 +203,63 @@ def lab_config(lab: Lab, **media) -> dict:
     return config
 
 
-def run_call(sipp, tmp_path: Path, lab: Lab, **media):
-    """One call: returns (final INVITE response, echoed packets, records, UAS)."""
+@dataclass
+class MediaCall:
+    """One test's running pieces: the UA, its RTP socket, SIPp, the SBC."""
+
+    uac: TinyUac
+    rtp: socket.socket
+    uas: SippRun
+    records: list[dict] = field(default_factory=list)
+
+    def offer(self, version: int = 1, direction: str = "sendrecv") -> str:
+        host, port = self.rtp.getsockname()
+        return offer(host, port, version=version, direction=direction)
+
+    def move_rtp(self) -> socket.socket:
+        """A new RTP socket on another port (the phone moved its media)."""
+        old, self.rtp = self.rtp, bound_socket(self.uac.host)
+        return old
+
+
+def bound_socket(host: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    return sock
+
+
+@contextlib.contextmanager
+def media_call(sipp, tmp_path: Path, lab: Lab, uas_role=("-sn", "uas"), **media):
+    """Run the SBC and an echoing SIPp UAS; records are read after the stop."""
     config_file = tmp_path / "sbc.yaml"
     config_file.write_text(yaml.safe_dump(lab_config(lab, **media), sort_keys=False))
     callee_media = free_port(lab.callee_host)
-    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rtp.bind((lab.caller_host, 0))
     with SbcProcess(tmp_path / "data", "--config", str(config_file)) as sbc:
         uas = start_sipp(
             sipp_run(
-                sipp, tmp_path / "callee", ("-sn", "uas", "-rtp_echo"), lab,
+                sipp, tmp_path / "callee", (*uas_role, "-rtp_echo"), lab,
                 (lab.callee_host, lab.callee_ports[0]),
                 "-m", "1", "-mi", lab.callee_host, "-mp", str(callee_media),
             )
         )  # fmt: skip
-        uac = TinyUac(lab.caller_host, lab.caller_port, pbx_side(sbc, "udp"))
+        call = MediaCall(
+            TinyUac(lab.caller_host, lab.caller_port, pbx_side(sbc, "udp")),
+            bound_socket(lab.caller_host),
+            uas,
+        )
         try:
             time.sleep(0.3)  # SIPp binds its sockets
-            response = uac.invite(offer(lab.caller_host, rtp.getsockname()[1]))
-            echoed: list[bytes] = []
-            if response.startswith("SIP/2.0 200"):
-                echoed = exchange_rtp(rtp, media_target(body_of(response)))
-                assert uac.bye().startswith("SIP/2.0 200")
+            yield call
         finally:
-            uac.close()
-            rtp.close()
+            call.uac.close()
+            call.rtp.close()
             finish(uas, timeout=10.0)
-        sbc.stop()
-    return response, echoed, read_records(tmp_path / "data"), uas
+            sbc.stop()
+    call.records.extend(read_records(tmp_path / "data"))
+
+
+def sent_packets() -> set[bytes]:
+    return {rtp_packet(n, 0x1234ABCD) for n in range(1, PACKETS + 1)}
 
 
 @pytest.mark.peer("sipp")
@@ -213,19 +267,19 @@ def run_call(sipp, tmp_path: Path, lab: Lab, **media):
 def test_media_anchored_echo_crosses_relay_bit_exact(sipp, tmp_path):
     lab = Lab.create("127.0.0.1", "udp")
 
-    response, echoed, records, uas = run_call(sipp, tmp_path, lab)
+    with media_call(sipp, tmp_path, lab) as call:
+        response = call.uac.invite(call.offer())
+        assert response.startswith("SIP/2.0 200"), response
+        echoed = exchange_rtp(call.rtp, media_target(body_of(response)))
+        assert call.uac.bye().startswith("SIP/2.0 200")
 
-    assert response.startswith("SIP/2.0 200"), response
-    sent = {rtp_packet(n, 0x1234ABCD) for n in range(1, PACKETS + 1)}
-    assert set(echoed) == sent  # every packet came back, payload untouched
+    assert set(echoed) == sent_packets()  # every packet back, payload untouched
     # Only the SBC's address in the SDP each side saw.
     assert media_target(body_of(response))[0] == lab.host
-    callee_saw = uas.messages
-    assert re.search(rf"^c=IN IP4 {re.escape(lab.host)}\r?$", callee_saw, re.M)
-    assert lab.caller_host not in "".join(
-        line for line in callee_saw.splitlines() if line[:2] in ("c=", "o=")
-    )
-    media = records[0]["media"]
+    callee_saw = sdp_lines(call.uas.messages)
+    assert f"c=IN IP4 {lab.host}" in callee_saw
+    assert lab.caller_host not in "".join(callee_saw)
+    media = call.records[0]["media"]
     assert media["0.A"]["packets_received"] == PACKETS
     assert media["0.B"]["packets_sent"] == PACKETS
     assert media["0.B"]["packets_received"] == PACKETS
@@ -234,11 +288,58 @@ def test_media_anchored_echo_crosses_relay_bit_exact(sipp, tmp_path):
 
 @pytest.mark.peer("sipp")
 @pytest.mark.timeout(120)
+def test_media_injection_from_wrong_source_dropped_and_counted(sipp, tmp_path):
+    lab = Lab.create("127.0.0.1", "udp")
+
+    with media_call(sipp, tmp_path, lab) as call:
+        response = call.uac.invite(call.offer())
+        target = media_target(body_of(response))
+        echoed = exchange_rtp(call.rtp, target)
+        with bound_socket(lab.caller_host) as intruder:
+            injected = exchange_rtp(intruder, target)
+        assert call.uac.bye().startswith("SIP/2.0 200")
+
+    assert set(echoed) == sent_packets()
+    assert injected == []
+    media = call.records[0]["media"]
+    assert media["0.A"]["drop.wrong_source"] == PACKETS
+    assert media["0.B"]["packets_sent"] == PACKETS  # only the real phone's
+
+
+@pytest.mark.peer("sipp")
+@pytest.mark.timeout(120)
+def test_media_hold_resume_and_moved_address_follow_reinvites(sipp, tmp_path):
+    lab = Lab.create("127.0.0.1", "udp")
+    hold = ("-sf", str(SCENARIOS / "b2bua_uas_hold.xml"))
+
+    with media_call(sipp, tmp_path, lab, uas_role=hold) as call:
+        answer = call.uac.invite(call.offer())
+        before = exchange_rtp(call.rtp, media_target(body_of(answer)))
+        held = call.uac.reinvite(call.offer(version=2, direction="sendonly"), 2)
+        with call.move_rtp() as old_rtp:
+            resumed = call.uac.reinvite(call.offer(version=3), 3)
+            after = exchange_rtp(call.rtp, media_target(body_of(resumed)))
+            left_on_old = drain(old_rtp, 0.2)
+        assert call.uac.bye().startswith("SIP/2.0 200")
+
+    assert set(before) == sent_packets()
+    assert "a=recvonly" in body_of(held).splitlines()  # the hold was answered
+    # The SBC's ports never change; the relay follows the phone's new port.
+    assert media_target(body_of(resumed)) == media_target(body_of(answer))
+    assert set(after) == sent_packets()
+    assert left_on_old == []
+    callee_saw = sdp_lines(call.uas.messages)
+    assert "a=sendonly" in callee_saw and lab.caller_host not in "".join(callee_saw)
+    assert call.records[0]["media"]["0.A"]["packets_received"] == 2 * PACKETS
+
+
+@pytest.mark.peer("sipp")
+@pytest.mark.timeout(120)
 def test_media_codec_allow_list_refuses_offer_with_488(sipp, tmp_path):
     lab = Lab.create("127.0.0.1", "udp")
 
-    response, echoed, records, _ = run_call(sipp, tmp_path, lab, codecs=["G722"])
+    with media_call(sipp, tmp_path, lab, codecs=["G722"]) as call:
+        response = call.uac.invite(call.offer())
 
     assert response.startswith("SIP/2.0 488"), response
-    assert echoed == []
-    assert [record["final_status"] for record in records] == [488]
+    assert [record["final_status"] for record in call.records] == [488]
