@@ -212,6 +212,15 @@ class SipEndpoint:
         self._run_engines(now)
         return key
 
+    def wake(self) -> None:
+        """Send what the engines queued outside a receive or a timer.
+
+        A service that drives the transaction layer on its own (registration,
+        keepalive) calls this so its requests leave now and the endpoint's one
+        timer learns the new deadlines.
+        """
+        self._run_engines(self._now())
+
     def send_cancel(
         self, invite_key: ClientTransactionKey
     ) -> ClientTransactionKey | None:

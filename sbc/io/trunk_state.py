@@ -171,7 +171,7 @@ def start_trunk_services(
     services = TrunkServices(endpoint.transactions, engine, config, endpoints, rng)
     now = asyncio.get_running_loop().time()
     services.start(now)
-    _send_queued(endpoint, now)
+    endpoint.wake()
     return services
 
 
@@ -183,7 +183,7 @@ async def stop_trunk_services(
     loop = asyncio.get_running_loop()
     now = loop.time()
     services.stop(now)
-    _send_queued(endpoint, now)
+    endpoint.wake()
     deadline = now + wait
     while services.unregistering and loop.time() < deadline:
         await asyncio.sleep(0.05)
@@ -191,13 +191,6 @@ async def stop_trunk_services(
         _log.warning(
             "%d registrars did not confirm the removal", services.unregistering
         )
-
-
-def _send_queued(endpoint: SipEndpoint, now: float) -> None:
-    # What a service queued outside a receive or a timer must go out now,
-    # and the endpoint's one timer must learn the new deadlines. The
-    # endpoint has no public call for that yet, so use its own driver.
-    endpoint._run_engines(now)
 
 
 def _describe(event: TrunkEvent) -> str:
