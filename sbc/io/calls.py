@@ -23,6 +23,7 @@ from sbc.io.media_glue import (
     ArrivalMemo,
     MediaCdr,
     MediaFirstUser,
+    leg_hosts,
     media_anchor,
     media_relay,
 )
@@ -172,7 +173,7 @@ def _attach_with_media(
         endpoint.transactions,
         anchor,
         relay,
-        address,
+        leg_hosts(config, address),
         arrival,
         wake=endpoint._arm_timer,
     )

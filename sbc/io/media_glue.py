@@ -17,7 +17,7 @@ from collections.abc import Callable
 from sbc.b2bua import B2bua, CallRecordWriter
 from sbc.b2bua.media import MediaAnchor
 from sbc.cdr import CallRecord
-from sbc.config.model import Media
+from sbc.config.model import Config, Media
 from sbc.media import (
     MediaEvent,
     MediaRelay,
@@ -47,6 +47,26 @@ def media_relay(media: Media, anchor: MediaAnchor) -> MediaRelay:
         latch_any_source=media.latch_any_source,
     )
     return MediaRelay(settings, on_event=on_event)
+
+
+def leg_hosts(config: Config, address: str) -> Callable[[str | None], tuple[str, str]]:
+    """The relay addresses (A-leg, B-leg) for a call from a listener.
+
+    The A-leg uses its listener's ``media_address`` (or its address when that
+    is specific); the B-leg, not routed yet when ports are bound, uses
+    ``media.address``.
+    """
+
+    def hosts(listener_name: str | None) -> tuple[str, str]:
+        listener = None if listener_name is None else config.listener(listener_name)
+        if listener is None:
+            return address, address
+        chosen = listener.media_address or listener.address
+        if chosen.is_unspecified:
+            return address, address
+        return str(chosen), address
+
+    return hosts
 
 
 def media_anchor(media: Media) -> MediaAnchor:
@@ -79,8 +99,11 @@ class ArrivalMemo:
         self._lookup = lookup
         self._kept: dict[int, str | None] = {}
 
-    def keep(self, event: RequestReceived) -> None:
-        self._kept[id(event)] = self._lookup(event)
+    def keep(self, event: RequestReceived) -> str | None:
+        """Look the listener up now, for the engine's later call."""
+        name = self._lookup(event)
+        self._kept[id(event)] = name
+        return name
 
     def forget(self, event: RequestReceived) -> None:
         self._kept.pop(id(event), None)
@@ -104,7 +127,7 @@ class MediaFirstUser:
         layer: TransactionLayer,
         anchor: MediaAnchor,
         relay: MediaRelay,
-        address: str,
+        hosts: Callable[[str | None], tuple[str, str]],
         arrival: ArrivalMemo,
         wake: Callable[[], None],
     ) -> None:
@@ -112,7 +135,7 @@ class MediaFirstUser:
         self._layer = layer
         self._anchor = anchor
         self._relay = relay
-        self._address = address
+        self._hosts = hosts
         self._arrival = arrival
         self._wake = wake
         self._held: set[str] = set()
@@ -148,19 +171,16 @@ class MediaFirstUser:
 
     def _hold(self, event: RequestReceived) -> None:
         self._held.add(event.request.call_id)
-        self._arrival.keep(event)
-        task = asyncio.get_running_loop().create_task(self._allocate(event))
+        hosts = self._hosts(self._arrival.keep(event))
+        task = asyncio.get_running_loop().create_task(self._allocate(event, hosts))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _allocate(self, event: RequestReceived) -> None:
+    async def _allocate(self, event: RequestReceived, hosts: tuple[str, str]) -> None:
         request = event.request
         try:
             session = await self._relay.allocate(
-                request.call_id,
-                self._address,
-                self._address,
-                streams=_stream_count(request.body),
+                request.call_id, *hosts, streams=_stream_count(request.body)
             )
         except (PortsExhausted, OSError) as exc:
             # No ports (or a media address not on this host): 503 lets the

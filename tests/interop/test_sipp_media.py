@@ -191,11 +191,20 @@ def drain(sock: socket.socket, seconds: float) -> list[bytes]:
     return received
 
 
-def lab_config(lab: Lab, **media) -> dict:
+def lab_config(lab: Lab, media_address: str | None = None, **media) -> dict:
+    """The SIPp lab's configuration with media anchored.
+
+    With ``media_address`` the carrier side (listeners, B-leg media) moves
+    to that address, the PBX side keeps ``lab.host``.
+    """
     port_min, port_max = media_ports()
     config = lab.config()
+    if media_address is not None:
+        for listener in config["listeners"]:
+            if listener["name"].startswith("carrier-"):
+                listener["address"] = media_address
     config["media"] = {
-        "address": lab.host,
+        "address": media_address or lab.host,
         "port_min": port_min,
         "port_max": port_max,
         **media,
@@ -343,3 +352,21 @@ def test_media_codec_allow_list_refuses_offer_with_488(sipp, tmp_path):
 
     assert response.startswith("SIP/2.0 488"), response
     assert [record["final_status"] for record in call.records] == [488]
+
+
+@pytest.mark.peer("sipp")
+@pytest.mark.timeout(120)
+def test_media_ipv4_caller_ipv6_callee_bridged(sipp, tmp_path):
+    lab = Lab.create("127.0.0.1", "udp")
+    lab.callee_host, lab.callee_ports = "::1", [free_port("::1")]
+
+    with media_call(sipp, tmp_path, lab, media_address="::1") as call:
+        response = call.uac.invite(call.offer())
+        assert response.startswith("SIP/2.0 200"), response
+        echoed = exchange_rtp(call.rtp, media_target(body_of(response)))
+        assert call.uac.bye().startswith("SIP/2.0 200")
+
+    assert set(echoed) == sent_packets()
+    assert media_target(body_of(response))[0] == lab.host
+    assert "c=IN IP6 ::1" in sdp_lines(call.uas.messages)
+    assert call.records[0]["media"]["0.B"]["packets_received"] == PACKETS
