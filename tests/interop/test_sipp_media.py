@@ -370,3 +370,19 @@ def test_media_ipv4_caller_ipv6_callee_bridged(sipp, tmp_path):
     assert media_target(body_of(response))[0] == lab.host
     assert "c=IN IP6 ::1" in sdp_lines(call.uas.messages)
     assert call.records[0]["media"]["0.B"]["packets_received"] == PACKETS
+
+
+@pytest.mark.peer("sipp")
+@pytest.mark.timeout(120)
+def test_media_timeout_recorded_in_the_call_record(sipp, tmp_path):
+    lab = Lab.create("127.0.0.1", "udp")
+
+    with media_call(sipp, tmp_path, lab, timeout=1.0) as call:
+        response = call.uac.invite(call.offer())
+        assert response.startswith("SIP/2.0 200"), response
+        time.sleep(3.0)  # no RTP at all: the relay's ticker reports it
+        assert call.uac.bye().startswith("SIP/2.0 200")
+
+    media = call.records[0]["media"]
+    assert media["timeout"]["idle_for"] >= 1.0
+    assert media["0.A"]["packets_received"] == 0
