@@ -266,20 +266,23 @@ class StreamCore:
         seq, timestamp, ssrc = _read_seq_timestamp_ssrc(packet, 2)
         transit = int(now * leg.rate_by_type[packet[1] & 0x7F]) - timestamp
         statistics = leg.statistics
+        max_seq = statistics.max_seq
         if ssrc != statistics.ssrc:
             statistics.restart(ssrc, seq, transit)
-        elif 0 < (seq - statistics.max_seq) & 0xFFFF < 0x8000:
-            if seq < statistics.max_seq:
+        elif 0 < (seq - max_seq) & 0xFFFF < 0x8000:
+            if seq < max_seq:
                 statistics.cycles += 0x10000
             statistics.max_seq = seq
         statistics.received += 1
 
-        # RFC 3550 A.8 jitter, gain 1/16; a 32-bit timestamp wrap takes the
-        # shorter distance.
-        delta = abs(transit - statistics.transit)
+        # RFC 3550 A.8 jitter, gain 1/16 (times 0.0625: the same float, and a
+        # cheaper operation); a 32-bit timestamp wrap takes the shorter distance.
+        delta = transit - statistics.transit
+        if delta < 0:
+            delta = -delta
         if delta > 0x7FFFFFFF:
             delta = abs(delta - 0x100000000)
-        statistics.jitter += (delta - statistics.jitter) / 16
+        statistics.jitter += (delta - statistics.jitter) * 0.0625
         statistics.transit = transit
 
         out = leg.peer
