@@ -20,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sbc.config import REVEAL_SECRETS, DialPlan, Listener, Trunk
@@ -100,6 +101,7 @@ def create_app(state: AdminState) -> FastAPI:
         )
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
     router = APIRouter(prefix=API_PREFIX)
     _auth_routes(router)
     for segment, kind, model in RESOURCES:
@@ -126,7 +128,9 @@ def _session(request: Request) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(_session)]
+# scope="function": the commit runs before the answer is sent, so a commit
+# that fails turns into an error answer instead of a 200 already on its way.
+SessionDep = Annotated[Session, Depends(_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -187,6 +191,14 @@ def _validation_error(_request: Request, exc: Exception) -> Response:
         for error in exc.errors()
     ]
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _integrity_error(_request: Request, _exc: Exception) -> Response:
+    # Two requests (or two nodes) creating the same name at once: the unique
+    # key of the losing transaction fails at commit. The statement is not
+    # echoed: it carries the row's values.
+    detail = "a concurrent change conflicts with this one; read and retry"
+    return JSONResponse({"detail": detail}, status_code=409)
 
 
 # Routes

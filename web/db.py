@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     create_engine,
+    event,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import (
@@ -140,8 +141,6 @@ def make_engine(url: str) -> Engine:
 
 def _sqlite_foreign_keys(engine: Engine) -> None:
     # SQLite ignores ON DELETE CASCADE unless each connection turns it on.
-    from sqlalchemy import event
-
     @event.listens_for(engine, "connect")
     def _on_connect(connection: Any, _record: Any) -> None:
         cursor = connection.cursor()

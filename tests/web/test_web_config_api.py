@@ -289,3 +289,36 @@ def test_audit_paging_and_filters(client, admin):
         client.get(f"{API}/audit", params={"limit": 0}, headers=admin).status_code
         == 422
     )
+
+
+def test_concurrent_create_answers_409(client, admin, state):
+    # A real unique-key clash, as when two nodes create the same user at once:
+    # the row appears after the request's own check, before it writes.
+    from datetime import UTC, datetime
+
+    from sqlalchemy import event
+
+    from web.db import User
+
+    fired = []
+
+    def clash(session, context, instances):
+        if fired:
+            return
+        fired.append(True)
+        with state.sessions.begin() as other:
+            other.add(
+                User(
+                    username="racer",
+                    password_hash="x",
+                    role="viewer",
+                    created_at=datetime.now(UTC),
+                )
+            )
+
+    event.listen(state.sessions, "before_flush", clash)
+    body = {"username": "racer", "password": "racer-password-1", "role": "viewer"}
+    answer = client.post(f"{API}/users", json=body, headers=admin)
+    event.remove(state.sessions, "before_flush", clash)
+    assert fired and answer.status_code == 409
+    assert "racer-password-1" not in answer.text

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from argon2 import PasswordHasher
@@ -326,6 +326,4 @@ def _revoke(session: Session, user: User, *, kind: str) -> None:
 
 def _aware(moment: datetime) -> datetime:
     # SQLite returns naive datetimes; every stored time is UTC.
-    from datetime import UTC
-
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
