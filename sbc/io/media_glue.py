@@ -1,8 +1,8 @@
 """Media anchoring inside ``sbc serve --config``: the relay beside the B2BUA.
 
 The engine rewrites SDP synchronously, but the relay binds its sockets in
-a coroutine. `MediaFirstUser` therefore holds a new INVITE that carries a
-body until its relay session is allocated, then hands it to the engine
+a coroutine. `MediaFirstUser` therefore holds a new INVITE until its relay
+session is allocated, then hands it to the engine
 from the endpoint's timer, so the SDP rewriter finds the ports ready.
 """
 
@@ -31,6 +31,8 @@ from sbc.sip.message import make_response
 from sbc.sip.transaction import TransactionError, TransactionLayer
 
 _log = logging.getLogger(__name__)
+
+_OFFERLESS_STREAMS = 2
 
 
 def media_relay(media: Media, anchor: MediaAnchor) -> MediaRelay:
@@ -143,7 +145,7 @@ class MediaFirstUser:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def handle_event(self, event: TransactionEvent, now: float) -> None:
-        if _is_new_offer(event) and isinstance(event, RequestReceived):
+        if _is_new_invite(event) and isinstance(event, RequestReceived):
             call_id = event.request.call_id
             if call_id in self._held:
                 return
@@ -206,15 +208,18 @@ class MediaFirstUser:
 
 def _stream_count(body: bytes) -> int:
     # One relay port pair per m= line of the first offer; a body that does
-    # not parse gets one, and the engine refuses it with 400 anyway.
+    # not parse gets one, and the engine refuses it with 400 anyway. An
+    # offerless INVITE gets its offer in the 2xx: room for audio and video.
+    if not body:
+        return _OFFERLESS_STREAMS
     try:
         return max(1, len(SessionDescription.parse(body).media))
     except SdpError:
         return 1
 
 
-def _is_new_offer(event: TransactionEvent) -> bool:
+def _is_new_invite(event: TransactionEvent) -> bool:
     if not isinstance(event, RequestReceived):
         return False
     request = event.request
-    return request.method == "INVITE" and request.to_tag is None and bool(request.body)
+    return request.method == "INVITE" and request.to_tag is None
