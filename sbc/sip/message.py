@@ -184,10 +184,13 @@ class Headers:
 
     def _has_repeated_names(self) -> bool:
         """Whether some header occurs in more than one field."""
-        return len(self._index()) < len(self._fields)
+        index = self._first_values
+        if index is None:
+            index = self._index()
+        return len(index) < len(self._fields)
 
     def get(self, name: str) -> str | None:
-        return self._index().get(header_key(name))
+        return self.first(header_key(name))
 
     def first(self, key: str) -> str | None:
         """The first value for an already canonical key (see header_key)."""

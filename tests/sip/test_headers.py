@@ -1,5 +1,7 @@
 """Typed header values (RFC 3261 §20, §25) and the Headers container."""
 
+import string
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -8,6 +10,12 @@ from sbc.sip import Headers, SipParseError, SipUri
 from sbc.sip.headers import (
     _COMMON_NAME_ADDR_RE,
     _COMMON_VIA_RE,
+    STANDARD_METHODS,
+    common_name_addr_parts,
+    is_call_id,
+    is_method,
+    is_token,
+    name_addr_from_parts,
     parse_challenge,
     parse_contact,
     parse_credentials,
@@ -21,6 +29,7 @@ from sbc.sip.headers import (
     parse_via_general,
     parse_via_value,
     split_list,
+    tag_from_parts,
 )
 
 
@@ -370,3 +379,87 @@ def test_common_name_addr_shortcut_agrees_with_full_grammar(text):
                 getattr(uri, "user", None), getattr(uri, "port", None))  # fmt: skip
 
     assert outcome(parse_name_addr) == outcome(parse_name_addr_general)
+
+
+# Parameters whose names the fast paths treat specially, in the spellings and
+# with the values that matter: flags, empty values, case variants.
+SPECIAL_PARAMS = st.sampled_from(
+    [";tag=a1", ";TAG=b2", ";Tag", ";tag=", ";x=1", ";lr", ";branch=z9hG4bK1",
+     ";BRANCH", ";branch=", ";rport", ";rport=5060", ";rport=99999", ";rport=x",
+     ";received=192.0.2.1", ";received=2001:db8::1", ";received=[2001:db8::1]",
+     ";received=[x]", ";maddr=h"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.from_regex(_COMMON_VIA_RE, fullmatch=True),
+    st.lists(SPECIAL_PARAMS, max_size=4),
+)
+def test_common_via_shortcut_agrees_with_full_grammar_on_checked_params(text, params):
+    text += "".join(params)
+
+    def outcome(parse):
+        try:
+            via = parse(text)
+        except SipParseError as exc:
+            return ("error", exc.reason)
+        return (via.transport, via.host, via.port, list(via.params))
+
+    assert outcome(parse_via_value) == outcome(parse_via_general)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.from_regex(_COMMON_NAME_ADDR_RE, fullmatch=True),
+        st.text('"\\<>sip:@ab;=tagT,x1 .9', max_size=40),
+    ),
+    st.lists(SPECIAL_PARAMS, max_size=3),
+)
+def test_common_name_addr_tag_agrees_with_full_grammar(text, params):
+    text = text.strip(" \t") + "".join(params)
+    parts = common_name_addr_parts(text)
+    try:
+        expected = parse_name_addr_general(text, "To")
+    except SipParseError:
+        # The shortcut only takes values the full grammar accepts.
+        assert parts is None
+        return
+
+    if parts is not None:
+        assert tag_from_parts(parts) == expected.tag
+        built = name_addr_from_parts(parts)
+        assert (built.display_name, list(built.params), str(built.uri)) == (
+            expected.display_name, list(expected.params), str(expected.uri)
+        )  # fmt: skip
+
+
+def reference_is_call_id(text: str) -> bool:
+    """RFC 3261 §25.1 callid = word [ "@" word ], read part by part; an empty
+    word after the "@" is tolerated, as the parser always has."""
+    word = set(string.ascii_letters + string.digits + "-.!%*_+`'~()<>:\\\"/[]?{}")
+    local, _, host = text.partition("@")
+    return bool(local) and set(local) <= word and set(host) <= word
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(string.ascii_letters + '09@.-:<>"[]{}()\\/ \t;,=é', max_size=20))
+def test_call_id_check_agrees_with_word_grammar(text):
+    assert is_call_id(text) == reference_is_call_id(text)
+
+
+@pytest.mark.parametrize("text", ["a@", "a@b", "a", "@b", "a@b@c", "", "a b"])
+def test_call_id_check_agrees_with_word_grammar_on_examples(text):
+    assert is_call_id(text) == reference_is_call_id(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.sampled_from(sorted(STANDARD_METHODS)),
+        st.text(string.ascii_letters + "-.!%*_+`'~ @é", max_size=10),
+    )
+)
+def test_method_check_agrees_with_token_grammar(text):
+    assert is_method(text) == is_token(text)

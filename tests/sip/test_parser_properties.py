@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sbc.sip import (
+    Headers,
     KeepAlive,
     Request,
     SipParseError,
@@ -17,6 +18,8 @@ from sbc.sip import (
     validate_request,
     validate_response,
 )
+from sbc.sip.headers import parse_name_addr_general
+from sbc.sip.message import header_key
 
 RFC4475 = sorted((Path(__file__).parent / "data" / "rfc4475").glob("*.dat"))
 CORPUS = [path.read_bytes() for path in RFC4475]
@@ -214,3 +217,88 @@ def test_framer_arbitrary_bytes_raise_only_sip_parse_error(data, chunk):
                         pass
     except SipParseError as exc:
         assert exc.stream_unusable
+
+
+def scanned_first(headers: Headers, name: str) -> str | None:
+    """The first value of a header, read by a plain scan of the fields."""
+    key = header_key(name)
+    return next((value for field, value in headers if header_key(field) == key), None)
+
+
+NAMES = ["Via", "v", "To", "t", "Subject", "Content-Length", "l", "X-A", "x-a"]
+CHANGES = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "prepend", "set", "remove"]),
+        st.sampled_from(NAMES),
+        st.sampled_from(["1", "2", "3"]),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages(), CHANGES)
+def test_header_lookups_agree_with_a_scan_after_parse_and_changes(data, changes):
+    try:
+        headers = parse_message(data).headers
+    except SipParseError:
+        return
+
+    for step in [None, *changes]:
+        if step is not None:
+            action, name, value = step
+            if action == "remove":
+                headers.remove(name)
+            else:
+                getattr(headers, action)(name, value)
+        keys = [header_key(field) for field, _ in headers]
+        for name in NAMES:
+            assert headers.get(name) == scanned_first(headers, name)
+            assert (name in headers) == (scanned_first(headers, name) is not None)
+        assert headers._has_repeated_names() == (len(set(keys)) < len(keys))
+
+
+NAME_ADDRS = st.sampled_from(
+    ['"Alice" <sip:+15550101@example.com>;tag=9fx', "<sip:b@c;lr>;TAG=y;tag=z",
+     "sip:a@b;tag=1", "Bob <sip:b@c:99999>;tag=2", "<sip:b@c>;tag", "<sip:b@c>",
+     "tok1 tok2 <sips:u:pw@h>;tag=3", '"A\\"B" <sip:a@b>', "<sip:a b>", "<tel:+1>"]
+)  # fmt: skip
+READS = st.permutations(["from_", "to", "from_tag", "to_tag", "validate"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(NAME_ADDRS, NAME_ADDRS, READS)
+def test_from_and_to_reads_agree_in_any_order(from_value, to_value, reads):
+    data = (
+        "BYE sip:b@c SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        f"From: {from_value}\r\nTo: {to_value}\r\nCall-ID: c\r\nCSeq: 2 BYE\r\n\r\n"
+    ).encode()
+
+    def read_all(order):
+        message = parse_message(data)
+        seen = {}
+        for name in order:
+            try:
+                if name == "validate":
+                    validate_request(message)
+                    seen[name] = "ok"
+                else:
+                    value = getattr(message, name)
+                    seen[name] = value if isinstance(value, str | None) else str(value)
+            except SipParseError as exc:
+                seen[name] = ("error", exc.reason)
+        return seen
+
+    expected = {}
+    for name, value, header in (("from", from_value, "From"), ("to", to_value, "To")):
+        try:
+            parsed = parse_name_addr_general(value, header)
+            expected[name + "_"] = str(parsed)
+            expected[name + "_tag"] = parsed.tag
+        except SipParseError as exc:
+            expected[name + "_"] = expected[name + "_tag"] = ("error", exc.reason)
+    expected["to"] = expected.pop("to_")
+
+    seen = read_all(reads)
+    assert read_all(sorted(reads)) == seen
+    assert {name: seen[name] for name in expected} == expected
