@@ -12,7 +12,7 @@ PEER_PACKAGES := sip-tester tshark tcpdump iperf3 iproute2 iptables \
 	strongswan-charon strongswan-swanctl libcharon-extra-plugins \
 	libstrongswan-standard-plugins
 # Peers that only the benchmarks run beside ours.
-BENCH_PACKAGES := rtpengine-daemon kamailio
+BENCH_PACKAGES := rtpengine-daemon kamailio valgrind
 
 .PHONY: run test lint types unit peers bench-peers install-packages bench clean python-venv
 

@@ -18,6 +18,8 @@ BENCHMARKS = {
     "ike_handshake": "IKE_SA + CHILD_SA setups per second in memory",
     "b2bua_calls": "B2BUA CPU per call through in-memory transaction layers",
     "media_relay": "RTP relay loss-free rate against rtpengine (root)",
+    "media_core": "media core CPU per packet alone, 800 streams",
+    "media_callgrind": "instructions per relayed packet under callgrind (valgrind)",
     "sdp_anchor": "SDP parse and offer/answer anchoring per call setup",
 }
 
