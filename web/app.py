@@ -317,13 +317,21 @@ def _config_routes(
     router.add_api_route(
         item_path, update, methods=["PUT"], tags=[tag],
         operation_id=f"update_{kind}", summary=f"Replace a {kind}",
-        responses={404: {}, 422: {}},
+        responses={404: {}, 422: {}}, openapi_extra=_update_body(model),
     )  # fmt: skip
     router.add_api_route(
         item_path, delete, methods=["DELETE"], tags=[tag], status_code=204,
         operation_id=f"delete_{kind}", summary=f"Delete a {kind}",
         responses={404: {}, 422: {}},
     )  # fmt: skip
+
+
+def _update_body(model: type[BaseModel]) -> dict[str, Any]:
+    # The route reads the body as plain data (secret fields may be left out
+    # to keep them), but documents it as the resource's model.
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    content = {"application/json": {"schema": schema}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def _revealed(body: Any) -> dict[str, Any]:

@@ -87,3 +87,13 @@ def test_openapi_document_clean(state):
     for name, schema in document["components"]["schemas"].items():
         if name.endswith("Public") or name in ("SessionToken", "AuditPage"):
             assert "password" not in schema.get("properties", {}), name
+
+
+def test_openapi_bodies_reference_resource_models(state):
+    paths = create_app(state).openapi()["paths"]
+    for segment, model in (("trunks", "Trunk"), ("mesh-peers", "MeshPeer")):
+        ref = f"#/components/schemas/{model}"
+        post = paths[f"/api/v1/{segment}"]["post"]["requestBody"]
+        put = paths[f"/api/v1/{segment}/{{name}}"]["put"]["requestBody"]
+        assert post["content"]["application/json"]["schema"]["$ref"] == ref
+        assert put["content"]["application/json"]["schema"]["$ref"] == ref
