@@ -62,25 +62,23 @@ class MediaAnchor:
     was not prepared for them) and bodies that are not SDP pass unchanged.
     """
 
-    def __init__(
-        self,
-        policy: LegPolicy,
-        random_bytes: Callable[[int], bytes],
-    ) -> None:
-        self._policy = policy
+    def __init__(self, random_bytes: Callable[[int], bytes]) -> None:
         self._random_bytes = random_bytes
         self._calls: dict[str, _CallMedia] = {}
         self._finished: dict[str, dict[str, dict[str, float | int | None]]] = {}
 
-    def prepare(self, call_id: str, session: MediaSession) -> None:
-        """Adopt the relay session allocated for a new call's first offer."""
+    def prepare(
+        self, call_id: str, session: MediaSession, policies: tuple[LegPolicy, LegPolicy]
+    ) -> None:
+        """Adopt the relay session allocated for a new call's first offer,
+        with the SDP policy of each leg (A, B)."""
         legs = {
             side: Leg(
                 session.hosts[_MEDIA_SIDE[side]],
                 session_id=int.from_bytes(self._random_bytes(4), "big"),
-                policy=self._policy,
+                policy=policy,
             )
-            for side in (Side.A, Side.B)
+            for side, policy in zip((Side.A, Side.B), policies, strict=True)
         }
         self._calls[call_id] = _CallMedia(session, legs)
 

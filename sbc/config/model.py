@@ -116,6 +116,28 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+SrtpSuiteName = Literal[
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+    "AEAD_AES_128_GCM",
+    "AEAD_AES_256_GCM",
+]
+"""The SDES suites the media relay implements (RFC 4568, RFC 7714)."""
+_DEFAULT_SRTP_SUITE: SrtpSuiteName = "AES_CM_128_HMAC_SHA1_80"
+
+
+class Srtp(_Model):
+    """SRTP (SDES, RFC 4568) on one leg of anchored calls."""
+
+    mode: Literal["none", "optional", "mandatory"] = "none"
+    """none: plain RTP only; optional: SRTP offered and accepted, plain RTP
+    offers accepted too; mandatory: a plain RTP offer gets 488."""
+    suites: list[SrtpSuiteName] = Field(
+        default_factory=lambda: [_DEFAULT_SRTP_SUITE], min_length=1
+    )
+    """Suites accepted and offered (in this order) when mode is not none."""
+
+
 class Listener(_Model):
     """A local SIP socket."""
 
@@ -133,6 +155,8 @@ class Listener(_Model):
     """PEM private key of ``tls_cert`` (tls only)."""
     media_address: IPAddressField | None = None
     """Address for RTP relayed for calls on this listener; None: ``address``."""
+    srtp: Srtp = Field(default_factory=Srtp)
+    """SRTP on the A-leg of calls arriving on this listener (media anchoring)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -442,6 +466,8 @@ class Media(_Model):
     codecs: list[str] | None = None
     """Encoding names allowed on every leg (case-insensitive); unset allows
     all. An offer left with no allowed codec gets 488."""
+    srtp: Srtp = Field(default_factory=Srtp)
+    """SRTP on every B-leg (the leg the SBC places)."""
 
     @model_validator(mode="after")
     def _range_holds_a_pair(self) -> Self:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from sbc.b2bua import B2bua, B2buaSettings, CallRecordWriter, LocalEndpoint
+from sbc.b2bua.media import MediaAnchor
 from sbc.cdr import CallRecord, CdrWriter
 from sbc.config.model import Config
 from sbc.io.endpoint import SipEndpoint
@@ -23,8 +25,7 @@ from sbc.io.media_glue import (
     ArrivalMemo,
     MediaCdr,
     MediaFirstUser,
-    leg_hosts,
-    media_anchor,
+    leg_setup,
     media_relay,
 )
 from sbc.io.settings import ListenSpec
@@ -154,7 +155,7 @@ def _attach_with_media(
     address: str,
 ) -> B2bua:
     """The engine with every call's SDP anchored on the media relay."""
-    anchor = media_anchor(config.media)
+    anchor = MediaAnchor(os.urandom)
     relay = media_relay(config.media, anchor)
     arrival = ArrivalMemo(arrival_listener(endpoint, config))
     engine = B2bua(
@@ -173,7 +174,7 @@ def _attach_with_media(
         endpoint.transactions,
         anchor,
         relay,
-        leg_hosts(config, address),
+        leg_setup(config, address),
         arrival,
         wake=endpoint._arm_timer,
     )

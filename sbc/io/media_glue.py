@@ -13,11 +13,12 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sbc.b2bua import B2bua, CallRecordWriter
 from sbc.b2bua.media import MediaAnchor
 from sbc.cdr import CallRecord
-from sbc.config.model import Config, Media
+from sbc.config.model import Config, Media, Srtp
 from sbc.media import (
     MediaEvent,
     MediaRelay,
@@ -51,29 +52,44 @@ def media_relay(media: Media, anchor: MediaAnchor) -> MediaRelay:
     return MediaRelay(settings, on_event=on_event)
 
 
-def leg_hosts(config: Config, address: str) -> Callable[[str | None], tuple[str, str]]:
-    """The relay addresses (A-leg, B-leg) for a call from a listener.
+@dataclass(frozen=True, slots=True)
+class LegSetup:
+    """The relay address and SDP policy of each leg (A, B) of a new call."""
+
+    hosts: tuple[str, str]
+    policies: tuple[LegPolicy, LegPolicy]
+
+
+def leg_setup(config: Config, address: str) -> Callable[[str | None], LegSetup]:
+    """The leg setup for a call arriving on a listener (by name).
 
     The A-leg uses its listener's ``media_address`` (or its address when that
-    is specific); the B-leg, not routed yet when ports are bound, uses
-    ``media.address``.
+    is specific) and its ``srtp``; the B-leg, not routed yet when ports are
+    bound, uses ``media.address`` and ``media.srtp``.
     """
+    media = config.media
+    b_policy = _policy(media, media.srtp)
 
-    def hosts(listener_name: str | None) -> tuple[str, str]:
+    def setup(listener_name: str | None) -> LegSetup:
         listener = None if listener_name is None else config.listener(listener_name)
         if listener is None:
-            return address, address
+            return LegSetup((address, address), (_policy(media, Srtp()), b_policy))
         chosen = listener.media_address or listener.address
-        if chosen.is_unspecified:
-            return address, address
-        return str(chosen), address
+        host = address if chosen.is_unspecified else str(chosen)
+        return LegSetup((host, address), (_policy(media, listener.srtp), b_policy))
 
-    return hosts
+    return setup
 
 
-def media_anchor(media: Media) -> MediaAnchor:
+def _policy(media: Media, srtp: Srtp) -> LegPolicy:
     codecs = None if media.codecs is None else frozenset(media.codecs)
-    return MediaAnchor(LegPolicy(codecs=codecs), os.urandom)
+    if srtp.mode == "none":
+        return LegPolicy(codecs=codecs)
+    return LegPolicy(
+        codecs=codecs,
+        srtp_suites=tuple(srtp.suites),
+        srtp_required=srtp.mode == "mandatory",
+    )
 
 
 class MediaCdr:
@@ -129,7 +145,7 @@ class MediaFirstUser:
         layer: TransactionLayer,
         anchor: MediaAnchor,
         relay: MediaRelay,
-        hosts: Callable[[str | None], tuple[str, str]],
+        setup: Callable[[str | None], LegSetup],
         arrival: ArrivalMemo,
         wake: Callable[[], None],
     ) -> None:
@@ -137,7 +153,7 @@ class MediaFirstUser:
         self._layer = layer
         self._anchor = anchor
         self._relay = relay
-        self._hosts = hosts
+        self._setup = setup
         self._arrival = arrival
         self._wake = wake
         self._held: set[str] = set()
@@ -173,16 +189,16 @@ class MediaFirstUser:
 
     def _hold(self, event: RequestReceived) -> None:
         self._held.add(event.request.call_id)
-        hosts = self._hosts(self._arrival.keep(event))
-        task = asyncio.get_running_loop().create_task(self._allocate(event, hosts))
+        setup = self._setup(self._arrival.keep(event))
+        task = asyncio.get_running_loop().create_task(self._allocate(event, setup))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _allocate(self, event: RequestReceived, hosts: tuple[str, str]) -> None:
+    async def _allocate(self, event: RequestReceived, setup: LegSetup) -> None:
         request = event.request
         try:
             session = await self._relay.allocate(
-                request.call_id, *hosts, streams=_stream_count(request.body)
+                request.call_id, *setup.hosts, streams=_stream_count(request.body)
             )
         except (PortsExhausted, OSError) as exc:
             # No ports (or a media address not on this host): 503 lets the
@@ -192,7 +208,7 @@ class MediaFirstUser:
             _log.warning("call %s: no media ports: %s", request.call_id, exc)
             self._refuse(event, PortsExhausted.sip_status)
             return
-        self._anchor.prepare(request.call_id, session)
+        self._anchor.prepare(request.call_id, session, setup.policies)
         self._held.discard(request.call_id)
         self._ready.append(event)
         self._wake()

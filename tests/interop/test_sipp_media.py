@@ -10,6 +10,7 @@ counters.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pylibsrtp
 import pytest
 import yaml
 from conftest import require_tool
@@ -35,6 +37,8 @@ from test_sipp_b2bua import (
 from test_sipp_b2bua import start as start_sipp
 
 DIALLED = "2125550100"
+SUITE = "AES_CM_128_HMAC_SHA1_80"
+PHONE_KEY = bytes(range(100, 130))  # the test phone's SRTP master key||salt
 SCENARIOS = Path(__file__).with_name("scenarios")
 SDP_KEYS = ("c=", "o=", "a=", "m=")
 WAIT = 10.0
@@ -139,17 +143,24 @@ def body_of(message: str) -> str:
     return message.partition("\r\n\r\n")[2]
 
 
-def offer(host: str, rtp_port: int, *, version: int, direction: str) -> str:
+def offer(
+    host: str, rtp_port: int, *, version: int, direction: str, key: bytes = b""
+) -> str:
+    profile = "RTP/SAVP" if key else "RTP/AVP"
+    crypto = (
+        f"a=crypto:1 {SUITE} inline:{base64.b64encode(key).decode()}\r\n" if key else ""
+    )
     return (
         "v=0\r\n"
         f"o=pbx 1 {version} IN IP4 {host}\r\n"
         "s=-\r\n"
         f"c=IN IP4 {host}\r\n"
         "t=0 0\r\n"
-        f"m=audio {rtp_port} RTP/AVP 0 101\r\n"
+        f"m=audio {rtp_port} {profile} 0 101\r\n"
         "a=rtpmap:0 PCMU/8000\r\n"
         "a=rtpmap:101 telephone-event/8000\r\n"
         f"a={direction}\r\n"
+        f"{crypto}"
     )
 
 
@@ -191,14 +202,21 @@ def drain(sock: socket.socket, seconds: float) -> list[bytes]:
     return received
 
 
-def lab_config(lab: Lab, media_address: str | None = None, **media) -> dict:
+def lab_config(
+    lab: Lab, media_address: str | None = None, srtp: dict | None = None, **media
+) -> dict:
     """The SIPp lab's configuration with media anchored.
 
     With ``media_address`` the carrier side (listeners, B-leg media) moves
-    to that address, the PBX side keeps ``lab.host``.
+    to that address, the PBX side keeps ``lab.host``; ``srtp`` goes on the
+    PBX's listeners (the A-leg).
     """
     port_min, port_max = media_ports()
     config = lab.config()
+    if srtp is not None:
+        for listener in config["listeners"]:
+            if listener["name"].startswith("sbc-"):
+                listener["srtp"] = srtp
     if media_address is not None:
         for listener in config["listeners"]:
             if listener["name"].startswith("carrier-"):
@@ -221,9 +239,11 @@ class MediaCall:
     uas: SippRun
     records: list[dict] = field(default_factory=list)
 
-    def offer(self, version: int = 1, direction: str = "sendrecv") -> str:
+    def offer(
+        self, version: int = 1, direction: str = "sendrecv", key: bytes = b""
+    ) -> str:
         host, port = self.rtp.getsockname()
-        return offer(host, port, version=version, direction=direction)
+        return offer(host, port, version=version, direction=direction, key=key)
 
     def move_rtp(self) -> socket.socket:
         """A new RTP socket on another port (the phone moved its media)."""
@@ -386,3 +406,63 @@ def test_media_timeout_recorded_in_the_call_record(sipp, tmp_path):
     media = call.records[0]["media"]
     assert media["timeout"]["idle_for"] >= 1.0
     assert media["0.A"]["packets_received"] == 0
+
+
+def srtp_sessions(answer: str) -> tuple[pylibsrtp.Session, pylibsrtp.Session]:
+    """The phone's outbound (its key) and inbound (the SBC's key) sessions."""
+    crypto = re.search(rf"^a=crypto:1 {SUITE} inline:(\S+)\r?$", answer, re.M)
+    assert crypto, answer
+    sbc_key = base64.b64decode(crypto.group(1).split("|")[0])
+    profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    outbound, inbound = (
+        pylibsrtp.Policy(key=key, ssrc_type=ssrc_type, srtp_profile=profile)
+        for key, ssrc_type in (
+            (PHONE_KEY, pylibsrtp.Policy.SSRC_ANY_OUTBOUND),
+            (sbc_key, pylibsrtp.Policy.SSRC_ANY_INBOUND),
+        )
+    )
+    return pylibsrtp.Session(outbound), pylibsrtp.Session(inbound)
+
+
+@pytest.mark.peer("sipp")
+@pytest.mark.timeout(120)
+def test_media_srtp_caller_to_rtp_callee_bit_exact(sipp, tmp_path):
+    lab = Lab.create("127.0.0.1", "udp")
+    srtp = {"mode": "mandatory", "suites": [SUITE]}
+
+    with media_call(sipp, tmp_path, lab, srtp=srtp) as call:
+        response = call.uac.invite(call.offer(key=PHONE_KEY))
+        assert response.startswith("SIP/2.0 200"), response
+        outbound, inbound = srtp_sessions(body_of(response))
+        target = media_target(body_of(response))
+        sent = [rtp_packet(n, 0x1234ABCD) for n in range(1, PACKETS + 1)]
+        call.rtp.settimeout(0.02)
+        echoed = []
+        for packet in sent:
+            call.rtp.sendto(outbound.protect(packet), target)
+            echoed += drain(call.rtp, 0.02)
+        echoed += drain(call.rtp, 1.0)
+        assert call.uac.bye().startswith("SIP/2.0 200")
+
+    assert "RTP/SAVP" in body_of(response)
+    # The callee spoke plain RTP; the phone gets SRTP it can authenticate.
+    callee_saw = sdp_lines(call.uas.messages)
+    assert not any(line.startswith("a=crypto") for line in callee_saw)
+    assert [line for line in callee_saw if line.startswith("m=audio")]
+    assert all("RTP/AVP" in line for line in callee_saw if line.startswith("m="))
+    assert {inbound.unprotect(packet) for packet in echoed} == set(sent)
+    media = call.records[0]["media"]
+    assert media["0.A"]["packets_received"] == PACKETS
+    assert media["0.A"].get("drop.srtp_unprotect_failed", 0) == 0
+
+
+@pytest.mark.peer("sipp")
+@pytest.mark.timeout(120)
+def test_media_srtp_mandatory_refuses_plain_offer_with_488(sipp, tmp_path):
+    lab = Lab.create("127.0.0.1", "udp")
+    srtp = {"mode": "mandatory", "suites": [SUITE]}
+
+    with media_call(sipp, tmp_path, lab, srtp=srtp) as call:
+        response = call.uac.invite(call.offer())
+
+    assert response.startswith("SIP/2.0 488"), response
