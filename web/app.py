@@ -222,6 +222,7 @@ def _auth_routes(router: APIRouter) -> None:
             state.limiter.failed(keys, state.monotonic())
             raise Unauthorized("wrong username or password")
         state.limiter.succeeded(keys)
+        users.purge_expired(session, now)
         expires = now + users.SESSION_LIFETIME
         issued = users.issue_token(
             session, user, kind="session", now=now, expires_at=expires

@@ -177,3 +177,21 @@ def test_login_audited(client, role_headers, passwords):
         f"{API}/audit", params={"action": "login"}, headers=role_headers[Role.ADMIN]
     ).json()
     assert [item["actor"] for item in page["items"]] == ["viewer"]
+
+
+def test_login_purges_expired_sessions(client, state, role_headers, passwords):
+    from datetime import UTC, datetime, timedelta
+
+    past = datetime.now(UTC) - timedelta(days=2)
+    with state.sessions.begin() as session:
+        user = users.get_user(session, "viewer")
+        old = users.issue_token(
+            session, user, kind="session", now=past, expires_at=past
+        )
+        kept = users.issue_token(session, user, kind="api", now=past)
+    assert _login(client, "viewer", passwords[Role.VIEWER]).status_code == 200
+    with state.sessions() as session:
+        tokens = session.scalars(select(Token)).all()
+    ids = [t.id for t in tokens]
+    assert old.token.id not in ids
+    assert kept.token.id in ids

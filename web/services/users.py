@@ -276,6 +276,15 @@ def issue_token(
     return IssuedToken(token, secret)
 
 
+def purge_expired(session: Session, now: datetime) -> int:
+    """Delete expired tokens (called at each login, so the table stays small)."""
+    query = select(Token).where(Token.expires_at.is_not(None), Token.expires_at <= now)
+    expired = list(session.scalars(query))
+    for token in expired:
+        session.delete(token)
+    return len(expired)
+
+
 def resolve_token(session: Session, secret: str, now: datetime) -> User | None:
     """The user a bearer token belongs to, if it is known and unexpired."""
     digest = _digest(secret)
