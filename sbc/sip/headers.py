@@ -53,8 +53,8 @@ _QUOTED_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _URI_DELIMITERS_RE = re.compile(r"[ \t<>]")
 # The common Via shape (no LWS, no IPv6, unquoted token values), matched in
 # one step; a subset of the full grammar with the same result
-# (tests/sip/test_headers.py checks both agree).
-# (++ and *+ are possessive, as explained in uri.py.)
+# (tests/sip/test_headers.py checks both agree). Here and below, ++ and *+
+# are possessive quantifiers (see HOSTNAME in uri.py for why).
 _COMMON_VIA_RE = re.compile(
     r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]++) "
     f"({HOSTNAME})"
@@ -215,7 +215,7 @@ def parse_via_value(text: str) -> Via:
     if match is None:
         return parse_via_general(text)
     transport, host, port_text, param_text = match.groups()
-    # The regex admits one to five digits.
+    # The regex admits at most five digits.
     port = int(port_text) if port_text else None
     if port is not None and port > 65535:
         raise SipParseError("Bad Request: malformed Via port")
@@ -403,6 +403,7 @@ def common_name_addr_parts(text: str) -> NameAddrParts | None:
     match = _COMMON_NAME_ADDR_RE.fullmatch(text)
     if match is None:
         return None
+    # Typing knows groups() only as a tuple of any length.
     parts = cast(NameAddrParts, match.groups())
     # The regex admits five digits: a larger port is left to the full
     # grammar, which names the error.
