@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import struct
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import pylibsrtp
 import pytest
 import yaml
-from conftest import require_tool
+from conftest import require_root, require_tool
 from sbc_process import SbcProcess
 from test_sipp_b2bua import (
     Lab,
@@ -287,6 +288,43 @@ def media_call(sipp, tmp_path: Path, lab: Lab, uas_role=("-sn", "uas"), **media)
     call.records.extend(read_records(tmp_path / "data"))
 
 
+@contextlib.contextmanager
+def capture_media(tmp_path: Path):
+    """tcpdump on lo for the relay's port range; yields the rows read back.
+
+    Bounded in packets (-c) and time; the rows are (src, sport, dst, dport).
+    """
+    tcpdump = require_tool("tcpdump", "tcpdump")
+    tshark = require_tool("tshark", "tshark")
+    require_root("tcpdump captures on lo")
+    port_min, port_max = media_ports()
+    pcap = tmp_path / "media.pcap"
+    process = subprocess.Popen(
+        [tcpdump, "-i", "lo", "-U", "-n", "-c", "2000", "-w", str(pcap),
+         f"udp and portrange {port_min}-{port_max}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    rows: list[tuple[str, int, str, int]] = []
+    try:
+        assert process.stderr is not None
+        assert "listening on" in process.stderr.readline()
+        yield rows
+    finally:
+        time.sleep(0.5)  # let tcpdump write what the kernel handed it
+        process.terminate()
+        process.communicate(timeout=10)
+    fields = subprocess.run(
+        [tshark, "-r", str(pcap), "-T", "fields",
+         "-e", "ip.src", "-e", "udp.srcport", "-e", "ip.dst", "-e", "udp.dstport"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    for line in fields.splitlines():
+        src, sport, dst, dport = line.split("\t")
+        rows.append((src, int(sport), dst, int(dport)))
+
+
 def sent_packets() -> set[bytes]:
     return {rtp_packet(n, 0x1234ABCD) for n in range(1, PACKETS + 1)}
 
@@ -296,13 +334,26 @@ def sent_packets() -> set[bytes]:
 def test_media_anchored_echo_crosses_relay_bit_exact(sipp, tmp_path):
     lab = Lab.create("127.0.0.1", "udp")
 
-    with media_call(sipp, tmp_path, lab) as call:
+    with capture_media(tmp_path) as wire, media_call(sipp, tmp_path, lab) as call:
         response = call.uac.invite(call.offer())
         assert response.startswith("SIP/2.0 200"), response
         echoed = exchange_rtp(call.rtp, media_target(body_of(response)))
         assert call.uac.bye().startswith("SIP/2.0 200")
 
     assert set(echoed) == sent_packets()  # every packet back, payload untouched
+    # On the wire each peer talks to the SBC only: 50 packets per hop.
+    port_min, port_max = media_ports()
+    hops: dict[tuple[str, str], int] = {}
+    for src, sport, dst, dport in wire:
+        relay_port = sport if src == lab.host else dport
+        assert lab.host in (src, dst) and port_min <= relay_port <= port_max
+        hops[(src, dst)] = hops.get((src, dst), 0) + 1
+    assert hops == {
+        (lab.caller_host, lab.host): PACKETS,
+        (lab.host, lab.callee_host): PACKETS,
+        (lab.callee_host, lab.host): PACKETS,
+        (lab.host, lab.caller_host): PACKETS,
+    }
     # Only the SBC's address in the SDP each side saw.
     assert media_target(body_of(response))[0] == lab.host
     callee_saw = sdp_lines(call.uas.messages)
