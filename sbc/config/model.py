@@ -452,9 +452,10 @@ class Media(_Model):
     came, which leaks the peers' media addresses.
     """
 
-    address: str | None = None
-    """Local IP address the relay binds and writes in every c= line; unset
-    turns media anchoring off."""
+    address: IPAddressField | None = None
+    """Local IP address the relay binds and writes in c= lines (the B-leg's,
+    and the A-leg's when its listener names none); unset turns media
+    anchoring off."""
     port_min: int = Field(default=20000, ge=1024, le=65534)
     """Lowest relay port (RTP ports are even, RTCP = RTP + 1)."""
     port_max: int = Field(default=29999, ge=1025, le=65535)

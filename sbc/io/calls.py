@@ -133,7 +133,8 @@ def attach_call_engine(
     if no_answer_timeout is not None:
         settings = dataclasses.replace(settings, no_answer_timeout=no_answer_timeout)
     if config.media.address is not None:
-        return _attach_with_media(endpoint, config, settings, cdr, config.media.address)
+        address = str(config.media.address)
+        return _attach_with_media(endpoint, config, settings, cdr, address)
     # Tags, Call-IDs and branches must not be guessable (RFC 3261 §19.3).
     engine = B2bua(
         endpoint.transactions,
