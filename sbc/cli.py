@@ -325,9 +325,28 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         "file, line and field; exit 0 when it is good, 1 when not",
     )
     check.add_argument("file", type=Path, metavar="FILE")
+    apply = actions.add_parser(
+        "apply",
+        help="check FILE, then make the stored configuration equal to it "
+        "(objects not in FILE are deleted); every change is audited",
+    )
+    apply.add_argument("file", type=Path, metavar="FILE")
+    _database_arguments(apply)
+    export = actions.add_parser("export", help="print the stored configuration as YAML")
+    export.add_argument(
+        "--reveal-secrets",
+        action="store_true",
+        help="write passwords and keys in clear (default: masked, and such a "
+        "file cannot be applied back)",
+    )
+    _database_arguments(export)
 
 
 def _run_config(args: argparse.Namespace) -> int:
+    if args.config_action == "apply":
+        return _database_command(_run_config_apply, args)
+    if args.config_action == "export":
+        return _database_command(_run_config_export, args)
     from sbc.config import check_config_file
 
     problems = check_config_file(args.file)
@@ -336,6 +355,135 @@ def _run_config(args: argparse.Namespace) -> int:
     if not problems:
         sys.stdout.write(f"{args.file}: ok\n")
     return 1 if problems else 0
+
+
+def _run_config_export(args: argparse.Namespace) -> int:
+    from web.cli_commands import config_export
+
+    sys.stdout.write(config_export(args.data_dir, args.reveal_secrets, url=args.db))
+    return 0
+
+
+def _run_config_apply(args: argparse.Namespace) -> int:
+    from sbc.config import ConfigError
+    from web.cli_commands import config_apply
+    from web.services.errors import ServiceError
+
+    try:
+        counts = config_apply(args.data_dir, args.file, url=args.db)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stdout.write(f"{problem}\n")
+        return 1
+    except ServiceError as exc:
+        sys.stdout.write(f"{args.file}: {exc.message}\n")
+        return 1
+    summary = " ".join(f"{name}={count}" for name, count in counts.items())
+    sys.stdout.write(f"{args.file}: applied ({summary})\n")
+    return 0
+
+
+# sbc db upgrade, sbc user add
+
+
+def _database_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        metavar="DIR",
+        help="holds the SQLite database and the secret key file (default: ./data)",
+    )
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        default=None,
+        help="database URL, e.g. postgresql+psycopg://user@host/db "
+        "(default: $SBC_DATABASE_URL, else SQLite in the data directory)",
+    )
+
+
+def _database_command(
+    run: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> int:
+    """Run a command on the admin database, reporting an unusable one in a line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        args.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return run(args)
+    except (SQLAlchemyError, OSError) as exc:
+        # The first line names the cause; the rest (SQL, URLs) stays out.
+        cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        sys.stderr.write(f"sbc {args.command}: database unusable: {cause}\n")
+        return 1
+
+
+def _db_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="db_action", metavar="ACTION")
+    actions.required = True
+    upgrade = actions.add_parser(
+        "upgrade", help="apply every pending database migration"
+    )
+    _database_arguments(upgrade)
+
+
+def _run_db(args: argparse.Namespace) -> int:
+    return _database_command(_run_db_upgrade, args)
+
+
+def _run_db_upgrade(args: argparse.Namespace) -> int:
+    from web.cli_commands import db_upgrade
+
+    sys.stdout.write(f"{db_upgrade(args.data_dir, url=args.db)}: up to date\n")
+    return 0
+
+
+def _user_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="user_action", metavar="ACTION")
+    actions.required = True
+    add = actions.add_parser(
+        "add",
+        help="create an admin-plane user; the password is read from standard "
+        "input with --password-stdin, else generated and printed once",
+    )
+    add.add_argument("username", metavar="NAME")
+    add.add_argument(
+        "--role",
+        choices=("admin", "operator", "viewer"),
+        default="viewer",
+        help="admin: everything; operator: reads and runtime actions; "
+        "viewer: reads only (default: %(default)s)",
+    )
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password (at least 12 characters) from standard input",
+    )
+    _database_arguments(add)
+
+
+def _run_user(args: argparse.Namespace) -> int:
+    return _database_command(_run_user_add, args)
+
+
+def _run_user_add(args: argparse.Namespace) -> int:
+    from web.cli_commands import user_add
+    from web.services.errors import ServiceError
+    from web.services.users import Role
+
+    password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
+    try:
+        generated = user_add(
+            args.data_dir, args.username, Role(args.role), password, url=args.db
+        )
+    except ServiceError as exc:
+        sys.stderr.write(f"sbc user add: {exc.message}\n")
+        return 1
+    sys.stdout.write(f"user {args.username} ({args.role}) created\n")
+    if generated is not None:
+        sys.stdout.write(f"password (shown once): {generated}\n")
+    return 0
 
 
 # Argument types
@@ -374,9 +522,21 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "config",
-        "work with configuration files: `sbc config check FILE`",
+        "check, apply or export configuration",
         _config_arguments,
         _run_config,
+    ),
+    Command(
+        "db",
+        "upgrade the admin database",
+        _db_arguments,
+        _run_db,
+    ),
+    Command(
+        "user",
+        "add admin-plane users",
+        _user_arguments,
+        _run_user,
     ),
     Command("version", "print the version and exit", _version_arguments, _run_version),
 )

@@ -199,3 +199,81 @@ def test_serve_refuses_to_start_with_a_bad_config(tmp_path):
 
     assert result.returncode == 2
     assert str(bad) in result.stderr
+
+
+def test_db_upgrade_then_user_add_generates_a_password_shown_once(tmp_path):
+    upgraded = sbc_run("db", "upgrade", "--data-dir", str(tmp_path))
+    added = sbc_run(
+        "user", "add", "ops", "--role", "operator", "--data-dir", str(tmp_path)
+    )
+    again = sbc_run("user", "add", "ops", "--data-dir", str(tmp_path))
+
+    assert upgraded.returncode == 0 and "up to date" in upgraded.stdout
+    assert added.returncode == 0
+    password = added.stdout.split("password (shown once): ")[1].strip()
+    assert len(password) >= 12
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert password not in again.stdout + again.stderr
+
+
+def test_user_add_reads_the_password_from_stdin_and_refuses_a_short_one(tmp_path):
+    short = subprocess.run(
+        [
+            str(SBC),
+            "user",
+            "add",
+            "eve",
+            "--password-stdin",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        input="short\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert short.returncode == 1
+    assert "12 characters" in short.stderr
+    assert "short" not in short.stdout
+
+
+def test_config_apply_then_export_round_trips_the_example(tmp_path):
+    first = sbc_run("config", "apply", str(EXAMPLE), "--data-dir", str(tmp_path))
+    second = sbc_run("config", "apply", str(EXAMPLE), "--data-dir", str(tmp_path))
+    exported = sbc_run(
+        "config", "export", "--reveal-secrets", "--data-dir", str(tmp_path)
+    )
+    copy = tmp_path / "exported.yaml"
+    copy.write_text(exported.stdout)
+
+    assert first.returncode == 0 and "created=7" in first.stdout
+    assert second.returncode == 0 and "unchanged=7" in second.stdout
+    assert sbc_run("config", "check", str(copy)).returncode == 0
+
+
+def test_config_apply_refuses_a_bad_file_and_changes_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listeners: 7\n")
+
+    result = sbc_run("config", "apply", str(bad), "--data-dir", str(tmp_path))
+    exported = sbc_run("config", "export", "--data-dir", str(tmp_path))
+
+    assert result.returncode == 1
+    assert str(bad) in result.stdout
+    assert "trunks" not in exported.stdout or "name:" not in exported.stdout
+
+
+def test_database_commands_report_an_unusable_database_in_one_line(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+
+    refused = sbc_run(
+        "db", "upgrade", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/x"
+    )
+    blocked = sbc_run("config", "export", "--data-dir", str(not_a_dir))
+
+    assert refused.returncode == 1 and blocked.returncode == 1
+    assert "database unusable" in refused.stderr
+    assert "Traceback" not in refused.stderr + blocked.stderr
