@@ -5,10 +5,11 @@ the same calls (INVITE, 180, 200, ACK, BYE; UDP; signalling only) from a
 SIPp UAC to a SIPp UAS: directly, through Kamailio as a stateful
 record-routing proxy, and through ``sbc serve --config`` (one PBX trunk, one
 carrier trunk, no limits). For each path the rate is doubled until a trial
-loses a call, then bisected, then confirmed by a longer trial; a rate is
-good only when every call succeeded. CPU per call is the middle box's own
-CPU time (utime + stime from /proc, children included) over the confirming
-trial. Memory per established call: 10,000 calls held up (the UAC pauses
+falls short, then bisected, then confirmed by a longer trial; each trial
+starts the middle process afresh. A rate is good only when every call
+succeeded, at that rate, with almost no retransmission. CPU per call is the
+middle box's own CPU time (utime + stime from /proc, children included) over
+the confirming trial. Memory per established call: 10,000 calls held up (the UAC pauses
 60 s before BYE) and the sbc's RSS before and at the plateau.
 """
 
@@ -20,6 +21,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +60,8 @@ class Path_:
     target: str
     """Where the UAC sends its calls."""
     callee_port: int
-    middle: subprocess.Popen[bytes] | None
+    start_middle: Callable[[Path], subprocess.Popen[bytes]] | None
+    """Starts the proxy or B2BUA afresh for each trial (None: direct)."""
     ceiling: int
     """The highest rate tried: SIPp itself runs out near 10,000 calls/s."""
 
@@ -90,13 +93,33 @@ class Trial:
 
 
 def run_trial(path: Path_, workdir: Path, rate: int, seconds: float) -> Trial:
-    """``rate`` calls/s for ``seconds`` through ``path``, with a fresh UAS."""
+    """``rate`` calls/s for ``seconds`` through ``path``, all processes fresh.
+
+    A fresh middle process per trial measures capacity, not what an earlier
+    trial left behind (the sbc keeps ended calls for a while: see the soak
+    test's KNOWN_LEAK).
+    """
+    middle = path.start_middle(workdir) if path.start_middle else None
+    try:
+        return _calls(path, workdir, rate, seconds, middle)
+    finally:
+        if middle is not None:
+            stop(middle)
+
+
+def _calls(
+    path: Path_,
+    workdir: Path,
+    rate: int,
+    seconds: float,
+    middle: subprocess.Popen[bytes] | None,
+) -> Trial:
     calls = max(200, int(rate * seconds))
     uas_dir, uac_dir = workdir / "uas", workdir / "uac"
     uas_argv = sipp_argv(uas_dir, CALLEE_HOST, path.callee_port, "-sn", "uas")
     uas = start_sipp(uas_argv, uas_dir)
     time.sleep(0.2)
-    cpu_before = cpu_seconds(path.middle.pid) if path.middle is not None else 0.0
+    cpu_before = cpu_seconds(middle.pid) if middle is not None else 0.0
     caller_port = free_port(CALLER_HOST)
     argv = sipp_argv(uac_dir, CALLER_HOST, caller_port, "-sn", "uac", "-s", DIALLED)
     argv += ["-r", str(rate), "-m", str(calls), "-l", str(max(1000, rate * 4))]
@@ -105,7 +128,7 @@ def run_trial(path: Path_, workdir: Path, rate: int, seconds: float) -> Trial:
     uac = start_sipp(argv, uac_dir)
     returncode = stop_sipp(uac, seconds + 25)
     elapsed = time.monotonic() - started
-    cpu = cpu_seconds(path.middle.pid) - cpu_before if path.middle else 0.0
+    cpu = cpu_seconds(middle.pid) - cpu_before if middle is not None else 0.0
     stop_sipp(uas, 0.1)
     return Trial(rate, calls, sipp_result(uac_dir, returncode), elapsed, cpu)
 
@@ -160,21 +183,19 @@ def find_rate(
 def rate_through(
     name: str, workdir: Path, trial_seconds: float, confirm_seconds: float
 ) -> Trial | None:
-    """Start the middle process for ``name``, find its rate, stop it."""
+    """The confirmed rate through ``name`` (direct, kamailio or sbc)."""
     callee_port = free_port(CALLEE_HOST)
     if name == "direct":
         direct = Path_(name, f"{CALLEE_HOST}:{callee_port}", callee_port, None, 8000)
         return find_rate(direct, workdir, trial_seconds, confirm_seconds)[0]
     port = free_port(PROXY_HOST)
-    if name == "kamailio":
-        middle = start_kamailio(workdir / "kamailio", port, callee_port)
-    else:
-        middle = start_sbc(workdir / "sbc", port, callee_port)
-    try:
-        proxied = Path_(name, f"{PROXY_HOST}:{port}", callee_port, middle, 8000)
-        return find_rate(proxied, workdir, trial_seconds, confirm_seconds)[0]
-    finally:
-        stop(middle)
+    starter = start_kamailio if name == "kamailio" else start_sbc
+
+    def start_middle(trial_dir: Path) -> subprocess.Popen[bytes]:
+        return starter(trial_dir / name, port, callee_port)
+
+    proxied = Path_(name, f"{PROXY_HOST}:{port}", callee_port, start_middle, 8000)
+    return find_rate(proxied, workdir, trial_seconds, confirm_seconds)[0]
 
 
 # Memory per established call
