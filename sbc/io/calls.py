@@ -168,8 +168,8 @@ def _attach_with_media(
         arrival=arrival,
         bodies=anchor,
     )
-    # A held INVITE is handed over from the endpoint's timer: re-arming it is
-    # how the glue asks to be called (the endpoint has no public wake-up).
+    # A held INVITE is handed over from the endpoint's timer, where internal
+    # errors are caught; waking the endpoint re-arms that timer.
     endpoint.user = MediaFirstUser(
         engine,
         endpoint.transactions,
@@ -177,6 +177,6 @@ def _attach_with_media(
         relay,
         leg_setup(config, address),
         arrival,
-        wake=endpoint._arm_timer,
+        wake=endpoint.wake,
     )
     return engine
