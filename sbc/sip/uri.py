@@ -62,7 +62,9 @@ class Params:
     @classmethod
     def adopt(cls, items: list[tuple[str, str, str | None]]) -> Params:
         """Take (lower-cased name, name, value) triples built by a parser."""
-        params = cls.__new__(cls)
+        # Spelled with the class name: mypyc compiles no other way to skip
+        # __init__ (docs/sip.md, Performance).
+        params = Params.__new__(Params)
         params._items = items
         return params
 
