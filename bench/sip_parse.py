@@ -1,4 +1,4 @@
-"""SIP parser throughput: parse, parse + validate_request, serialize, frame.
+"""SIP parser throughput: parse, + validate, + typed reads, serialize, frame.
 
 Run as ``.venv/bin/python bench/sip_parse.py [--seconds S]``. Each figure is
 the best of several timed rounds in CPU time of one core, printed as a table.
