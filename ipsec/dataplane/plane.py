@@ -11,7 +11,10 @@ that entry's SA and sends it, DISCARD, BYPASS (on these protected paths) and
 a missing entry drop it, counted and never sent in clear. Inbound: the SPI
 picks the SA, the engine verifies and decrypts, and the inner packet must
 match the inbound policy of that very SA (RFC 4301 §5.2) before it reaches a
-handler or the TUN.
+handler or the TUN. An SA installed as the successor of another (a CHILD_SA
+rekey) shares its predecessor's lineage: a policy naming either admits both,
+so packets still in flight on the old SA pass while the new one's policy
+already comes first (make-before-break, RFC 7296 §2.8).
 
 Both directions keep a per-flow cache in front of the SPD, emptied on every
 SA or policy change, so the ordered policy scan runs once per flow.
@@ -117,6 +120,8 @@ class _Inbound:
     local: IPAddress | None
     remote: IPAddress | None
     """This end's and the peer's address: transport mode's inner addresses."""
+    lineage: int
+    """The inbound SPI of the first SA of this CHILD_SA: rekeys inherit it."""
     routes: dict[bytes, _Route | None] = field(default_factory=dict)
     """IPv4 UDP flows (source, destination, ports as packed) to handlers."""
 
@@ -241,6 +246,7 @@ class DataPlane:
         peer: AddressLike | None = None,
         peer_port: int = IKE_PORT_NAT_T,
         local: AddressLike | None = None,
+        replaces: int | None = None,
     ) -> None:
         """Install one direction of a CHILD_SA.
 
@@ -248,11 +254,13 @@ class DataPlane:
         go, and where inbound transport-mode packets come from (default: the
         SA's tunnel addresses; inbound, else the datagram's source).
         ``local`` is this end's (default: the tunnel source outbound, the
-        tunnel destination inbound).
+        tunnel destination inbound). ``replaces`` names the inbound SA a
+        rekeyed inbound SA succeeds: until that one is deleted, the inbound
+        policies of either admit traffic on both.
         """
         now = self.loop.time()
         if inbound:
-            self._add_inbound(config, now, local, peer)
+            self._add_inbound(config, now, local, peer, replaces)
         else:
             self._add_outbound(config, now, transport, peer, peer_port, local)
         self._forget_flows()
@@ -620,11 +628,17 @@ class DataPlane:
                 ip_address(source), ip_address(destination), protocol,
                 source_port, destination_port, Direction.INBOUND,
             )  # fmt: skip
-            admitted = policy.action is PolicyAction.PROTECT and policy.spi == spi
+            admitted = policy.action is PolicyAction.PROTECT and (
+                policy.spi == spi or self._same_lineage(entry, policy.spi)
+            )
             if len(self._admissions) >= _FLOW_CACHE_LIMIT:
                 self._admissions.clear()
             self._admissions[(spi, key)] = admitted
         return admitted
+
+    def _same_lineage(self, entry: _Inbound, spi: int | None) -> bool:
+        named = self._inbound.get(spi) if spi is not None else None
+        return named is not None and named.lineage == entry.lineage
 
     def _hand_over(
         self, handler: DatagramHandler, payload: bytes, source: bytes, port: int
@@ -642,16 +656,20 @@ class DataPlane:
         now: float,
         local: AddressLike | None,
         peer: AddressLike | None,
+        replaces: int | None,
     ) -> None:
         if config.spi in self._inbound:
             raise DuplicateSA(config.spi)
+        predecessor = self._inbound.get(replaces) if replaces is not None else None
+        lineage = predecessor.lineage if predecessor is not None else config.spi
         sa = InboundSA(config, now)
         self.sad.add(sa)
         local_address = (
             ip_address(local) if local is not None else config.tunnel_destination
         )
         remote = ip_address(peer) if peer is not None else config.tunnel_source
-        entry = _Inbound(sa, config.mode is Mode.TUNNEL, local_address, remote)
+        tunnel = config.mode is Mode.TUNNEL
+        entry = _Inbound(sa, tunnel, local_address, remote, lineage)
         self._inbound[config.spi] = entry
         self._inbound_by_wire[config.spi.to_bytes(4, "big")] = entry
         self._reserved_spis.discard(config.spi)

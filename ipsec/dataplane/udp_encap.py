@@ -160,7 +160,13 @@ class UdpEncapSocket:
         self._on_ike = handler
 
     def send_ike(self, message: bytes, address: Address) -> None:
-        """Send an IKE message with the non-ESP marker (RFC 3948 §2.2)."""
+        """Send an IKE message with the non-ESP marker (RFC 3948 §2.2).
+
+        ESP queued earlier leaves first: a Delete's answer must not overtake
+        packets sealed with the SA it deletes, or the peer drops them.
+        """
+        if self._pending:
+            self.flush()
         self._send_now(NON_ESP_MARKER + message, address)
 
     def send_esp(self, datagram: bytes, address: Address) -> None:

@@ -625,15 +625,20 @@ class IkeDaemon:
         """Both SAs, inbound policies and, once active, outbound policies.
 
         A rekeyed pair's policies go first in the SPD so that they win over
-        the old pair's until the old pair is deleted (RFC 7296 §2.8).
+        the old pair's until the old pair is deleted (RFC 7296 §2.8); the
+        data plane links the new inbound SA to the old one, so packets still
+        in flight on the old SA keep passing the inbound check.
         """
         definition = sa.connection.child
-        rekey = event.rekeyed_spi is not None
+        rekeyed = (
+            int.from_bytes(event.rekeyed_spi, "big") if event.rekeyed_spi else None
+        )
+        rekey = rekeyed is not None
         try:
             installation = child_sa_installation(
                 event, definition, sa.local[0], sa.remote[0]
             )
-            child = self._add_to_dataplane(sa, installation, first=rekey)
+            child = self._add_to_dataplane(sa, installation, replaces=rekeyed)
         except (ValueError, DataPlaneError) as error:
             logger.warning("%s: CHILD_SA not installed: %s", sa.label, error)
             self._emit(
@@ -655,9 +660,6 @@ class IkeDaemon:
             inbound.encryption.name, inbound.integrity.name,
             " (rekeyed)" if rekey else "",
         )  # fmt: skip
-        rekeyed = (
-            int.from_bytes(event.rekeyed_spi, "big") if event.rekeyed_spi else None
-        )
         self._emit(
             ChildSaInstalled(
                 sa.connection.name, definition.name, child.inbound_spi,
@@ -668,7 +670,11 @@ class IkeDaemon:
         )  # fmt: skip
 
     def _add_to_dataplane(
-        self, sa: ManagedIkeSa, installation: ChildSaInstallation, *, first: bool
+        self,
+        sa: ManagedIkeSa,
+        installation: ChildSaInstallation,
+        *,
+        replaces: int | None,
     ) -> InstalledChild:
         """add_sa both ways and the inbound policies; all or nothing."""
         dataplane = self.dataplane
@@ -678,8 +684,9 @@ class IkeDaemon:
             dataplane.open_raw(Protocol.ESP, self.settings.host)
         local_address, (peer, peer_port) = sa.local[0], sa.remote
         dataplane.add_sa(
-            inbound, inbound=True, transport=transport, local=local_address
-        )
+            inbound, inbound=True, transport=transport, local=local_address,
+            replaces=replaces,
+        )  # fmt: skip
         try:
             dataplane.add_sa(
                 outbound, inbound=False, transport=transport,
@@ -699,7 +706,8 @@ class IkeDaemon:
             child.policies.append(
                 dataplane.add_policy(
                     local_ts, remote_ts, inbound.spi,
-                    direction=Direction.INBOUND, index=0 if first else None,
+                    direction=Direction.INBOUND,
+                    index=None if replaces is None else 0,
                 )
             )  # fmt: skip
         return child
