@@ -28,6 +28,9 @@ class DropReason(StrEnum):
     """An inbound connection refused because too many are open."""
     IDLE_TIMEOUT = "idle_timeout"
     """A connection closed after carrying nothing for too long."""
+    MESSAGE_TIMEOUT = "message_timeout"
+    """A connection closed because a message it began did not finish in
+    time (a slowloris peer trickling bytes to hold the slot)."""
     SEND_FAILED = "send_failed"
     """A message that could not be handed to the socket or connection."""
     ICMP_ERROR = "icmp_error"

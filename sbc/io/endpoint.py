@@ -567,13 +567,19 @@ class SipEndpoint:
 
     def _schedule_sweep(self) -> None:
         settings = self.settings
-        interval = max(0.05, min(settings.idle_timeout, settings.connect_timeout) / 4)
+        shortest = min(
+            settings.idle_timeout, settings.connect_timeout, settings.message_timeout
+        )
+        interval = max(0.05, shortest / 4)
         self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep)
 
     def _sweep(self) -> None:
         settings = self.settings
         self._streams.close_idle(
-            self._now(), settings.idle_timeout, settings.connect_timeout
+            self._now(),
+            settings.idle_timeout,
+            settings.connect_timeout,
+            settings.message_timeout,
         )
         self._schedule_sweep()
 

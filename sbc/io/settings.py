@@ -98,6 +98,9 @@ class TransportSettings:
     """PEM CA bundle to verify peers on outbound TLS; system CAs when None."""
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     """Seconds after which a TCP/TLS connection with no traffic is closed."""
+    message_timeout: float = 32.0
+    """Seconds a TCP/TLS peer has to finish a message once its first byte
+    arrived; bytes trickled inside the idle timeout do not extend it."""
     connect_timeout: float = 5.0
     """Seconds allowed for an outbound TCP connect plus TLS handshake."""
     max_header_bytes: int = 16384

@@ -66,6 +66,8 @@ class StreamConnection(asyncio.Protocol):
         self.local: Address = ("", 0)
         self.opened_at = 0.0
         self.last_activity = 0.0
+        self.message_started: float | None = None
+        """When the partial message now buffered began; None between messages."""
         self.keys: list[ConnectionKey] = []
         """Where the connection table files it: its peer and any aliases."""
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -89,10 +91,11 @@ class StreamConnection(asyncio.Protocol):
             self._write_raw(self._tls.start())
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = asyncio.get_running_loop().time()
+        now = self.last_activity = asyncio.get_running_loop().time()
         plaintext = self._decrypt(data) if self._tls is not None else data
         if plaintext:
-            self._deframe(plaintext)
+            completed = self._deframe(plaintext)
+            self._note_partial_message(now, completed)
 
     def eof_received(self) -> bool | None:
         # The peer will send nothing more: close rather than hold a socket in
@@ -165,13 +168,14 @@ class StreamConnection(asyncio.Protocol):
             self.close()
         return plaintext
 
-    def _deframe(self, data: bytes) -> None:
+    def _deframe(self, data: bytes) -> bool:
+        """Pass up what the bytes complete; True if they completed anything."""
         try:
             items = self._framer.feed(data)
         except SipParseError as exc:
             self._owner.sink.stream_framing_failed(exc, self)
             self._fail(DropReason.FRAMING_ERROR)
-            return
+            return False
         for item in items:
             if isinstance(item, bytes):
                 self._counters.received += 1
@@ -180,6 +184,15 @@ class StreamConnection(asyncio.Protocol):
                 # A double-CRLF ping: answer with one CRLF (RFC 5626 §4.4.1).
                 self._counters.keepalives += 1
                 self.send(_PONG)
+        return bool(items)
+
+    def _note_partial_message(self, now: float, completed: bool) -> None:
+        # The deadline runs from a message's first byte, not its latest one,
+        # so trickling bytes cannot keep a half-sent message alive.
+        if not self._framer.mid_message:
+            self.message_started = None
+        elif self.message_started is None or completed:
+            self.message_started = now
 
     def _write_raw(self, data: bytes) -> None:
         transport = cast(asyncio.Transport, self._transport)
@@ -264,18 +277,26 @@ class StreamTransports:
         return await asyncio.shield(task)
 
     def close_idle(
-        self, now: float, idle_timeout: float, handshake_timeout: float
+        self,
+        now: float,
+        idle_timeout: float,
+        handshake_timeout: float,
+        message_timeout: float,
     ) -> None:
-        """Close connections silent for ``idle_timeout`` and handshakes that stall."""
+        """Close connections silent for ``idle_timeout``, handshakes that
+        stall and messages not finished within ``message_timeout``."""
         for connection in list(self._connections):
             stalled = (
                 not connection.handshake_complete
                 and now - connection.opened_at > handshake_timeout
             )
+            started = connection.message_started
             if stalled:
                 reason = DropReason.TLS_HANDSHAKE_FAILED
             elif now - connection.last_activity > idle_timeout:
                 reason = DropReason.IDLE_TIMEOUT
+            elif started is not None and now - started > message_timeout:
+                reason = DropReason.MESSAGE_TIMEOUT
             else:
                 continue
             self.counters[connection.transport_name].drop(reason)

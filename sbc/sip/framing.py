@@ -52,6 +52,12 @@ class StreamFramer:
             self._failure = exc
             raise
 
+    @property
+    def mid_message(self) -> bool:
+        """True while part of a message is buffered (a keepalive does not count)."""
+        buffer = self._buffer
+        return bool(buffer) and not _PING.startswith(bytes(buffer[:4]))
+
     def _drain(self) -> list[bytes | KeepAlive]:
         output: list[bytes | KeepAlive] = []
         while True:

@@ -334,3 +334,52 @@ def test_via_alias_lets_requests_to_sent_by_reuse_the_connection():
             writer.close()
 
     run(scenario())
+
+
+def test_slow_message_closed_after_message_timeout_slowloris():
+    # One byte at a time, each well inside the idle timeout: only a deadline
+    # on the whole message stops a peer holding a connection slot for ever.
+    async def scenario():
+        async with serving(
+            "tcp:127.0.0.1", idle_timeout=5.0, message_timeout=0.5
+        ) as endpoint:
+            reader, writer = await connect(endpoint)
+            message = request_bytes("OPTIONS", via=tcp_via(writer, "z9hG4bKslow"))
+
+            for byte in message[:40]:
+                if writer.is_closing() or reader.at_eof():
+                    break
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.05)
+
+            assert await closed_within(reader, timeout=3)
+            assert endpoint.counters["TCP"].drops[DropReason.MESSAGE_TIMEOUT] == 1
+            assert endpoint.open_connections == 0
+
+    run(scenario())
+
+
+def test_slow_message_deadline_restarts_with_each_message_pipelined():
+    # Whole messages that each arrive in time keep the connection open, however
+    # long the connection itself lives.
+    async def scenario():
+        async with serving(
+            "tcp:127.0.0.1", idle_timeout=5.0, message_timeout=0.6
+        ) as endpoint:
+            reader, writer = await connect(endpoint)
+
+            for index in range(4):
+                message = request_bytes(
+                    "OPTIONS", via=tcp_via(writer, f"z9hG4bKpace{index}")
+                )
+                half = len(message) // 2
+                writer.write(message[:half])
+                await asyncio.sleep(0.3)
+                writer.write(message[half:])
+                response = parse_response(await read_message(reader))
+                assert response.status == 200
+
+            assert endpoint.counters["TCP"].drops[DropReason.MESSAGE_TIMEOUT] == 0
+            writer.close()
+
+    run(scenario())

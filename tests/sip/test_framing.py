@@ -120,3 +120,24 @@ def test_framer_body_limit():
 
     assert caught.value.stream_unusable
     assert caught.value.status_code == 513
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        ([b""], False),
+        ([b"OPT"], True),
+        ([b"\r\n"], False),
+        ([b"\r\n\r"], False),
+        ([b"\r\n\r\n"], False),
+        ([b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 3\r\n\r\nab"], True),
+        ([b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 3\r\n\r\n", b"abc"], False),
+        ([b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\nINV"], True),
+    ],
+)
+def test_mid_message_reports_partial_message_only(chunks, expected):
+    framer = StreamFramer()
+    for chunk in chunks:
+        framer.feed(chunk)
+
+    assert framer.mid_message is expected
