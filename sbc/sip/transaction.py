@@ -342,6 +342,7 @@ class _Transaction:
         "final_to_tag",
         "ack_bytes",
         "cancel_deferred",
+        "cancel_sent",
         "timers",
     )
 
@@ -366,6 +367,7 @@ class _Transaction:
         self.final_to_tag: str | None = None
         self.ack_bytes: bytes | None = None
         self.cancel_deferred = False
+        self.cancel_sent = False
         self.timers: dict[Timer, _ArmedTimer] = {}
 
 
@@ -562,7 +564,9 @@ class TransactionLayer:
             return cancel_key
         if transaction.state is not State.PROCEEDING:
             return None
-        if cancel_key not in self._clients:
+        # One CANCEL per INVITE (§9.1), even after its own transaction ended:
+        # a second would also push back the 64*T1 wait for the final response.
+        if not transaction.cancel_sent:
             self._send_cancel(transaction, now)
         return cancel_key
 
@@ -820,6 +824,7 @@ class TransactionLayer:
     def _send_cancel(self, transaction: _Transaction, now: float) -> None:
         # Same destination, port and transport as the INVITE (§9.1).
         cancel = build_cancel(transaction.request)
+        transaction.cancel_sent = True
         self.send_request(cancel, transaction.destination, transaction.transport, now)
 
         # §9.1: with no final response 64*T1 after the CANCEL, the INVITE

@@ -133,6 +133,34 @@ def test_cancel_twice_sends_one_cancel():
     assert [r.method for r in sent_requests(driver)] == ["CANCEL"]
 
 
+@pytest.mark.parametrize("cancel_ends_by", ["its_200_and_timer_k", "transport_error"])
+def test_cancel_again_after_cancel_transaction_ended_sends_nothing(cancel_ends_by):
+    # §9.1: one CANCEL per INVITE. Once it has ended, a second cancel() must
+    # neither send another nor push back the 64*T1 wait for the 487.
+    driver, invite, key = calling()
+    driver.receive(response_to(invite, 180), UAS)
+    cancel_key = driver.layer.cancel(key, driver.now)
+    driver.collect()
+    (cancel,) = sent_requests(driver)
+    if cancel_ends_by == "transport_error":
+        driver.layer.report_transport_error(UAS, "UDP", driver.now)
+    else:
+        driver.receive(response_to(cancel, 200), UAS)
+    driver.advance(10.0)
+    driver.collect()
+    assert driver.layer.state(cancel_key) is None
+    driver.take_events()
+
+    again = driver.layer.cancel(key, driver.now)
+    driver.advance(32.0)
+
+    assert again == cancel_key
+    assert sent_requests(driver) == []
+    assert driver.layer.state(key) is None
+    ended = [e for e in driver.take_events() if isinstance(e, TransactionTerminated)]
+    assert ended == [TransactionTerminated(key)]
+
+
 @pytest.mark.parametrize("status", [200, 486])
 def test_cancel_after_final_response_not_sent(status):
     driver, invite, key = calling()
