@@ -66,6 +66,7 @@ _TEXT_FIELDS = (
     "called_received",
     "called_e164",
     "called_sent",
+    "end_reason",
 )
 
 
@@ -98,6 +99,9 @@ class CallRecord:
     called_e164: str | None = None
     called_sent: str | None = None
     hangup_side: HangupSide | None = None
+    end_reason: str | None = None
+    """Why the SBC ended the call itself (e.g. "media_timeout"); None when
+    a party hung up or the call failed on its own."""
     media: dict[str, Any] = field(default_factory=dict)
     """Media figures (packets, loss, jitter), filled by the media relay."""
     ipsec: dict[str, Any] = field(default_factory=dict)

@@ -256,6 +256,7 @@ async def _serve(
         )
     await endpoint.close()
     if calls is not None:
+        await _close_media(endpoint)
         records, _ = calls
         # Waits for the records still queued; fsync must not block the loop.
         await loop.run_in_executor(None, records.close)
@@ -283,6 +284,16 @@ def _start_calls(
         args.data_dir / "cdr.jsonl",
     )
     return records, engine
+
+
+async def _close_media(endpoint: SipEndpoint) -> None:
+    """Close the media relay's sockets and tasks, when calls were anchored."""
+    from sbc.io.media_glue import MediaFirstUser
+
+    user = endpoint.user
+    if isinstance(user, MediaFirstUser):
+        await user.close()
+        _log.info("media relay closed")
 
 
 def _start_trunks(

@@ -144,6 +144,8 @@ class Call:
     answer_time: float | None = None
     final_status: int | None = None
     hangup_side: HangupSide | None = None
+    end_reason: str | None = None
+    """Why the SBC ended the call itself ("media_timeout"), for the CDR."""
     calling_received: str | None = None
     calling_e164: str | None = None
     calling_sent: str | None = None

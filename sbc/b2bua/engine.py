@@ -166,6 +166,12 @@ class _Pending:
     """INVITE: the (401/407, realm, stale) challenges already answered."""
 
 
+RouteChosen = Callable[[str, Side, str], None]
+"""Told (A-leg Call-ID, side, trunk) when a leg's trunk is known: the A-leg's
+once classified, each B-leg's before its INVITE body is rewritten, so the
+body hook can apply that trunk's media policy."""
+
+
 class TrunkService(Protocol):
     """A client of the engine's transaction layer beside the calls
     (registration, keepalive): it gets the events of its own transactions."""
@@ -195,8 +201,10 @@ class B2bua:
         admission: AdmissionControl | None = None,
         digest: DigestVerifier | None = None,
         arrival: Callable[[RequestReceived], str | None] | None = None,
+        route_chosen: RouteChosen | None = None,
     ) -> None:
         self._layer = layer
+        self._on_route = route_chosen
         self._arrival = arrival
         """The glue's answer to "which listener did this request arrive on"."""
         self._settings = settings
@@ -425,11 +433,16 @@ class B2bua:
             self._admission.release(call.a_ticket)
             raise
         self._open_call(call, event, trunk, session, now)
+        self._route_chosen(request.call_id, Side.A, trunk)
+        self._attempt(call, now)
+
+    def _attempt(self, call: Call, now: float, session: int = 0) -> None:
         try:
-            self._start_attempt(call, now)
+            self._start_attempt(call, now, session)
         except SipError as exc:
             # The body hook refused the offer (488, say): the call is open
             # now, so it ends through the usual path rather than a refusal.
+            # No failover: the hook has given up anchoring this offer.
             call.hangup_side = HangupSide.SBC
             self._fail_a(call, exc.status_code, None, now)
 
@@ -601,6 +614,8 @@ class B2bua:
             invite,
             session_asked=interval,
         )
+        # The trunk's media policy applies to the offer this leg carries.
+        self._route_chosen(call.a.call_id, Side.B, candidate.trunk)
         self._carry_body(call.a, leg, a_invite, invite)
         rules.egress_headers.apply(headers)
         return leg
@@ -839,7 +854,7 @@ class B2bua:
         retry = self._session_retry(leg, response)
         if retry:
             call.session_retries += 1
-            self._start_attempt(call, now, retry)
+            self._attempt(call, now, retry)
             return
         try:
             plan = call.plan
@@ -852,7 +867,7 @@ class B2bua:
         if following is None:
             self._fail_a(call, status or 408, response, now)
         else:
-            self._start_attempt(call, now)
+            self._attempt(call, now)
 
     def _session_retry(self, leg: Leg, response: Response | None) -> int:
         # RFC 4028 §7.1: after 422, retry with Session-Expires >= Min-SE.
@@ -1168,6 +1183,26 @@ class B2bua:
             return
         self._end_call(call, call.hangup_side, now)
 
+    def end_call(self, call_id: str, reason: str, now: float) -> bool:
+        """End the call whose A-leg Call-ID is `call_id`, on both legs.
+
+        An answered call gets BYE on each leg, with the reason in a Reason
+        header (RFC 3326); a call still ringing gets its final response on
+        the A-leg and CANCEL on the B-leg. The CDR records the SBC as the
+        side that hung up and `reason` as why. False when no such call is
+        in progress (it ended meanwhile, say).
+        """
+        # A linear search: ending calls from outside is rare (media
+        # timeouts, an operator), so no index is kept per message for it.
+        call = next((c for c in self._calls if c.a.call_id == call_id), None)
+        if call is None or call.finished:
+            return False
+        _log.info("call %s: ended by the SBC: %s", call_id, reason)
+        if call.end_reason is None:
+            call.end_reason = reason
+        self._end_call(call, HangupSide.SBC, now)
+        return True
+
     def _end_call(self, call: Call, side: HangupSide, now: float) -> None:
         if call.hangup_side is None:
             call.hangup_side = side
@@ -1189,6 +1224,10 @@ class B2bua:
         leg.closed = True
         leg.cancel_timers()
         bye = leg.dialog.build_request("BYE", self._via(self._endpoint(leg.transport)))
+        reason = leg.call.end_reason
+        if reason is not None:
+            # RFC 3326 §2: why the SBC, not a party, ended the session.
+            bye.headers.add("Reason", f"SIP;text={quote_string(reason)}")
         self._send_request(leg, bye, Purpose.BYE, now)
 
     # -- Requests within a dialog: relay or answer -------------------------------
@@ -1631,6 +1670,10 @@ class B2bua:
             source.call.a.call_id, source.side, message.body, _content_type(message)
         )
 
+    def _route_chosen(self, call_id: str, side: Side, trunk: str) -> None:
+        if self._on_route is not None:
+            self._on_route(call_id, side, trunk)
+
     def _endpoint(self, transport: str) -> LocalEndpoint:
         endpoint = self._endpoints.get(transport.upper())
         if endpoint is None:
@@ -1749,4 +1792,5 @@ def _call_record(call: Call, now: float) -> CallRecord:
         called_e164=call.called_e164,
         called_sent=call.called_sent,
         hangup_side=call.hangup_side,
+        end_reason=call.end_reason,
     )

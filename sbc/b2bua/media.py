@@ -41,12 +41,24 @@ _MEDIA_SIDE = {Side.A: MediaSide.A, Side.B: MediaSide.B}
 _OTHER = {Side.A: Side.B, Side.B: Side.A}
 
 
+MEDIA_TIMEOUT = "media_timeout"
+"""The end reason of a call the relay reported silent (CDR, Reason header)."""
+
+EndCall = Callable[[str, str, float], bool]
+"""`B2bua.end_call`: (A-leg Call-ID, reason, now) -> whether a call ended."""
+
+TrunkPolicy = Callable[[str, LegPolicy], LegPolicy]
+"""A leg's SDP policy once its trunk is known: (trunk, policy otherwise)."""
+
+
 @dataclass(slots=True)
 class _CallMedia:
     """One call's relay session, its two SDP legs and the open offer."""
 
     session: MediaSession
     legs: dict[Side, Leg]
+    policies: dict[Side, LegPolicy]
+    """Each leg's policy before any trunk's overrides (failover resets)."""
     pending: PendingOffer | None = None
     offerer: Side | None = None
     answered: bool = False
@@ -62,10 +74,22 @@ class MediaAnchor:
     was not prepared for them) and bodies that are not SDP pass unchanged.
     """
 
-    def __init__(self, random_bytes: Callable[[int], bytes]) -> None:
+    def __init__(
+        self,
+        random_bytes: Callable[[int], bytes],
+        *,
+        trunk_policy: TrunkPolicy | None = None,
+    ) -> None:
         self._random_bytes = random_bytes
+        self._trunk_policy = trunk_policy
+        self._end_call: EndCall | None = None
         self._calls: dict[str, _CallMedia] = {}
         self._finished: dict[str, dict[str, dict[str, float | int | None]]] = {}
+
+    def end_calls_with(self, end_call: EndCall) -> None:
+        """Let a media timeout end answered calls (the engine is built after
+        its body hook, hence not a constructor argument)."""
+        self._end_call = end_call
 
     def prepare(
         self, call_id: str, session: MediaSession, policies: tuple[LegPolicy, LegPolicy]
@@ -80,7 +104,17 @@ class MediaAnchor:
             )
             for side, policy in zip((Side.A, Side.B), policies, strict=True)
         }
-        self._calls[call_id] = _CallMedia(session, legs)
+        self._calls[call_id] = _CallMedia(
+            session, legs, dict(zip((Side.A, Side.B), policies, strict=True))
+        )
+
+    def route_chosen(self, call_id: str, side: Side, trunk: str) -> None:
+        """Apply ``trunk``'s media policy to the call's leg on ``side``; the
+        engine calls this before a body reaches that leg."""
+        media = self._calls.get(call_id)
+        if media is None or self._trunk_policy is None:
+            return
+        media.legs[side].policy = self._trunk_policy(trunk, media.policies[side])
 
     def prepared(self, call_id: str) -> bool:
         return call_id in self._calls
@@ -123,12 +157,13 @@ class MediaAnchor:
         self._finished[call_id] = counters
         media.session.close()
 
-    def timed_out(self, call_id: str, idle_for: float) -> None:
+    def timed_out(self, call_id: str, idle_for: float, now: float) -> None:
         """The relay reported no RTP for the media timeout.
 
         A call that never completed an offer/answer holds ports for nothing:
-        its session is released. An answered call keeps flowing signalling;
-        the timeout is recorded in its CDR.
+        its session is released. An answered call is dead air: the engine
+        ends it on both legs (`end_calls_with`), and its CDR records the
+        timeout; the engine releasing the call closes the session.
         """
         media = self._calls.get(call_id)
         if media is None:
@@ -138,6 +173,8 @@ class MediaAnchor:
         if not media.answered:
             self.release(call_id)
             self._finished.pop(call_id, None)
+        elif self._end_call is not None:
+            self._end_call(call_id, MEDIA_TIMEOUT, now)
 
     def take_counters(self, call_id: str) -> dict[str, dict[str, float | int | None]]:
         """The per-stream counters of an ended call, once (for its CDR)."""

@@ -394,6 +394,21 @@ class TopologyHiding(_Model):
     """Headers copied from the other leg into messages sent to this trunk."""
 
 
+class TrunkMedia(_Model):
+    """Media policy of one trunk's legs, over the node-wide one.
+
+    Each field left unset keeps what the call's leg has otherwise: for the
+    leg towards the trunk ``media.srtp``, for the leg from it its
+    listener's ``srtp``; ``media.codecs`` for both.
+    """
+
+    codecs: list[str] | None = None
+    """Encoding names allowed on this trunk's legs (case-insensitive),
+    replacing ``media.codecs``; an offer left with none gets 488."""
+    srtp: Srtp | None = None
+    """SRTP on this trunk's legs, replacing the listener's or media's."""
+
+
 TrunkKind = Literal["carrier", "peer-sbc", "pbx"]
 
 
@@ -421,6 +436,8 @@ class Trunk(_Model):
     candidate: statuses or classes (``5xx``)."""
     dial_plan: Name | None = None
     """Dial plan for calls arriving from this trunk; None rejects them (404)."""
+    media: TrunkMedia = Field(default_factory=TrunkMedia)
+    """Media policy of this trunk's legs when media anchoring is on."""
 
 
 class RouteCandidate(_Model):

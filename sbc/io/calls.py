@@ -27,6 +27,7 @@ from sbc.io.media_glue import (
     MediaFirstUser,
     leg_setup,
     media_relay,
+    trunk_policy,
 )
 from sbc.io.settings import ListenSpec
 from sbc.log import TRANSPORT_LOGGER
@@ -156,8 +157,8 @@ def _attach_with_media(
     address: str,
 ) -> B2bua:
     """The engine with every call's SDP anchored on the media relay."""
-    anchor = MediaAnchor(os.urandom)
-    relay = media_relay(config.media, anchor)
+    anchor = MediaAnchor(os.urandom, trunk_policy=trunk_policy(config))
+    relay = media_relay(config.media, anchor, endpoint.wake)
     arrival = ArrivalMemo(arrival_listener(endpoint, config))
     engine = B2bua(
         endpoint.transactions,
@@ -167,7 +168,9 @@ def _attach_with_media(
         MediaCdr(cdr, anchor),
         arrival=arrival,
         bodies=anchor,
+        route_chosen=anchor.route_chosen,
     )
+    anchor.end_calls_with(engine.end_call)
     # A held INVITE is handed over from the endpoint's timer, where internal
     # errors are caught; waking the endpoint re-arms that timer.
     endpoint.user = MediaFirstUser(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sbc.b2bua import B2bua, CallRecordWriter
-from sbc.b2bua.media import MediaAnchor
+from sbc.b2bua.media import MediaAnchor, TrunkPolicy
 from sbc.cdr import CallRecord
 from sbc.config.model import Config, Media, Srtp
 from sbc.media import (
@@ -36,12 +36,20 @@ _log = logging.getLogger(__name__)
 _OFFERLESS_STREAMS = 2
 
 
-def media_relay(media: Media, anchor: MediaAnchor) -> MediaRelay:
-    """The relay of the configured ``media`` section, reporting to ``anchor``."""
+def media_relay(
+    media: Media, anchor: MediaAnchor, wake: Callable[[], None]
+) -> MediaRelay:
+    """The relay of the configured ``media`` section, reporting to ``anchor``.
+
+    A timeout may end a call, so ``wake`` (the endpoint's) then sends the
+    BYEs the engine queued outside any receive or timer of the endpoint.
+    """
+    relay: MediaRelay
 
     def on_event(event: MediaEvent) -> None:
         if isinstance(event, MediaTimedOut):
-            anchor.timed_out(event.call_id, event.idle_for)
+            anchor.timed_out(event.call_id, event.idle_for, relay.time())
+            wake()
 
     settings = MediaSettings(
         port_min=media.port_min,
@@ -49,7 +57,8 @@ def media_relay(media: Media, anchor: MediaAnchor) -> MediaRelay:
         media_timeout=media.timeout,
         latch_any_source=media.latch_any_source,
     )
-    return MediaRelay(settings, on_event=on_event)
+    relay = MediaRelay(settings, on_event=on_event)
+    return relay
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,33 @@ def leg_setup(config: Config, address: str) -> Callable[[str | None], LegSetup]:
         return LegSetup((host, address), (_policy(media, listener.srtp), b_policy))
 
     return setup
+
+
+def trunk_policy(config: Config) -> TrunkPolicy:
+    """Each trunk's ``media`` overrides over a leg's policy otherwise."""
+    overrides = {trunk.name: trunk.media for trunk in config.trunks}
+
+    def policy(trunk: str, base: LegPolicy) -> LegPolicy:
+        media = overrides.get(trunk)
+        if media is None:
+            return base
+        if media.codecs is not None:
+            base = dataclasses.replace(base, codecs=frozenset(media.codecs))
+        if media.srtp is not None:
+            base = _with_srtp(base, media.srtp)
+        return base
+
+    return policy
+
+
+def _with_srtp(base: LegPolicy, srtp: Srtp) -> LegPolicy:
+    if srtp.mode == "none":
+        return dataclasses.replace(base, srtp_suites=(), srtp_required=False)
+    return dataclasses.replace(
+        base,
+        srtp_suites=tuple(srtp.suites),
+        srtp_required=srtp.mode == "mandatory",
+    )
 
 
 def _policy(media: Media, srtp: Srtp) -> LegPolicy:
@@ -183,8 +219,12 @@ class MediaFirstUser:
         return self.engine.next_timer()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        """Stop port allocations under way, then close the relay's sockets."""
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        # Awaited so no allocation finishes (and binds) after the relay closed.
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._relay.close()
 
     def _hold(self, event: RequestReceived) -> None:

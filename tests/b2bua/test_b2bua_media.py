@@ -135,13 +135,13 @@ def test_media_hook_timeout_before_answer_releases_after_answer_records():
         relay, anchor = await new_call()
         try:
             anchor.rewrite(CALL_ID, Side.A, body(4000), SDP)
-            anchor.timed_out(CALL_ID, 31.0)
+            anchor.timed_out(CALL_ID, 31.0, 0.0)
             unanswered = (dict(relay.sessions), anchor.take_counters(CALL_ID))
             session = await relay.allocate(CALL_ID, HOST, HOST)
             anchor.prepare(CALL_ID, session, (LegPolicy(), LegPolicy()))
             anchor.rewrite(CALL_ID, Side.A, body(4000), SDP)
             anchor.rewrite(CALL_ID, Side.B, body(4002), SDP)
-            anchor.timed_out(CALL_ID, 32.0)
+            anchor.timed_out(CALL_ID, 32.0, 0.0)
             still_open = CALL_ID in relay.sessions
             anchor.release(CALL_ID)
             return unanswered, still_open, anchor.take_counters(CALL_ID)
