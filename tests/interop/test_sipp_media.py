@@ -29,6 +29,7 @@ from sbc_process import SbcProcess
 from test_sipp_b2bua import (
     Lab,
     SippRun,
+    all_headers,
     finish,
     free_port,
     pbx_side,
@@ -128,6 +129,35 @@ class TinyUac:
     def bye(self) -> str:
         self.request("BYE", self.cseq + 1)
         return self.final_response("BYE")
+
+    def answer_request(self, method: str) -> str:
+        """Wait for a request from the SBC, answer it 200 and return it."""
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                data, source = self.sip.recvfrom(65535)
+            except TimeoutError:
+                continue
+            text = data.decode(errors="replace")
+            if text.startswith(f"{method} "):
+                self.sip.sendto(ok_response(text), source)
+                return text
+        raise AssertionError(f"no {method} from the SBC")
+
+
+def ok_response(request: str) -> bytes:
+    """200 OK to ``request``: its Via, From, To, Call-ID and CSeq (§8.2.6.2)."""
+    lines = ["SIP/2.0 200 OK"]
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        lines.append(f"{name}: {header(request, name)}")
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def reason_text(message: str) -> str | None:
+    # RFC 3326 §2: Reason: protocol *(; reason-params), text a quoted-string.
+    match = re.fullmatch(r'SIP\s*;\s*text="([^"\\]*)"', header(message, "Reason"))
+    return None if match is None else match.group(1)
 
 
 def header(message: str, name: str) -> str:
@@ -239,6 +269,8 @@ class MediaCall:
     rtp: socket.socket
     uas: SippRun
     records: list[dict] = field(default_factory=list)
+    stop_status: int | None = None
+    log: str = ""
 
     def offer(
         self, version: int = 1, direction: str = "sendrecv", key: bytes = b""
@@ -284,8 +316,9 @@ def media_call(sipp, tmp_path: Path, lab: Lab, uas_role=("-sn", "uas"), **media)
             call.uac.close()
             call.rtp.close()
             finish(uas, timeout=10.0)
-            sbc.stop()
+            call.stop_status = sbc.stop()
     call.records.extend(read_records(tmp_path / "data"))
+    call.log = (tmp_path / "data" / "sbc.log").read_text(encoding="utf-8")
 
 
 @contextlib.contextmanager
@@ -445,18 +478,35 @@ def test_media_ipv4_caller_ipv6_callee_bridged(sipp, tmp_path):
 
 @pytest.mark.peer("sipp")
 @pytest.mark.timeout(120)
-def test_media_timeout_recorded_in_the_call_record(sipp, tmp_path):
+def test_media_timeout_ends_the_call_on_both_legs(sipp, tmp_path):
     lab = Lab.create("127.0.0.1", "udp")
 
     with media_call(sipp, tmp_path, lab, timeout=1.0) as call:
         response = call.uac.invite(call.offer())
         assert response.startswith("SIP/2.0 200"), response
-        time.sleep(3.0)  # no RTP at all: the relay's ticker reports it
-        assert call.uac.bye().startswith("SIP/2.0 200")
+        # No RTP at all: the relay's ticker reports it and the SBC hangs up.
+        bye = call.uac.answer_request("BYE")
+        assert finish(call.uas, timeout=WAIT) == 0, call.uas.describe()
 
-    media = call.records[0]["media"]
-    assert media["timeout"]["idle_for"] >= 1.0
-    assert media["0.A"]["packets_received"] == 0
+    assert header(bye, "Call-ID") == call.uac.call_id
+    assert reason_text(bye) == "media_timeout"
+    callee_byes = [
+        block
+        for block in all_headers(call.uas.messages).split("\n")
+        if block.startswith("BYE ")
+    ]
+    assert callee_byes, "SIPp saw no BYE"
+    assert call.uas.stat() == (1, 0)
+    assert 'Reason: SIP;text="media_timeout"' in call.uas.messages
+    [record] = call.records
+    assert record["disposition"] == "answered"
+    assert record["hangup_side"] == "sbc"
+    assert record["end_reason"] == "media_timeout"
+    assert record["media"]["timeout"]["idle_for"] >= 1.0
+    assert record["media"]["0.A"]["packets_received"] == 0
+    # SIGTERM: the relay is closed before the process exits.
+    assert call.stop_status == 0
+    assert "media relay closed" in call.log
 
 
 def srtp_sessions(answer: str) -> tuple[pylibsrtp.Session, pylibsrtp.Session]:
