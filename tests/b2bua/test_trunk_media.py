@@ -11,7 +11,9 @@ import asyncio
 import os
 import re
 
+import pytest
 from b2bua_harness import CALLEE, SBC, Lab, lab_config
+from pydantic import ValidationError
 
 from sbc.b2bua import B2bua, B2buaSettings
 from sbc.b2bua.media import MediaAnchor
@@ -157,3 +159,52 @@ def test_trunk_media_failover_applies_the_next_trunks_policy():
     [to_backup] = invite_bodies(lab, ("192.0.2.21", 5060))
     assert [line.split()[3:] for line in media_lines(to_pbx)] == [["0"]]
     assert [line.split()[3:] for line in media_lines(to_backup)] == [["8"]]
+
+
+def with_media(config: Config, media: dict) -> Config:
+    return Config.model_validate({**config.model_dump(mode="json"), "media": media})
+
+
+def test_trunk_media_srtp_none_overrides_mandatory_b_leg_default():
+    config = with_media(
+        lab_config({"pbx": {"media": {"srtp": {"mode": "none"}}}}),
+        {"address": HOST, "srtp": {"mode": "mandatory"}},
+    )
+
+    lab, _ = place_call(config, PCMU_PCMA)
+
+    [body] = invite_bodies(lab, CALLEE)
+    assert [line.split()[2] for line in media_lines(body)] == ["RTP/AVP"]
+    assert b"a=crypto" not in body
+
+
+def test_trunk_media_codecs_replace_the_node_wide_list():
+    config = with_media(
+        lab_config({"pbx": {"media": {"codecs": ["pcmu"]}}}),
+        {"address": HOST, "codecs": ["PCMA"]},
+    )
+
+    lab, _ = place_call(config, PCMU_PCMA)
+
+    # The caller's leg keeps media.codecs (PCMA), the pbx's allows PCMU
+    # only: nothing is allowed on both, so the offer is refused.
+    assert invite_bodies(lab, CALLEE) == []
+    assert lab.caller.calls[0].final is not None
+    assert lab.caller.calls[0].final.status == 488
+
+
+def test_trunk_media_config_defaults_to_no_overrides():
+    trunk = lab_config().trunk("pbx")
+
+    assert trunk is not None
+    assert trunk.media.codecs is None and trunk.media.srtp is None
+
+
+def test_trunk_media_config_rejects_unknown_suite_and_field():
+    for media in (
+        {"srtp": {"mode": "mandatory", "suites": ["NULL_CIPHER"]}},
+        {"srtp_mode": "mandatory"},
+    ):
+        with pytest.raises(ValidationError) as error:
+            lab_config({"pbx": {"media": media}})
+        assert error.value.errors()[0]["loc"][:3] == ("trunks", 1, "media")
