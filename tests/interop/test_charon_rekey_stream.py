@@ -7,26 +7,44 @@ address through the in-process channel; B counts what reached it (A to B)
 and echoes each one back, and A counts the echoes (B to A). The stream runs
 before, during and after the rekey; every sequence number must arrive in
 both directions. The old SA's packets still in flight when the new inbound
-policy comes first are what the data plane's SA lineage admits. (The same
-stream against charon in namespaces is not written yet; the two-daemon runs
-cover both the lineage and the ordering of IKE after queued ESP.)
+policy comes first are what the data plane's SA lineage admits.
+
+Against charon (namespaces, kernel-libipsec, ESP in UDP) the stream starts
+in charon's namespace, goes through its tunnel to our in-process echo and
+back; either side rekeys the CHILD_SA or the IKE_SA mid-stream.
 """
 
 import asyncio
 import contextlib
+import json
 import os
 import struct
+import sys
 from ipaddress import ip_address
 
 import pytest
 from ike.test_daemon import A_INNER, B_INNER, Node, pair, run, until
+from test_charon import (
+    CHARON_INNER,
+    ECHO_ADDRESS,
+    ECHO_PORT,
+    SUITES,
+    OurNode,
+    charon_connection,
+    charon_lab,  # noqa: F401 (the fixture, used by name)
+    inside,
+    our_connection,
+)
+from test_charon import run as run_in_lab
+from test_charon import until as until_in_lab
 
 from ipsec.dataplane import DataPlane
 from ipsec.esp import DropReason, Encryption, Integrity, Mode, Protocol, SAConfig
 from ipsec.esp.spd import Direction, TrafficSelector
+from ipsec.ike.connection import StartAction
 from ipsec.ike.daemon import ChildSaInstalled, ChildSaRemoved, IkeSaDown, IkeSaRekeyed
 
-ECHO_PORT, SOURCE_PORT = 5062, 40002
+STREAM_PORT, SOURCE_PORT = 5062, 40002
 SEQUENCE = struct.Struct("!I")
 INTERVAL = 0.002
 """500 datagrams a second: dense enough that some are always in flight."""
@@ -45,12 +63,12 @@ class Stream:
 
         def echo(data, source):
             self.at_b.add(SEQUENCE.unpack_from(data)[0])
-            b.dataplane.send(B_INNER, source[0], 17, ECHO_PORT, source[1], data)
+            b.dataplane.send(B_INNER, source[0], 17, STREAM_PORT, source[1], data)
 
         def returned(data, _source):
             self.echoed.add(SEQUENCE.unpack_from(data)[0])
 
-        b.dataplane.bind(B_INNER, ECHO_PORT, echo)
+        b.dataplane.bind(B_INNER, STREAM_PORT, echo)
         a.dataplane.bind(A_INNER, SOURCE_PORT, returned)
 
     async def run_until(self, done, limit=20.0):
@@ -64,7 +82,7 @@ class Stream:
                 return
             payload = SEQUENCE.pack(self.sent) + PADDING
             drop = self.a.dataplane.send(
-                A_INNER, B_INNER, 17, SOURCE_PORT, ECHO_PORT, payload
+                A_INNER, B_INNER, 17, SOURCE_PORT, STREAM_PORT, payload
             )
             self.send_drops += drop is not None
             self.sent += 1
@@ -182,3 +200,95 @@ def test_inbound_policy_of_the_successor_admits_the_old_sa_only_when_linked(link
             b.close()
 
     run(scenario())
+
+
+# -- the same against charon in namespaces -----------------------------------
+
+# Runs in charon's namespace: a rate-limited sequence-numbered stream to our
+# echo through charon's tunnel, and the echoes counted; JSON on stdout.
+CHARON_STREAM = """
+import json, socket, struct, sys, threading, time
+target, source, seconds = (sys.argv[1], int(sys.argv[2])), sys.argv[3], float(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((source, 0))
+s.settimeout(0.2)
+echoed = set()
+def receive():
+    end = time.monotonic() + seconds + 3
+    while time.monotonic() < end:
+        try:
+            data = s.recv(2048)
+        except TimeoutError:
+            continue
+        echoed.add(struct.unpack_from("!I", data)[0])
+reader = threading.Thread(target=receive)
+reader.start()
+sent, start = 0, time.monotonic()
+while time.monotonic() - start < seconds:
+    s.sendto(struct.pack("!I", sent) + bytes(100), target)
+    sent += 1
+    time.sleep(0.004)
+reader.join()
+print(json.dumps({"sent": sent, "echoed": sorted(echoed)}))
+"""
+REKEY_AFTER, STREAM_SECONDS = 3, 7.0
+
+
+def charon_side_changes(who, what):
+    if who != "charon":
+        return {}
+    if what == "child":
+        return {"child_rekey_time": f"{REKEY_AFTER}s", "child_life_time": "60s"}
+    return {"ike_rekey_time": f"{REKEY_AFTER}s"}
+
+
+def our_side_changes(who, what):
+    if who != "ours":
+        return {}
+    return {"rekey_time" if what == "child" else "ike_rekey_time": REKEY_AFTER}
+
+
+@pytest.mark.peer("charon")
+@pytest.mark.root
+@pytest.mark.parametrize("what", ["child", "ike"])
+@pytest.mark.parametrize("who", ["ours", "charon"])
+def test_rekey_mid_stream_with_charon_loses_nothing(charon_lab, who, what):  # noqa: F811
+    lab, charon = charon_lab
+    suite = SUITES[0].values[0]
+    charon.load(charon_connection(suite, **charon_side_changes(who, what)))
+
+    async def scenario():
+        node = await OurNode.start()
+        at_us = set()
+
+        def echo(data, source):
+            at_us.add(SEQUENCE.unpack_from(data)[0])
+            node.dataplane.send(ECHO_ADDRESS, source[0], 17, ECHO_PORT, source[1], data)
+
+        node.dataplane.bind(ECHO_ADDRESS, ECHO_PORT, echo)
+        try:
+            connection = our_connection(
+                suite, StartAction.START, **our_side_changes(who, what)
+            )
+            node.daemon.load(connection)
+            await until_in_lab(lambda: node.of(ChildSaInstalled), 10, "CHILD_SA")
+            stream = await asyncio.to_thread(
+                lab.b.exec, sys.executable, "-c", CHARON_STREAM,
+                ECHO_ADDRESS, str(ECHO_PORT), CHARON_INNER, str(STREAM_SECONDS),
+                check=False,
+            )  # fmt: skip
+            report = json.loads(stream.stdout)
+
+            expected = set(range(report["sent"]))
+            assert report["sent"] > 1000
+            if what == "child":
+                assert [e for e in node.of(ChildSaRemoved) if e.reason == "rekeyed"]
+            else:
+                assert node.of(IkeSaRekeyed)
+            assert sorted(expected - at_us) == []
+            assert sorted(expected - set(report["echoed"])) == []
+        finally:
+            node.close()
+
+    with inside(lab):
+        run_in_lab(scenario())
