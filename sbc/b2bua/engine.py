@@ -1190,12 +1190,13 @@ class B2bua:
         header (RFC 3326); a call still ringing gets its final response on
         the A-leg and CANCEL on the B-leg. The CDR records the SBC as the
         side that hung up and `reason` as why. False when no such call is
-        in progress (it ended meanwhile, say).
+        in progress, or it is already ending (a party hung up meanwhile).
         """
         # A linear search: ending calls from outside is rare (media
         # timeouts, an operator), so no index is kept per message for it.
         call = next((c for c in self._calls if c.a.call_id == call_id), None)
-        if call is None or call.finished:
+        if call is None or call.phase is CallPhase.ENDING:
+            # Gone, or already being torn down for its own reason.
             return False
         _log.info("call %s: ended by the SBC: %s", call_id, reason)
         if call.end_reason is None:

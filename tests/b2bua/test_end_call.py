@@ -123,3 +123,26 @@ def test_end_call_twice_sends_one_bye_per_leg():
     assert len(lab.requests_between(SBC, CALLEE, "BYE")) == 1
     assert len(lab.sbc.records) == 1
     lab.assert_clean()
+
+
+def test_end_call_while_hang_up_in_progress_keeps_the_partys_reason():
+    lab = Lab()
+    lab.caller.auto_ack = False
+    call = answer_call(lab)
+    callee_bye = lab.callee.send_in_dialog(lab.callee.dialog(), "BYE")
+    lab.run()
+
+    # The callee hung up; the caller's BYE waits for its ACK (§15).
+    ended = lab.engine.end_call(call.invite.call_id, "media_timeout", lab.now)
+    assert call.final is not None
+    lab.caller.ack(call, call.final)
+    lab.run()
+
+    assert not ended
+    assert callee_bye.final is not None and callee_bye.final.status == 200
+    [bye] = lab.requests_between(SBC, CALLER, "BYE")
+    assert bye.headers.get("Reason") is None
+    [record] = lab.sbc.records
+    assert record.hangup_side is HangupSide.CALLEE
+    assert record.end_reason is None
+    lab.assert_clean()
