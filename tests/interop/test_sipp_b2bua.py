@@ -732,6 +732,7 @@ def run_example(
 
 @pytest.mark.peer("sipp")
 @pytest.mark.timeout(120)
+@pytest.mark.xdist_group("example-fixed-ports")
 def test_readme_flow_single_node_example_completes_calls(sipp, tmp_path):
     """README "Placing calls": the PBX calls out through the carrier."""
     pbx_returncode, carrier_returncode, pbx, records = run_example(
@@ -747,6 +748,7 @@ def test_readme_flow_single_node_example_completes_calls(sipp, tmp_path):
 
 @pytest.mark.peer("sipp")
 @pytest.mark.timeout(120)
+@pytest.mark.xdist_group("example-fixed-ports")
 def test_example_carrier_call_reaches_the_pbx(sipp, tmp_path):
     carrier_returncode, pbx_returncode, carrier, records = run_example(
         sipp, tmp_path, uas_port=5070, uac_port=5080, sbc_port=5062, called=E164
