@@ -22,6 +22,7 @@ _KNOWN_NAMES: dict[str, str] = {}
 _KNOWN_NAMES_LIMIT = 4096
 _HEADER_NAME_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
+_STRAY_LINE_BREAK = "Bad Request: bare CR or LF inside the header block"
 _SINGLE_VALUED = frozenset(
     {"from", "to", "call-id", "cseq", "max-forwards", "content-type", "expires"}
 )
@@ -39,15 +40,24 @@ def parse_message(data: bytes) -> Request | Response:
         data = data.lstrip(b"\r\n")
     head_end = data.find(b"\r\n\r\n")
     if head_end >= 0:
-        lines = data[:head_end].decode("utf-8", "surrogateescape").split("\r\n")
+        head = data[:head_end]
+        lines = head.decode("utf-8", "surrogateescape").split("\r\n")
         body_start = head_end + 4
+        # Each CRLF split away one CR and one LF; any other is a bare one.
+        breaks = len(lines) - 1
+        stray = head.count(b"\r") != breaks or head.count(b"\n") != breaks
     else:
         lines, body_start = _split_tolerant(data)
+        stray = any("\r" in line or "\n" in line for line in lines)
     if not lines[0]:
         raise SipParseError("Bad Request: empty message")
+    # RFC 3261 §7.3.1, §25.1: CR and LF come only as line ends. A lone one
+    # kept in a value would reach the other leg, where a peer splitting on
+    # bare LF reads a header the sender smuggled in.
+    error = _STRAY_LINE_BREAK if stray else None
     if lines[0].startswith("SIP/"):
-        return _parse_response(lines, data, body_start)
-    return _parse_request(lines, data, body_start)
+        return _parse_response(lines, data, body_start, error)
+    return _parse_request(lines, data, body_start, error)
 
 
 def _split_tolerant(data: bytes) -> tuple[list[str], int]:
@@ -62,8 +72,11 @@ def _split_tolerant(data: bytes) -> tuple[list[str], int]:
     return [line.rstrip("\r") for line in text.split("\n")], len(data)
 
 
-def _parse_request(lines: list[str], data: bytes, body_start: int) -> Request:
-    headers, error = _parse_fields(lines)
+def _parse_request(
+    lines: list[str], data: bytes, body_start: int, error: str | None
+) -> Request:
+    headers, field_error = _parse_fields(lines)
+    error = error or field_error
     request = Request("", "", headers)
     try:
         _read_request_line(lines[0], request)
@@ -90,7 +103,8 @@ def _read_request_line(line: str, request: Request) -> None:
     uri, _, version = rest.strip(" ").rpartition(" ")
     request.uri = uri = uri.rstrip(" ")
     request.version = version
-    if not uri or " " in uri or "\t" in line:
+    # A bare CR or LF must not reach the 505 that echoes the version.
+    if not uri or " " in uri or "\t" in line or "\r" in line or "\n" in line:
         raise SipParseError("Bad Request: malformed request line")
     if version != "SIP/2.0":
         _check_version(version)
@@ -104,10 +118,13 @@ def _check_version(version: str) -> None:
         raise SipParseError(f"Version Not Supported: {version}", status_code=505)
 
 
-def _parse_response(lines: list[str], data: bytes, body_start: int) -> Response:
+def _parse_response(
+    lines: list[str], data: bytes, body_start: int, error: str | None
+) -> Response:
     try:
         status, reason, version = _parse_status_line(lines[0])
-        headers, error = _parse_fields(lines)
+        headers, field_error = _parse_fields(lines)
+        error = error or field_error
         if error is not None:
             raise SipParseError(error)
         body = _frame_body(headers, data, body_start)
@@ -236,6 +253,10 @@ def _answerable(request: Request) -> Request | None:
     headers = request.headers
     if not request.method or not all(key in headers for key in _MANDATORY):
         return None
+    # The 400 copies these values: one with a bare CR or LF cannot be sent.
+    for key in _MANDATORY:
+        if any("\r" in value or "\n" in value for value in headers.get_all(key)):
+            return None
     return request
 
 

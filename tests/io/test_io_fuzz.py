@@ -120,3 +120,32 @@ def test_mutated_stream_never_breaks_the_tcp_listener():
             writer.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("header", ["Via", "Subject", "Call-ID"])
+def test_bare_cr_in_header_never_raises_inside_the_listener(header):
+    # A lone CR survived parsing and made re-stamping the Via raise.
+    async def scenario():
+        async with serving("udp:127.0.0.1") as endpoint:
+            peer = await UdpPeer.open()
+            destination = bound(endpoint, "UDP")
+            via = f"SIP/2.0/UDP 127.0.0.1:{peer.address[1]};rport;branch=z9hG4bKcr"
+            data = request_bytes(
+                "OPTIONS", via=via, call_id="cr-1", extra="Subject: hi\r\n"
+            )
+            start = data.index(f"\r\n{header}:".encode()) + 2
+            end = data.index(b"\r\n", start)
+            peer.send(data[:end] + b"\rX" + data[end:], destination)
+            still = f"SIP/2.0/UDP 127.0.0.1:{peer.address[1]};branch=z9hG4bKcr2"
+            peer.send(request_bytes("OPTIONS", via=still, call_id="cr-2"), destination)
+            statuses = {}
+            while "cr-2" not in statuses:
+                response = await peer.receive_response()
+                statuses[response.call_id] = response.status
+
+            assert endpoint.sip_counters.internal_errors == 0
+            assert statuses.get("cr-1", 400) == 400
+            assert statuses["cr-2"] == 200
+            peer.close()
+
+    run(scenario())

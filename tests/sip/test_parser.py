@@ -209,3 +209,61 @@ def test_headers_cache_dropped_on_change():
     request.headers.set("Max-Forwards", "69")
 
     assert request.max_forwards == 69
+
+
+@pytest.mark.parametrize("line_break", ["\r", "\n"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Subject: a{}Injected: b\r\n",
+        "X-Note: {}\r\n",
+        "Contact: <sip:+15550101@192.0.2.10>{};expires=60\r\n",
+    ],
+)
+def test_bare_line_break_in_header_value_answered_400(line_break, header):
+    # RFC 3261 §7.3.1 and §25.1: inside a header block CR and LF only come
+    # as a CRLF pair. A lone one would be passed on, and a peer that splits
+    # on bare LF would read a header the sender smuggled in.
+    data = invite(extra=header.format(line_break))
+
+    with pytest.raises(SipParseError) as raised:
+        parse_message(data)
+
+    assert raised.value.status_code == 400
+    assert "CR or LF" in raised.value.reason
+    assert raised.value.request is not None  # the 400 can be built
+
+
+@pytest.mark.parametrize("line_break", ["\r", "\n"])
+def test_bare_line_break_in_mandatory_header_not_answered(line_break):
+    # The 400 would copy the broken Via back out: drop it instead.
+    data = invite().replace(b"branch=z9hG4bKinv1", f"{line_break};x".encode())
+
+    with pytest.raises(SipParseError) as raised:
+        parse_message(data)
+
+    assert raised.value.request is None
+
+
+def test_bare_line_break_in_lf_only_message_answered_400():
+    data = invite(extra="Subject: a\rb\r\n").replace(b"\r\n", b"\n")
+
+    with pytest.raises(SipParseError) as raised:
+        parse_message(data)
+
+    assert "CR or LF" in raised.value.reason
+
+
+@pytest.mark.parametrize("line_break", ["\r", "\n"])
+def test_bare_line_break_in_request_line_answered_400_not_echoed(line_break):
+    # The 505 for an unknown version names it: a line break in it would
+    # split the SBC's own status line.
+    data = invite().replace(b"SIP/2.0\r\n", f"SIP/2.{line_break}0\r\n".encode(), 1)
+
+    with pytest.raises(SipParseError) as raised:
+        parse_message(data)
+
+    assert raised.value.status_code == 400
+    assert "\r" not in raised.value.reason and "\n" not in raised.value.reason
+    response = make_response(raised.value.request, 400, raised.value.reason)
+    assert parse_message(response.to_bytes()).status == 400
