@@ -59,7 +59,7 @@ types: $(STAMP)
 	$(BIN)/mypy sbc ipsec web
 
 unit: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 test: peers $(STAMP) lint types unit
 

@@ -10,12 +10,15 @@ statistics and message traces on each side, and the appliance's CDR file.
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -694,6 +697,14 @@ def test_cps_limit_gives_exactly_the_excess_503s(sipp, tmp_path):
 # The README flow
 
 
+@pytest.fixture
+def example_ports() -> Iterator[None]:
+    """The example's fixed ports, held by one test at a time across xdist workers."""
+    with open(Path(tempfile.gettempdir()) / "sbc-example-ports.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def run_example(
     sipp: str, tmp_path: Path, uas_port: int, uac_port: int, sbc_port: int, called: str
 ) -> tuple[int, int, SippRun, list[dict]]:
@@ -732,8 +743,7 @@ def run_example(
 
 @pytest.mark.peer("sipp")
 @pytest.mark.timeout(120)
-@pytest.mark.xdist_group("example-fixed-ports")
-def test_readme_flow_single_node_example_completes_calls(sipp, tmp_path):
+def test_readme_flow_single_node_example_completes_calls(sipp, tmp_path, example_ports):
     """README "Placing calls": the PBX calls out through the carrier."""
     pbx_returncode, carrier_returncode, pbx, records = run_example(
         sipp, tmp_path, uas_port=5080, uac_port=5070, sbc_port=5060, called=DIALLED
@@ -748,8 +758,7 @@ def test_readme_flow_single_node_example_completes_calls(sipp, tmp_path):
 
 @pytest.mark.peer("sipp")
 @pytest.mark.timeout(120)
-@pytest.mark.xdist_group("example-fixed-ports")
-def test_example_carrier_call_reaches_the_pbx(sipp, tmp_path):
+def test_example_carrier_call_reaches_the_pbx(sipp, tmp_path, example_ports):
     carrier_returncode, pbx_returncode, carrier, records = run_example(
         sipp, tmp_path, uas_port=5070, uac_port=5080, sbc_port=5062, called=E164
     )
