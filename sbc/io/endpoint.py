@@ -41,6 +41,7 @@ from sbc.sip.events import (
     TransactionEvent,
 )
 from sbc.sip.framing import StreamFramer
+from sbc.sip.headers import Via
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.parser import parse_message, validate_request, validate_response
 from sbc.sip.requests import new_branch
@@ -304,12 +305,16 @@ class SipEndpoint:
         connection: StreamConnection | None,
         local: Address,
     ) -> None:
+        via = None
         try:
             message = parse_message(data)
             if isinstance(message, Response):
                 validate_response(message)
             else:
                 validate_request(message)
+                # Stamping splits the rest of the top Via row, which
+                # validation does not read: it can fail too.
+                via = stamp_request(message, source)
         except SipParseError as exc:
             self._reject(exc, source, transport, connection)
             return
@@ -318,22 +323,22 @@ class SipEndpoint:
             self.sip_counters.responses += 1
             self.transactions.receive_response(message, source, transport, now)
             self._run_engines(now)
-        else:
+        elif via is not None:
             self.arrival = ListenSpec(transport, *local)
             try:
-                self._receive_request(message, source, transport, connection, now)
+                self._receive_request(message, via, source, transport, connection, now)
             finally:
                 self.arrival = None
 
     def _receive_request(
         self,
         request: Request,
+        via: Via,
         source: Address,
         transport: str,
         connection: StreamConnection | None,
         now: float,
     ) -> None:
-        via = stamp_request(request, source)
         if connection is not None and "alias" in via.params:
             self._streams.add_alias(connection, via.sent_by)
         self.sip_counters.requests += 1

@@ -149,3 +149,31 @@ def test_bare_cr_in_header_never_raises_inside_the_listener(header):
             peer.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("rest", ["SIP/2.0/UDP <x", 'SIP/2.0/UDP h;p="open'])
+def test_bad_second_via_value_on_first_row_never_raises_inside_the_listener(rest):
+    # Only the top Via value is checked before the request is stamped; the
+    # rest of its row is split then, and that split can fail too.
+    async def scenario():
+        async with serving("udp:127.0.0.1") as endpoint:
+            peer = await UdpPeer.open()
+            destination = bound(endpoint, "UDP")
+            top = f"SIP/2.0/UDP 127.0.0.1:{peer.address[1]};rport;branch=z9hG4bKv2"
+            peer.send(
+                request_bytes("OPTIONS", via=f"{top}, {rest}", call_id="v2-1"),
+                destination,
+            )
+            still = f"SIP/2.0/UDP 127.0.0.1:{peer.address[1]};branch=z9hG4bKv3"
+            peer.send(request_bytes("OPTIONS", via=still, call_id="v2-2"), destination)
+            statuses = {}
+            while "v2-2" not in statuses:
+                response = await peer.receive_response()
+                statuses[response.call_id] = response.status
+
+            assert endpoint.sip_counters.internal_errors == 0
+            assert statuses.get("v2-1", 400) == 400
+            assert statuses["v2-2"] == 200
+            peer.close()
+
+    run(scenario())
