@@ -16,6 +16,7 @@ BENCHMARKS = {
     "esp_udp": "ESP-in-UDP loss-free rates against strongSwan (root)",
     "ike_codec": "IKEv2 codec, SK protection, key exchange and key schedule costs",
     "ike_handshake": "IKE_SA + CHILD_SA setups per second in memory",
+    "b2bua_cps": "call rate through sbc serve vs SIPp direct and Kamailio (~9 min)",
     "b2bua_calls": "B2BUA CPU per call through in-memory transaction layers",
     "media_relay": "RTP relay loss-free rate against rtpengine (root)",
     "media_core": "media core CPU per packet alone, 800 streams",
