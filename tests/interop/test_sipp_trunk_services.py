@@ -187,8 +187,18 @@ def place_calls(
     return caller
 
 
-def b_trunks(data_dir: Path) -> list[str]:
-    return [record["b_trunk"] for record in read_records(data_dir)]
+def b_trunks(data_dir: Path, count: int, timeout: float = 5.0) -> list[str]:
+    """The B-leg trunks of the call records, once ``count`` are written.
+
+    The appliance writes a record off its event loop after the call's last
+    response went out, so SIPp can finish a moment before the file has it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_records(data_dir)
+        if len(records) >= count or time.monotonic() > deadline:
+            return [record["b_trunk"] for record in records]
+        time.sleep(0.05)
 
 
 @pytest.mark.peer("sipp")
@@ -208,7 +218,7 @@ def test_keepalive_trunk_down_fails_over_then_comes_back(sipp_binary, tmp_path):
             # Nothing listens on carrier-1's port: every ping is refused.
             wait_for_log(sbc, "trunk event: carrier-1 down", 20)
             before = place_calls(sipp_binary, tmp_path / "pbx-1", sbc, lab["pbx"], 3)
-            routed_before = b_trunks(data)
+            routed_before = b_trunks(data, 3)
 
             first = run_sipp(
                 sipp_binary, tmp_path / "carrier-1", "tcp", lab["carrier-1"],
@@ -226,7 +236,7 @@ def test_keepalive_trunk_down_fails_over_then_comes_back(sipp_binary, tmp_path):
     assert before.stat() == (3, 0), before.describe()
     assert routed_before == ["carrier-2"] * 3
     assert after.stat() == (3, 0), after.describe()
-    assert b_trunks(data) == ["carrier-2"] * 3 + ["carrier-1"] * 3
+    assert b_trunks(data, 6) == ["carrier-2"] * 3 + ["carrier-1"] * 3
     assert received_count(first, "OPTIONS ") >= 1
     assert received_count(second, "OPTIONS ") == 0
     assert "trunk_down=1" in log and "trunk_up=1" in log
