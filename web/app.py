@@ -24,9 +24,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sbc.config import REVEAL_SECRETS, DialPlan, Listener, Trunk
+from sbc.config.ipsec import IpsecProfile, MeshPeer
 from web.crypto import SecretBox
 from web.db import Token, User
-from web.resources import IpsecProfile, MeshPeer
 from web.schemas import (
     ApiTokenCreate,
     ApiTokenCreated,

@@ -32,6 +32,7 @@ from sbc.sip.errors import SipParseError
 from sbc.sip.message import header_key
 from sbc.sip.uri import SipUri, parse_uri
 
+from .ipsec import IpsecProfile, MeshPeer
 from .types import (
     FailoverCode,
     HeaderName,
@@ -157,6 +158,12 @@ class Listener(_Model):
     """Address for RTP relayed for calls on this listener; None: ``address``."""
     srtp: Srtp = Field(default_factory=Srtp)
     """SRTP on the A-leg of calls arriving on this listener (media anchoring)."""
+    ipsec: bool = False
+    """Carried inside IPsec: not a kernel socket but a binding in the IPsec
+    data plane's datagram channel (udp only), reached only through the SAs
+    of the trunks that use it. ``address`` is then the address inside the
+    SA: the SBC's trunk address in transport mode, its inner address in
+    tunnel mode."""
 
     @model_validator(mode="before")
     @classmethod
@@ -438,6 +445,9 @@ class Trunk(_Model):
     """Dial plan for calls arriving from this trunk; None rejects them (404)."""
     media: TrunkMedia = Field(default_factory=TrunkMedia)
     """Media policy of this trunk's legs when media anchoring is on."""
+    ipsec_profile: Name | None = None
+    """IPsec profile protecting all of this trunk's signalling and media;
+    None: the trunk is not protected."""
 
 
 class RouteCandidate(_Model):
@@ -504,6 +514,9 @@ class Config(_Model):
     dial_plans: list[DialPlan] = Field(default_factory=list)
     media: Media = Field(default_factory=Media)
     """Media anchoring (off unless ``media.address`` is set)."""
+    ipsec_profiles: list[IpsecProfile] = Field(default_factory=list)
+    mesh_peers: list[MeshPeer] = Field(default_factory=list)
+    """Other SBC nodes of the same operator, each reached over IPsec."""
 
     def listener(self, name: str) -> Listener | None:
         return next((item for item in self.listeners if item.name == name), None)
@@ -513,6 +526,9 @@ class Config(_Model):
 
     def dial_plan(self, name: str) -> DialPlan | None:
         return next((item for item in self.dial_plans if item.name == name), None)
+
+    def ipsec_profile(self, name: str) -> IpsecProfile | None:
+        return next((item for item in self.ipsec_profiles if item.name == name), None)
 
 
 def _checked_template(pattern: str, template: str) -> None:

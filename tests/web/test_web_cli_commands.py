@@ -109,7 +109,7 @@ def test_bootstrap_admin_only_when_no_user(tmp_path, database_url):
     assert cli_commands.bootstrap_admin(state) is None
 
 
-def test_config_apply_keeps_ipsec_objects(tmp_path, database_url):
+def test_config_apply_makes_ipsec_objects_follow_the_file(tmp_path, database_url):
     from datetime import UTC, datetime
 
     from web.services import config
@@ -132,8 +132,7 @@ def test_config_apply_keeps_ipsec_objects(tmp_path, database_url):
             now=datetime.now(UTC),
         )
     counts = cli_commands.config_apply(tmp_path, EXAMPLE, database_url)
-    assert counts["deleted"] == 0
+    # The example file has no IPsec profile: the stored one goes, audited.
+    assert counts["deleted"] == 1
     with state.sessions() as session:
-        assert [v.name for v in config.list_objects(session, "ipsec_profile")] == [
-            "mesh"
-        ]
+        assert config.list_objects(session, "ipsec_profile") == []

@@ -26,9 +26,9 @@ from sbc.config import (
     Trunk,
     reference_problems,
 )
+from sbc.config.ipsec import IpsecProfile, MeshPeer
 from web.crypto import Sealed, SecretBox
 from web.db import ConfigObject, SecretValue
-from web.resources import IpsecProfile, MeshPeer
 
 from . import audit
 from .errors import Conflict, FieldProblem, Invalid, NotFound
@@ -42,9 +42,14 @@ KINDS: dict[str, type[BaseModel]] = {
 }
 """Resource kinds and their models, in the order a configuration lists them."""
 
-SECTIONS = {"listener": "listeners", "trunk": "trunks", "dial_plan": "dial_plans"}
-"""The :class:`Config` field holding each kind the YAML file holds; the other
-kinds (IPsec profiles, mesh peers) live only in the database for now."""
+SECTIONS = {
+    "listener": "listeners",
+    "trunk": "trunks",
+    "dial_plan": "dial_plans",
+    "ipsec_profile": "ipsec_profiles",
+    "mesh_peer": "mesh_peers",
+}
+"""The :class:`Config` field holding each kind."""
 
 SHARED_NODE = ""
 
@@ -167,8 +172,7 @@ def apply_config(
     """Make the stored configuration equal ``config`` (already checked whole).
 
     Objects are created, updated (only when they differ) or deleted one by
-    one, each audited; returns how many of each. Kinds the file cannot hold
-    (IPsec profiles, mesh peers) are left as they are.
+    one, each audited; returns how many of each.
     """
     problems = reference_problems(config)
     if problems:

@@ -1,9 +1,8 @@
-"""Typed resources of the admin plane that the YAML model does not hold yet:
-IPsec profiles and mesh peers.
+"""IPsec profiles that protect trunks, and the mesh of peer SBC nodes.
 
-They follow the conventions of :mod:`sbc.config` (frozen, no extra fields,
-objects named and referring to each other by name, secrets typed ``Secret``
-so the store seals them). Algorithm names are strongSwan's keywords, which
+Same conventions as the rest of the model (frozen, no extra fields, objects
+named and referring to each other by name, secrets typed ``Secret`` so that
+stores seal them and dumps redact them). Algorithm names are strongSwan's keywords, which
 operators already know; the IKE engine maps them to RFC 7296 transform IDs.
 """
 
@@ -14,7 +13,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from sbc.config.types import IPAddressField, IPNetworkField, Name, Secret, Text
+from .types import IPAddressField, IPNetworkField, Name, Secret, Text
 
 IkeEncryption = Literal[
     "aes128gcm16", "aes256gcm16", "chacha20poly1305", "aes128", "aes256"
