@@ -31,6 +31,7 @@ from sbc.b2bua.errors import (
     RequestPending,
     SessionIntervalTooSmall,
     TransferRefused,
+    TrunkUnavailable,
 )
 from sbc.b2bua.session_timer import (
     SessionTimer,
@@ -48,7 +49,7 @@ from sbc.b2bua.settings import (
 )
 from sbc.b2bua.timers import TimerQueue
 from sbc.cdr import CallRecord, Disposition, HangupSide, disposition_for
-from sbc.config.model import Config
+from sbc.config.model import Config, DigestAccount
 from sbc.routing import (
     CallRouter,
     Candidate,
@@ -213,11 +214,8 @@ class B2bua:
         self._bodies: BodyHook = bodies or PassThroughBodies()
         self._router = router or CallRouter(config)
         self._admission = admission or AdmissionControl.from_config(config)
-        self._rules = {t.name: TrunkRules.from_trunk(t) for t in config.trunks}
-        self._allowed = {
-            name: rules.allowed_headers - _ENGINE_HEADERS
-            for name, rules in self._rules.items()
-        }
+        self._rules: dict[str, TrunkRules] = {}
+        self._allowed: dict[str, frozenset[str]] = {}
         self._endpoints = {e.transport.upper(): e for e in settings.endpoints}
         self._legs: dict[tuple[str, str], Leg] = {}
         self._invites: dict[ServerTransactionKey, Call] = {}
@@ -228,22 +226,15 @@ class B2bua:
         self._timers = TimerQueue()
         self.down_trunks: set[str] = set()
         """Trunks the keepalive logic reports down; routing skips them."""
+        self.blocked_trunks: set[str] = set()
+        """Trunks an operator disabled or is draining: no new call comes from
+        them (503) or goes to them; calls in progress continue."""
         self._services: list[TrunkService] = []
         # Digest (docs/b2bua.md, "Authentication, registration and keepalive").
         self._verifier = digest or DigestVerifier(NonceIssuer(rng.randbytes))
-        self._accounts = {
-            t.name: t.inbound.digest for t in config.trunks if t.inbound.digest
-        }
-        self._credentials = {
-            t.name: ClientCredentials(
-                t.outbound_auth.username,
-                t.outbound_auth.password.get_secret_value(),
-                t.outbound_auth.realm,
-                tuple(t.outbound_auth.algorithms),
-            )
-            for t in config.trunks
-            if t.outbound_auth is not None
-        }
+        self._accounts: dict[str, DigestAccount] = {}
+        self._credentials: dict[str, ClientCredentials] = {}
+        self._take_trunks(config)
         self._in_dialog: dict[str, Callable[[Leg, RequestReceived, float], None]] = {
             "BYE": self._bye_received,
             "INVITE": self._reinvite_received,
@@ -302,6 +293,56 @@ class B2bua:
         it gets the events of its transactions and its timers fire with
         the engine's."""
         self._services.append(service)
+
+    def detach(self, service: TrunkService) -> None:
+        """Stop running `service`; its transactions' later events are stray."""
+        if service in self._services:
+            self._services.remove(service)
+
+    def reconfigure(self, config: Config, settings: B2buaSettings) -> None:
+        """Take a new configuration (checked whole already) for new calls.
+
+        Calls in progress keep going: the rules of a trunk that was removed
+        stay until its last call ends; a changed trunk's rules apply to its
+        calls' later requests. Admission keeps counting the calls in progress.
+        """
+        self._settings = settings
+        self._endpoints = {e.transport.upper(): e for e in settings.endpoints}
+        self._router = CallRouter(config)
+        self._admission.reconfigure({t.name: t.limits for t in config.trunks})
+        self._take_trunks(config)
+        names = {trunk.name for trunk in config.trunks}
+        self.down_trunks &= names
+        self.blocked_trunks &= names
+
+    def _take_trunks(self, config: Config) -> None:
+        # Rules of trunks gone from the configuration stay for their calls.
+        in_use = {leg.trunk for call in self._calls for leg in call.legs}
+        rules = {t.name: TrunkRules.from_trunk(t) for t in config.trunks}
+        for name in in_use - rules.keys():
+            rules[name] = self._rules[name]
+        self._rules = rules
+        self._allowed = {
+            name: trunk_rules.allowed_headers - _ENGINE_HEADERS
+            for name, trunk_rules in rules.items()
+        }
+        self._accounts = {
+            t.name: t.inbound.digest for t in config.trunks if t.inbound.digest
+        }
+        self._credentials = {
+            t.name: ClientCredentials(
+                t.outbound_auth.username,
+                t.outbound_auth.password.get_secret_value(),
+                t.outbound_auth.realm,
+                tuple(t.outbound_auth.algorithms),
+            )
+            for t in config.trunks
+            if t.outbound_auth is not None
+        }
+
+    def calls(self) -> tuple[Call, ...]:
+        """The calls in progress, for read-only views (never to be changed)."""
+        return tuple(self._calls)
 
     def _for_service(self, event: TransactionEvent, now: float) -> bool:
         # Only client transactions the calls do not own can be a service's.
@@ -411,6 +452,8 @@ class B2bua:
         arrived_on = None if self._arrival is None else self._arrival(event)
         listener = arrived_on or self._endpoint(event.transport).listener
         trunk = self._classify(event, listener, now)
+        if trunk in self.blocked_trunks:
+            raise TrunkUnavailable("Service Unavailable: trunk disabled")
         rules = self._rules[trunk]
         rules.ingress_headers.apply(request.headers)
         session = negotiate_as_uas(request, self._settings.session_timer)
@@ -427,7 +470,7 @@ class B2bua:
         call.a_ticket = self._admission.admit(trunk, now)
         try:
             call.plan = self._router.route(
-                trunk, call.called_e164, self._rng, down_trunks=self.down_trunks
+                trunk, call.called_e164, self._rng, down_trunks=self._unusable()
             )
         except RoutingError:
             self._admission.release(call.a_ticket)
@@ -1670,6 +1713,11 @@ class B2bua:
         return self._bodies.rewrite(
             source.call.a.call_id, source.side, message.body, _content_type(message)
         )
+
+    def _unusable(self) -> set[str]:
+        if not self.blocked_trunks:
+            return self.down_trunks
+        return self.down_trunks | self.blocked_trunks
 
     def _route_chosen(self, call_id: str, side: Side, trunk: str) -> None:
         if self._on_route is not None:

@@ -57,3 +57,9 @@ class TransferRefused(SipError):
     """403: the SBC does not let a peer transfer a call with REFER (RFC 3515 §2.4.2)."""
 
     status_code = 403
+
+
+class TrunkUnavailable(SipError):
+    """503: the trunk a new call came from is disabled or draining (policy)."""
+
+    status_code = 503

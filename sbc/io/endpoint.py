@@ -16,11 +16,12 @@ import logging
 import secrets
 import socket
 import ssl
-from collections.abc import Coroutine
-from typing import Any, Protocol
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sbc.io.addresses import Address, format_host_port, is_ip_literal
 from sbc.io.counters import DropReason, SipCounters, TransportCounters
+from sbc.io.ipsec_channel import ChannelCounters, ChannelListener, ChannelUnavailable
 from sbc.io.routing import (
     client_via,
     request_transport,
@@ -51,6 +52,9 @@ from sbc.sip.transaction import (
     TransactionError,
     TransactionLayer,
 )
+
+if TYPE_CHECKING:
+    from ipsec.dataplane import DataPlane
 
 _log = logging.getLogger(TRANSPORT_LOGGER)
 
@@ -107,7 +111,14 @@ class CoreUser:
 
 
 class SipEndpoint:
-    """SIP listeners wired to one transaction layer and one transaction user."""
+    """SIP listeners wired to one transaction layer and one transaction user.
+
+    Listeners marked ``ipsec`` are bindings in ``data_plane``'s datagram
+    channel (sbc.io.ipsec_channel). ``ipsec_peers`` maps each host that
+    must only be reached inside IPsec (a protected trunk's target) to the
+    IPsec listener it is reached through; a host heard on an IPsec listener
+    is added to it. UDP for those hosts never leaves on a kernel socket.
+    """
 
     def __init__(
         self,
@@ -115,8 +126,11 @@ class SipEndpoint:
         policy: CorePolicy | None = None,
         *,
         timers: TimerValues | None = None,
+        data_plane: DataPlane | None = None,
+        ipsec_peers: Mapping[str, Address] | None = None,
     ) -> None:
         self.settings = settings
+        self.data_plane = data_plane
         self.transactions = TransactionLayer(timers or TimerValues())
         self.core = SipCore(policy or CorePolicy(), _new_tag)
         self.user: TransactionUser = CoreUser(self.core, self.transactions)
@@ -129,6 +143,10 @@ class SipEndpoint:
         """While a received request is handled: the listener it arrived on."""
         self._udp: list[UdpListener] = []
         self._udp_by_peer: dict[Address, UdpListener] = {}
+        self.ipsec_counters = ChannelCounters()
+        self._channels: list[ChannelListener] = []
+        self._ipsec_peers = dict(ipsec_peers or {})
+        self._channel_by_host: dict[str, ChannelListener] = {}
         self._streams = StreamTransports(
             self,
             self.counters,
@@ -150,6 +168,7 @@ class SipEndpoint:
         try:
             for spec in self.settings.listen:
                 await self._listen(spec)
+            self._route_ipsec_peers()
         except BaseException:
             await self.close()
             raise
@@ -162,6 +181,9 @@ class SipEndpoint:
         for listener in self._udp:
             listener.close()
         self._udp.clear()
+        for channel in self._channels:
+            channel.close()
+        self._channels.clear()
         await self._streams.close()
         for task in list(self._tasks):
             task.cancel()
@@ -176,6 +198,8 @@ class SipEndpoint:
         for name, counters in self.counters.items():
             groups[name.lower()] = counters.snapshot()
         groups["sip"]["open_connections"] = self.open_connections
+        if self._channels:
+            groups["ipsec"] = self.ipsec_counters.snapshot()
         return groups
 
     # Sending requests (the TU's side)
@@ -187,7 +211,8 @@ class SipEndpoint:
 
         The transport layer adds the top Via (sent-by, a new branch, rport).
         A request over 1,300 bytes for UDP goes over TCP instead, and back
-        to UDP if no TCP connection can be made (RFC 3261 §18.1.1). Raises
+        to UDP if no TCP connection can be made (RFC 3261 §18.1.1), except
+        toward a host reached inside IPsec, which gets UDP only. Raises
         OSError when a TCP/TLS destination cannot be reached.
         """
         transport = transport.upper()
@@ -199,6 +224,9 @@ class SipEndpoint:
         # Connect first, so that a refused TCP connection can still fall
         # back to UDP before any transaction exists.
         chosen = request_transport(size, transport)
+        if destination[0] in self._channel_by_host:
+            # Only UDP is carried inside IPsec; IP fragments the large ones.
+            chosen = transport
         connection_local = None
         if chosen in _STREAMS:
             connection_local, chosen = await self._connect_for_request(
@@ -254,8 +282,13 @@ class SipEndpoint:
     # Receiving (called by the transports)
 
     def datagram_received(
-        self, data: bytes, source: Address, listener: UdpListener
+        self, data: bytes, source: Address, listener: UdpListener | ChannelListener
     ) -> None:
+        if isinstance(listener, ChannelListener):
+            # The SA vouches for the inner source: answer it the same way.
+            self._channel_by_host[source[0]] = listener
+            self._receive(data, source, "UDP", None, listener.local, ipsec=True)
+            return
         remembered = self._udp_by_peer
         if len(remembered) >= _MAX_REMEMBERED_PEERS and source not in remembered:
             remembered.clear()
@@ -285,11 +318,13 @@ class SipEndpoint:
         transport: str,
         connection: StreamConnection | None,
         local: Address,
+        *,
+        ipsec: bool = False,
     ) -> None:
         """The one place where received bytes enter the engines."""
         self._messages.received(data, source, transport)
         try:
-            self._process(data, source, transport, connection, local)
+            self._process(data, source, transport, connection, local, ipsec)
         except Exception:
             # Bad input raises SipParseError, handled below; anything else is
             # a bug. uvloop would close the socket if it escaped, so keep the
@@ -304,6 +339,7 @@ class SipEndpoint:
         transport: str,
         connection: StreamConnection | None,
         local: Address,
+        ipsec: bool,
     ) -> None:
         via = None
         try:
@@ -324,7 +360,7 @@ class SipEndpoint:
             self.transactions.receive_response(message, source, transport, now)
             self._run_engines(now)
         elif via is not None:
-            self.arrival = ListenSpec(transport, *local)
+            self.arrival = ListenSpec(transport, *local, ipsec=ipsec)
             try:
                 self._receive_request(message, via, source, transport, connection, now)
             finally:
@@ -467,6 +503,10 @@ class SipEndpoint:
 
     def _send_udp(self, data: bytes, destination: Address) -> None:
         host = destination[0]
+        channel = self._channel_by_host.get(host)
+        if channel is not None:
+            self._send_channel(channel, data, destination)
+            return
         listener = self._udp_by_peer.get(destination)
         if listener is None:
             if not is_ip_literal(host):
@@ -516,6 +556,10 @@ class SipEndpoint:
             self._transport_failed(destination, "UDP", f"cannot resolve {host}: {exc}")
             return
         resolved = (str(infos[0][4][0]), port)
+        channel = self._channel_by_host.get(resolved[0])
+        if channel is not None:
+            self._send_channel(channel, data, resolved)
+            return
         listener = self._udp_for(resolved[0])
         if listener is None:
             self._transport_failed(
@@ -523,6 +567,15 @@ class SipEndpoint:
             )
             return
         listener.send(data, resolved)
+
+    def _send_channel(
+        self, channel: ChannelListener, data: bytes, destination: Address
+    ) -> None:
+        # Never a kernel socket instead: a drop fails the transactions now.
+        drop = channel.send(data, destination)
+        if drop is not None:
+            why = f"the IPsec data plane dropped it ({drop})"
+            self._transport_failed(destination, "UDP", why)
 
     def _transport_failed(self, destination: Address, transport: str, why: str) -> None:
         _peer_log(destination, transport).debug("cannot send: %s", why)
@@ -539,7 +592,9 @@ class SipEndpoint:
     # Listeners and addresses
 
     async def _listen(self, spec: ListenSpec) -> None:
-        if spec.transport == "UDP":
+        if spec.ipsec:
+            bound = self._open_channel(spec)
+        elif spec.transport == "UDP":
             listener = await open_udp_listener(
                 spec.host,
                 spec.port,
@@ -551,9 +606,27 @@ class SipEndpoint:
             bound = listener.local
         else:
             bound = await self._streams.listen(spec.transport, spec.host, spec.port)
-        listening = ListenSpec(spec.transport, bound[0], bound[1])
+        listening = ListenSpec(spec.transport, bound[0], bound[1], spec.ipsec)
         self.listening.append(listening)
         _log.info("listening on %s", listening)
+
+    def _open_channel(self, spec: ListenSpec) -> Address:
+        if self.data_plane is None:
+            raise ChannelUnavailable(f"{spec}: no IPsec data plane to carry it")
+        channel = ChannelListener(self.data_plane, spec, self, self.ipsec_counters)
+        channel.open()
+        self._channels.append(channel)
+        return channel.local
+
+    def _route_ipsec_peers(self) -> None:
+        """Pin each configured protected host to its IPsec listener."""
+        by_local = {channel.local: channel for channel in self._channels}
+        for host, local in self._ipsec_peers.items():
+            channel = by_local.get(local)
+            if channel is None:
+                where = format_host_port(*local)
+                raise ChannelUnavailable(f"{host}: no IPsec listener on {where}")
+            self._channel_by_host[host] = channel
 
     def _udp_for(self, host: str) -> UdpListener | None:
         ipv6 = ":" in host
@@ -561,6 +634,9 @@ class SipEndpoint:
 
     def _local_address(self, transport: str, destination_host: str) -> Address | None:
         """The address our Via advertises for ``transport`` toward a host."""
+        channel = self._channel_by_host.get(destination_host)
+        if channel is not None and transport == "UDP":
+            return channel.local
         ipv6 = ":" in destination_host
         for spec in self.listening:
             if spec.transport == transport and (":" in spec.host) == ipv6:

@@ -236,16 +236,40 @@ class StreamTransports:
         self._by_peer: dict[ConnectionKey, StreamConnection] = {}
         self._connecting: dict[ConnectionKey, asyncio.Task[StreamConnection]] = {}
 
-    async def listen(self, transport_name: str, host: str, port: int) -> Address:
-        """Start a TCP or TLS listener; returns the bound address."""
-        if transport_name == "TLS" and self._server_tls is None:
+    async def listen(
+        self,
+        transport_name: str,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None = None,
+    ) -> Address:
+        """Start a TCP or TLS listener; returns the bound address.
+
+        A TLS listener serves ``tls`` when given, else the transports' own
+        server context.
+        """
+        context = tls or self._server_tls
+        if transport_name == "TLS" and context is None:
             raise ValueError("a TLS listener needs a certificate and key")
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: self._inbound(transport_name), host, port, reuse_address=True
+            lambda: self._inbound(transport_name, context),
+            host,
+            port,
+            reuse_address=True,
         )
         self._servers.append(server)
         return address_of(server.sockets[0].getsockname())
+
+    async def close_listener(self, local: Address) -> None:
+        """Stop accepting on the TCP or TLS listener bound to ``local``;
+        connections it accepted stay open until idle or closed by the peer."""
+        for server in list(self._servers):
+            # One TCP socket per address: TCP and TLS cannot share one.
+            if address_of(server.sockets[0].getsockname()) == local:
+                self._servers.remove(server)
+                server.close()
+                await server.wait_closed()
 
     def get(self, transport_name: str, peer: Address) -> StreamConnection | None:
         """An open connection to ``peer`` over that transport, if any."""
@@ -340,10 +364,12 @@ class StreamTransports:
 
     # Steps
 
-    def _inbound(self, transport_name: str) -> StreamConnection:
+    def _inbound(
+        self, transport_name: str, context: ssl.SSLContext | None
+    ) -> StreamConnection:
         tls = None
         if transport_name == "TLS":
-            tls = TlsSession(cast(ssl.SSLContext, self._server_tls), server_side=True)
+            tls = TlsSession(cast(ssl.SSLContext, context), server_side=True)
         return StreamConnection(self, transport_name, tls, outbound=False)
 
     async def _open(

@@ -122,6 +122,11 @@ class TrunkServices:
         for runner in self._runners:
             engine.attach(runner)
 
+    def detach_from(self, engine: B2bua) -> None:
+        """Take the services off the engine (after `stop` and its answers)."""
+        for runner in self._runners:
+            engine.detach(runner)
+
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call ``subscriber`` with every later event (it must not raise)."""
         self._subscribers.append(subscriber)
