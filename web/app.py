@@ -9,7 +9,7 @@ role it needs (``_needs``); the test suite walks every route with each role.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -75,6 +75,10 @@ class AdminState:
     monotonic: Callable[[], float] = time.monotonic
     cors_origins: tuple[str, ...] = ()
     """Origins allowed cross-site; empty (the default) sends no CORS headers."""
+    snapshot: Callable[[], Mapping[str, Any]] | None = None
+    """The running node's counters, for /metrics (see :mod:`web.metrics`)."""
+    health_checks: Mapping[str, Callable[[], bool]] = field(default_factory=dict)
+    """Named checks /api/v1/health runs besides the database's (True: passing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +114,17 @@ def create_app(state: AdminState) -> FastAPI:
     _token_routes(router)
     _audit_routes(router)
     app.include_router(router)
+    _include_operations(app, state)
     return app
+
+
+def _include_operations(app: FastAPI, state: AdminState) -> None:
+    # Imported here: these modules build on this one's dependencies.
+    from web.routes_cdrs import cdr_router
+    from web.routes_monitoring import monitoring_router
+
+    app.include_router(cdr_router(), prefix=API_PREFIX)
+    app.include_router(monitoring_router(state))
 
 
 # Plumbing: transaction, caller, role, errors

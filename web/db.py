@@ -19,11 +19,15 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
+    Double,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
     create_engine,
     event,
@@ -122,6 +126,53 @@ class AuditEntry(Base):
     name: Mapped[str] = mapped_column(String(128))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class CdrRow(Base):
+    """One finished call (`sbc.cdr.CallRecord`), as the call engine wrote it.
+
+    Times are Unix seconds, as in the JSON-lines file. Text that came off the
+    wire (Call-IDs, numbers) is unbounded ``Text``: a record must never be
+    refused for being long.
+    """
+
+    __tablename__ = "cdrs"
+    __table_args__ = (
+        Index("ix_cdrs_a_trunk_start", "a_trunk", "start_time"),
+        Index("ix_cdrs_b_trunk_start", "b_trunk", "start_time"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
+    )
+    node: Mapped[str] = mapped_column(String(128), default="")
+    """The node whose call engine wrote the record (empty: a single node)."""
+    call_id: Mapped[str] = mapped_column(Text, index=True)
+    start_time: Mapped[float] = mapped_column(Double, index=True)
+    answer_time: Mapped[float | None] = mapped_column(Double)
+    end_time: Mapped[float] = mapped_column(Double)
+    duration: Mapped[float] = mapped_column(Double)
+    disposition: Mapped[str] = mapped_column(String(16), index=True)
+    final_status: Mapped[int] = mapped_column(Integer)
+    b_call_id: Mapped[str | None] = mapped_column(Text)
+    a_trunk: Mapped[str | None] = mapped_column(Text)
+    b_trunk: Mapped[str | None] = mapped_column(Text)
+    calling_received: Mapped[str | None] = mapped_column(Text)
+    calling_e164: Mapped[str | None] = mapped_column(Text, index=True)
+    calling_sent: Mapped[str | None] = mapped_column(Text)
+    called_received: Mapped[str | None] = mapped_column(Text)
+    called_e164: Mapped[str | None] = mapped_column(Text, index=True)
+    called_sent: Mapped[str | None] = mapped_column(Text)
+    hangup_side: Mapped[str | None] = mapped_column(String(16))
+    end_reason: Mapped[str | None] = mapped_column(Text)
+    media: Mapped[dict[str, Any]] = mapped_column(JSON)
+    ipsec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    ike_sa: Mapped[str | None] = mapped_column(Text)
+    """The IKE_SA that protected the call's trunk (its SPIs), if any."""
+    child_sa: Mapped[str | None] = mapped_column(Text)
+    """The CHILD_SA (SPIs) that carried the call's signalling, if any."""
+    algorithms: Mapped[str | None] = mapped_column(Text)
+    """The negotiated algorithms of that CHILD_SA (strongSwan keywords)."""
 
 
 def database_url(data_dir: Path, url: str | None = None) -> str:

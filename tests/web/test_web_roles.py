@@ -14,7 +14,7 @@ import pytest
 from web.app import create_app
 from web.services.users import Role
 
-OPEN = {("POST", "/api/v1/auth/login")}
+OPEN = {("POST", "/api/v1/auth/login"), ("GET", "/api/v1/health")}
 ANY_LOGIN = {
     ("POST", "/api/v1/auth/logout"),
     ("GET", "/api/v1/auth/me"),
