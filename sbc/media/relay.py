@@ -13,9 +13,10 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sbc.media import rtcp
+from sbc.media.channel_socket import open_channel_pair
 from sbc.media.core import (
     MEDIA_LOGGER,
     Forward,
@@ -29,6 +30,9 @@ from sbc.media.errors import PortsExhausted, UnknownLeg
 from sbc.media.events import MediaEvent
 from sbc.media.ports import PortAllocator
 from sbc.media.settings import MediaSettings
+
+if TYPE_CHECKING:
+    from ipsec.dataplane import DataPlane
 
 _log = logging.getLogger(MEDIA_LOGGER)
 
@@ -89,10 +93,13 @@ class MediaSession:
         relay: MediaRelay,
         core: SessionCore,
         hosts: tuple[str, str],
+        channels: tuple[DataPlane | None, DataPlane | None] = (None, None),
     ) -> None:
         self._relay = relay
         self.core = core
         self.hosts = hosts
+        self.channels = channels
+        """Per leg: the IPsec data plane whose channel carries it, or None."""
         self._ports: list[tuple[_Port, _Port, _Port, _Port]] = []
         """Per stream: A's RTP, A's RTCP, B's RTP, B's RTCP protocols."""
         self.closed = False
@@ -181,8 +188,12 @@ class MediaRelay:
         self,
         settings: MediaSettings,
         on_event: Callable[[MediaEvent], None] | None = None,
+        *,
+        data_plane: DataPlane | None = None,
     ) -> None:
         self.settings = settings
+        self.data_plane = data_plane
+        """Carries the legs allocated ``ipsec`` (sbc.media.channel_socket)."""
         self._on_event = on_event
         self._allocator = PortAllocator(settings.port_min, settings.port_max)
         self._sessions: dict[str, MediaSession] = {}
@@ -205,15 +216,20 @@ class MediaRelay:
         b_host: str,
         streams: int = 1,
         latch_any_source: bool | None = None,
+        ipsec: tuple[bool, bool] = (False, False),
     ) -> MediaSession:
         """Bind an RTP/RTCP pair per leg and per m-line for a new call.
 
         ``a_host``/``b_host`` are the local addresses facing each leg (IPv4 or
-        IPv6, independently). Raises PortsExhausted when the range is full.
+        IPv6, independently). A leg marked in ``ipsec`` is bound in the data
+        plane's channel at its host instead. Raises PortsExhausted when the
+        range is full.
         """
         self._loop = asyncio.get_running_loop()
         if streams < 1:
             raise ValueError("a media session needs at least one stream")
+        if any(ipsec) and self.data_plane is None:
+            raise ValueError("a leg inside IPsec needs the relay's data plane")
         if call_id in self._sessions:
             raise ValueError(f"media for call {call_id} is already allocated")
         any_source = (
@@ -224,7 +240,9 @@ class MediaRelay:
         core = SessionCore(
             call_id, streams, self.time(), self.settings.media_timeout, any_source
         )
-        session = MediaSession(self, core, (a_host, b_host))
+        plane = self.data_plane
+        channels = (plane if ipsec[0] else None, plane if ipsec[1] else None)
+        session = MediaSession(self, core, (a_host, b_host), channels)
         try:
             await session._bind(self._allocator, self.settings)
         except BaseException:
@@ -287,8 +305,14 @@ async def _bind_pair(
     host = session.hosts[side]
     loop = asyncio.get_running_loop()
     counters = stream.legs[side].counters
+    channel = session.channels[side]
     for _ in range(min(_BIND_ATTEMPTS, allocator.available)):
         port = allocator.take()
+        rtp = _Port(stream.rtp_received, side, loop.time, counters)
+        rtcp = _Port(stream.rtcp_received, side, loop.time, counters)
+        if channel is not None:
+            open_channel_pair(channel, host, port, (rtp, rtcp))
+            return rtp, rtcp
         try:
             rtp_socket = _bound_socket(host, port, settings.receive_buffer)
         except OSError as exc:
@@ -300,8 +324,6 @@ async def _bind_pair(
             rtp_socket.close()
             _skip_busy_port(allocator, port, exc)
             continue
-        rtp = _Port(stream.rtp_received, side, loop.time, counters)
-        rtcp = _Port(stream.rtcp_received, side, loop.time, counters)
         for protocol, sock in ((rtp, rtp_socket), (rtcp, rtcp_socket)):
             await loop.create_datagram_endpoint(_factory(protocol), sock=sock)
         return rtp, rtcp
