@@ -1,19 +1,28 @@
-"""IPsec profiles that protect trunks, and the mesh of peer SBC nodes.
+"""IPsec profiles that protect trunks, this node's IKE end, and the mesh.
 
 Same conventions as the rest of the model (frozen, no extra fields, objects
 named and referring to each other by name, secrets typed ``Secret`` so that
-stores seal them and dumps redact them). Algorithm names are strongSwan's keywords, which
-operators already know; the IKE engine maps them to RFC 7296 transform IDs.
+stores seal them and dumps redact them). Algorithm names are strongSwan's
+keywords, which operators already know; :mod:`sbc.secure.derive` maps them
+to RFC 7296 transform IDs.
+
+A profile says *how* to protect (proposals, authentication, mode, timers)
+and is shared; *whom* (the peer's IKE address, identity and inner networks)
+belongs to each trunk or mesh peer, so one profile serves a whole mesh.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Self
+import ipaddress
+from typing import Annotated, Literal, Self
 
+from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from .types import IPAddressField, IPNetworkField, Name, Secret, Text
+
+Port = Annotated[int, Field(ge=0, le=65535)]
 
 IkeEncryption = Literal[
     "aes128gcm16", "aes256gcm16", "chacha20poly1305", "aes128", "aes256"
@@ -80,11 +89,10 @@ class EspProposal(_Model):
 
 class Lifetimes(_Model):
     ike_seconds: int = Field(default=14400, ge=300, le=86400)
-    """IKE_SA rekey interval."""
+    """IKE_SA rekey interval (strongSwan's default)."""
     child_seconds: int = Field(default=3600, ge=60, le=86400)
-    """CHILD_SA rekey interval."""
-    child_bytes: int | None = Field(default=None, ge=1)
-    """CHILD_SA rekey volume; None: by time only."""
+    """CHILD_SA rekey interval (strongSwan's default). Rekeys come up to a
+    tenth of it early, at random, so that two peers rarely collide."""
 
 
 class Dpd(_Model):
@@ -93,15 +101,52 @@ class Dpd(_Model):
     delay: int = Field(default=30, ge=1, le=3600)
     """Seconds of silence before an INFORMATIONAL liveness check."""
     action: Literal["clear", "restart"] = "restart"
+    """clear: remove the dead peer's SAs; restart: also initiate again."""
+
+
+class Retransmission(_Model):
+    """How long an IKE request waits for its answer (strongSwan's
+    ``retransmit_timeout`` and ``retransmit_tries``, base 1.8).
+
+    A dead peer is declared after ``dpd.delay`` plus the whole schedule:
+    30 + 4 x (1 + 1.8 + ... + 1.8^5) = about 165 s with the defaults.
+    """
+
+    timeout: float = Field(default=4.0, gt=0, le=60)
+    """Seconds before the first retransmission; each next waits 1.8x longer."""
+    tries: int = Field(default=5, ge=1, le=10)
+    """Retransmissions before the request (and the IKE_SA) is given up."""
+
+
+def _default_ike_proposals() -> list[IkeProposal]:
+    # RFC 8247 §2-2.4: AES-GCM-16 and PRF_HMAC_SHA2_256 MUST; Curve25519
+    # (31) and ECP 256 (19) SHOULD.
+    return [
+        IkeProposal(encryption="aes128gcm16", prf="prfsha256", dh="curve25519"),
+        IkeProposal(encryption="aes128gcm16", prf="prfsha256", dh="ecp256"),
+    ]
+
+
+def _default_esp_proposals() -> list[EspProposal]:
+    # RFC 8221 §5: ENCR_AES_GCM_16 MUST.
+    return [EspProposal(encryption="aes128gcm16")]
 
 
 class IpsecProfile(_Model):
-    """How a mesh peer is protected: proposals, authentication, mode, timers."""
+    """How a trunk or mesh peer is protected: proposals, authentication,
+    mode and timers. Shared: whom to protect lives on the trunk or peer."""
 
     name: Name
-    ike_proposals: list[IkeProposal] = Field(min_length=1)
-    esp_proposals: list[EspProposal] = Field(min_length=1)
-    auth: Literal["psk", "certificate"]
+    ike_proposals: list[IkeProposal] = Field(
+        default_factory=_default_ike_proposals, min_length=1
+    )
+    """In order of preference; default AES-GCM-16/PRF-SHA256 with X25519,
+    then ECP 256 (RFC 8247)."""
+    esp_proposals: list[EspProposal] = Field(
+        default_factory=_default_esp_proposals, min_length=1
+    )
+    """In order of preference; default AES-GCM-16 128 with ESN (RFC 8221)."""
+    auth: Literal["psk", "certificate"] = "psk"
     psk: Secret | None = None
     """Pre-shared key (auth psk); sealed at rest, never returned."""
     certificate: Text | None = None
@@ -111,10 +156,16 @@ class IpsecProfile(_Model):
     ca_certificates: list[Text] = Field(default_factory=list)
     """PEM trust anchors for the peers' certificates."""
     mode: Literal["tunnel", "transport"] = "transport"
+    """transport: the SBC's trunk address talks straight to each target;
+    tunnel: its inner address to the peer's inner networks, via a gateway."""
+    start_action: Literal["start", "none"] = "start"
+    """start: this node initiates the IKE_SA as soon as the trunk is
+    configured; none: it waits for the peer. Mesh peers ignore it (the
+    node with the lower IKE address initiates)."""
     lifetimes: Lifetimes = Field(default_factory=Lifetimes)
     dpd: Dpd | None = Field(default_factory=Dpd)
-    inner_addresses: list[IPNetworkField] = Field(default_factory=list)
-    """Tunnel mode: the inner networks (traffic selectors) of this node."""
+    """None: no liveness checks; a vanished peer is noticed at the next rekey."""
+    retransmission: Retransmission = Field(default_factory=Retransmission)
 
     @model_validator(mode="after")
     def _auth_fields(self) -> Self:
@@ -129,15 +180,53 @@ class IpsecProfile(_Model):
             raise PydanticCustomError(
                 "auth", "auth certificate needs certificate and private_key"
             )
+        elif not self.ca_certificates:
+            raise PydanticCustomError(
+                "auth", "auth certificate needs ca_certificates to check the peer"
+            )
         elif self.psk is not None:
             raise PydanticCustomError("auth", "psk belongs to auth psk")
-        if self.mode == "transport" and self.inner_addresses:
-            raise PydanticCustomError("mode", "inner_addresses need tunnel mode")
         return self
 
 
+def identity_bytes(identity_type: IdentityType, value: str) -> bytes:
+    """The Identification Data of an ID payload (RFC 7296 §3.5).
+
+    ipv4/ipv6: the packed address; dn: the DER of an RFC 4514 name
+    (``CN=sbc-a,O=Example``); fqdn, email, key_id: the text as octets.
+    Raises ValueError when the value does not fit the type.
+    """
+    if identity_type in ("ipv4", "ipv6"):
+        address = ipaddress.ip_address(value)
+        if address.version != (4 if identity_type == "ipv4" else 6):
+            raise ValueError(f"not an {identity_type} address")
+        return address.packed
+    if identity_type == "dn":
+        return x509.Name.from_rfc4514_string(value).public_bytes()
+    if identity_type == "email" and "@" not in value:
+        raise ValueError("an email identity needs an @")
+    return value.encode()
+
+
+def check_identity(identity_type: IdentityType, value: str | None) -> None:
+    """Raise the model's error when ``value`` does not fit its type."""
+    if value is None:
+        return
+    try:
+        identity_bytes(identity_type, value)
+    except ValueError as exc:
+        raise PydanticCustomError(
+            "identity", f"identity does not fit type {identity_type}: {exc}"
+        ) from None
+
+
 class MeshPeer(_Model):
-    """Another SBC node reached over IPsec."""
+    """Another SBC node reached over IPsec.
+
+    Each mesh peer becomes a derived ``peer-sbc`` trunk of the same name
+    (:func:`sbc.secure.derive.mesh_trunks`), so dial-plan routes name a
+    peer node like any trunk.
+    """
 
     name: Name
     address: IPAddressField
@@ -147,3 +236,53 @@ class MeshPeer(_Model):
     """The IDr/IDi value the peer must present (RFC 7296 §3.5)."""
     profile: Name
     """The IPsec profile protecting traffic with this peer."""
+    sip_address: IPAddressField | None = None
+    """Where the peer's mesh listener is: its IKE ``address`` in transport
+    mode (unset means that), an address inside ``inner_networks`` in tunnel
+    mode."""
+    sip_port: int = Field(default=5060, ge=1, le=65535)
+    inner_networks: list[IPNetworkField] = Field(default_factory=list)
+    """Tunnel mode: the peer's inner networks (its SIP and media addresses);
+    the traffic selectors on its side."""
+
+    @model_validator(mode="after")
+    def _identity_fits(self) -> Self:
+        check_identity(self.identity_type, self.identity)
+        return self
+
+
+class IpsecNode(_Model):
+    """This node's end of every IPsec peering (the ``ipsec`` section).
+
+    Node-local: each node of a mesh has its own. IKE listens on UDP
+    ``ike_port`` and, with ESP, on ``nat_t_port`` (RFC 3948). UDP
+    encapsulation is always forced (strongSwan's ``encap = yes``): the SBC
+    carries SIP and RTP through the data plane's in-process channel, which
+    only ESP in UDP reaches, and the peer must encapsulate too.
+    """
+
+    node: Name
+    """This node's name in the mesh."""
+    address: IPAddressField
+    """Local address IKE and ESP-in-UDP bind (a concrete address: NAT
+    detection hashes it); in transport mode also the address of every
+    protected listener."""
+    identity_type: IdentityType = "fqdn"
+    identity: Text | None = None
+    """What this node authenticates as (IDi/IDr); unset: ``address`` as an
+    ID_IPV4_ADDR / ID_IPV6_ADDR, strongSwan's default."""
+    ike_port: Port = 500
+    nat_t_port: Port = 4500
+    mesh_listener: Name | None = None
+    """The ``ipsec: true`` listener the mesh peers' derived trunks use."""
+    mesh_dial_plan: Name | None = None
+    """Dial plan for calls arriving from mesh peers; unset refuses them."""
+
+    @model_validator(mode="after")
+    def _identity_fits(self) -> Self:
+        check_identity(self.identity_type, self.identity)
+        if self.address.is_unspecified:
+            raise PydanticCustomError(
+                "address", "IKE needs a concrete address, not a wildcard"
+            )
+        return self

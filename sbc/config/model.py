@@ -32,7 +32,7 @@ from sbc.sip.errors import SipParseError
 from sbc.sip.message import header_key
 from sbc.sip.uri import SipUri, parse_uri
 
-from .ipsec import IpsecProfile, MeshPeer
+from .ipsec import IdentityType, IpsecNode, IpsecProfile, MeshPeer, check_identity
 from .types import (
     FailoverCode,
     HeaderName,
@@ -186,6 +186,16 @@ class Listener(_Model):
         if self.transport != "tls" and has_files:
             raise PydanticCustomError(
                 "tls_files", "tls_cert and tls_key belong to tls listeners only"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ipsec_udp(self) -> Self:
+        # The data plane's channel carries UDP only: SIP over it has UDP's
+        # framing and retransmissions.
+        if self.ipsec and self.transport != "udp":
+            raise PydanticCustomError(
+                "ipsec_transport", "an ipsec listener carries udp only"
             )
         return self
 
@@ -448,6 +458,21 @@ class Trunk(_Model):
     ipsec_profile: Name | None = None
     """IPsec profile protecting all of this trunk's signalling and media;
     None: the trunk is not protected."""
+    ipsec_gateway: IPAddressField | None = None
+    """Tunnel mode: the peer's IKE address, in front of its inner networks.
+    Transport mode: unset, each target's address is an IKE peer itself."""
+    ipsec_networks: list[IPNetworkField] = Field(default_factory=list)
+    """Tunnel mode: the peer's inner networks (traffic selectors on its
+    side); every target and the peer's media addresses lie inside."""
+    ipsec_identity_type: IdentityType = "fqdn"
+    ipsec_identity: Text | None = None
+    """The identity the peer must authenticate with (RFC 7296 §3.5); unset:
+    its IKE address as ID_IPV4_ADDR / ID_IPV6_ADDR."""
+
+    @model_validator(mode="after")
+    def _ipsec_identity_fits(self) -> Self:
+        check_identity(self.ipsec_identity_type, self.ipsec_identity)
+        return self
 
 
 class RouteCandidate(_Model):
@@ -514,6 +539,9 @@ class Config(_Model):
     dial_plans: list[DialPlan] = Field(default_factory=list)
     media: Media = Field(default_factory=Media)
     """Media anchoring (off unless ``media.address`` is set)."""
+    ipsec: IpsecNode | None = None
+    """This node's IKE address and identity; needed once a trunk or mesh
+    peer is protected."""
     ipsec_profiles: list[IpsecProfile] = Field(default_factory=list)
     mesh_peers: list[MeshPeer] = Field(default_factory=list)
     """Other SBC nodes of the same operator, each reached over IPsec."""
@@ -529,6 +557,9 @@ class Config(_Model):
 
     def ipsec_profile(self, name: str) -> IpsecProfile | None:
         return next((item for item in self.ipsec_profiles if item.name == name), None)
+
+    def mesh_peer(self, name: str) -> MeshPeer | None:
+        return next((item for item in self.mesh_peers if item.name == name), None)
 
 
 def _checked_template(pattern: str, template: str) -> None:

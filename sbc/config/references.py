@@ -11,7 +11,8 @@ import ipaddress
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from .model import Config, Listener, RouteCandidate
+from .ipsec import IpsecNode, IpsecProfile, MeshPeer
+from .model import Config, Listener, RouteCandidate, Trunk
 
 Path = tuple[str | int, ...]
 
@@ -45,6 +46,9 @@ def reference_problems(config: Config) -> list[Problem]:
         _dial_plan_references,
         _ambiguous_sources,
         _digest_only_trunks,
+        _protected_trunks,
+        _mesh_peers,
+        _ike_peers,
     )
     return [problem for check in checks for problem in check(config)]
 
@@ -54,6 +58,8 @@ def _duplicate_names(config: Config) -> Iterator[Problem]:
         ("listeners", [listener.name for listener in config.listeners]),
         ("trunks", [trunk.name for trunk in config.trunks]),
         ("dial_plans", [plan.name for plan in config.dial_plans]),
+        ("ipsec_profiles", [profile.name for profile in config.ipsec_profiles]),
+        ("mesh_peers", [peer.name for peer in config.mesh_peers]),
     )
     for section, names in sections:
         first: dict[str, int] = {}
@@ -139,7 +145,9 @@ def _target_transports(config: Config) -> Iterator[Problem]:
 
 def _dial_plan_references(config: Config) -> Iterator[Problem]:
     plans = {plan.name for plan in config.dial_plans}
+    # A mesh peer is a derived trunk of its name (sbc.secure.derive).
     trunks = {trunk.name for trunk in config.trunks}
+    trunks |= {peer.name for peer in config.mesh_peers}
     for index, trunk in enumerate(config.trunks):
         if trunk.dial_plan is not None and trunk.dial_plan not in plans:
             yield Problem(
@@ -218,3 +226,216 @@ def _digest_only_trunks(config: Config) -> Iterator[Problem]:
                     (*where, "username"),
                     f"username already identifies trunk {owner!r} on {listener!r}",
                 )
+
+
+# IPsec: protected trunks, the mesh, IKE peers
+
+
+def _protected_trunks(config: Config) -> Iterator[Problem]:
+    """A protected trunk uses only ipsec listeners (and they only protected
+    trunks), and its targets lie where its profile's mode can reach them."""
+    by_name = {listener.name: listener for listener in config.listeners}
+    for index, trunk in enumerate(config.trunks):
+        where: Path = ("trunks", index)
+        protected = trunk.ipsec_profile is not None
+        for position, name in enumerate(trunk.listeners):
+            listener = by_name.get(name)
+            if listener is not None and listener.ipsec != protected:
+                yield Problem(
+                    (*where, "listeners", position),
+                    f"listener {name!r} is not an ipsec listener: a protected "
+                    "trunk sends nothing in clear"
+                    if protected
+                    else f"listener {name!r} lives inside IPsec: the trunk names "
+                    "no ipsec_profile",
+                )
+        if trunk.ipsec_profile is None:
+            yield from _unprotected_fields(where, trunk)
+            continue
+        profile = config.ipsec_profile(trunk.ipsec_profile)
+        if profile is None:
+            yield Problem(
+                (*where, "ipsec_profile"),
+                f"unknown IPsec profile {trunk.ipsec_profile!r}",
+            )
+        elif profile.mode == "transport":
+            yield from _transport_trunk(config, where, trunk, by_name)
+        else:
+            yield from _tunnel_trunk(where, trunk)
+
+
+def _unprotected_fields(where: Path, trunk: Trunk) -> Iterator[Problem]:
+    for field in ("ipsec_gateway", "ipsec_identity"):
+        if getattr(trunk, field) is not None:
+            yield Problem((*where, field), "needs an ipsec_profile")
+    if trunk.ipsec_networks:
+        yield Problem((*where, "ipsec_networks"), "needs an ipsec_profile")
+
+
+def _transport_trunk(
+    config: Config, where: Path, trunk: Trunk, by_name: dict[str, Listener]
+) -> Iterator[Problem]:
+    # Transport mode protects the outer addresses themselves: each target
+    # is an IKE peer, and our side of it is the IKE address.
+    if trunk.ipsec_gateway is not None:
+        yield Problem(
+            (*where, "ipsec_gateway"),
+            "transport mode has no gateway: each target is an IKE peer",
+        )
+    if trunk.ipsec_networks:
+        yield Problem((*where, "ipsec_networks"), "inner networks need tunnel mode")
+    for position, target in enumerate(trunk.targets):
+        if _ip(target.host) is None:
+            yield Problem(
+                (*where, "targets", position, "host"),
+                "a protected target is an IP address (it is the IKE peer)",
+            )
+    node = config.ipsec
+    if node is None:
+        return
+    for position, name in enumerate(trunk.listeners):
+        listener = by_name.get(name)
+        if listener is None:
+            continue
+        addresses = {listener.address, listener.media_address or listener.address}
+        if addresses != {node.address}:
+            yield Problem(
+                (*where, "listeners", position),
+                f"in transport mode listener {name!r} and its media address "
+                f"must be the IKE address {node.address}",
+            )
+
+
+def _tunnel_trunk(where: Path, trunk: Trunk) -> Iterator[Problem]:
+    if trunk.ipsec_gateway is None:
+        yield Problem(
+            (*where, "ipsec_gateway"), "tunnel mode needs the peer's IKE gateway"
+        )
+    if not trunk.ipsec_networks:
+        yield Problem(
+            (*where, "ipsec_networks"), "tunnel mode needs the peer's inner networks"
+        )
+        return
+    for position, target in enumerate(trunk.targets):
+        address = _ip(target.host)
+        if address is None or not any(
+            address in network for network in trunk.ipsec_networks
+        ):
+            yield Problem(
+                (*where, "targets", position, "host"),
+                "a tunnel-mode target is an IP address inside ipsec_networks",
+            )
+
+
+def _mesh_peers(config: Config) -> Iterator[Problem]:
+    trunks = {trunk.name for trunk in config.trunks}
+    for index, peer in enumerate(config.mesh_peers):
+        where: Path = ("mesh_peers", index)
+        if peer.name in trunks:
+            yield Problem(
+                (*where, "name"),
+                f"trunk {peer.name!r} exists: a mesh peer is a trunk of its name",
+            )
+        profile = config.ipsec_profile(peer.profile)
+        if profile is None:
+            yield Problem(
+                (*where, "profile"), f"unknown IPsec profile {peer.profile!r}"
+            )
+        else:
+            yield from _mesh_inner_addresses(where, peer, profile)
+    if config.mesh_peers and config.ipsec is not None:
+        yield from _mesh_node(config, config.ipsec)
+
+
+def _mesh_inner_addresses(
+    where: Path, peer: MeshPeer, profile: IpsecProfile
+) -> Iterator[Problem]:
+    if profile.mode == "transport":
+        if peer.inner_networks:
+            yield Problem((*where, "inner_networks"), "inner networks need tunnel mode")
+        if peer.sip_address not in (None, peer.address):
+            yield Problem(
+                (*where, "sip_address"),
+                "in transport mode the peer's SIP address is its IKE address",
+            )
+        return
+    if not peer.inner_networks:
+        yield Problem(
+            (*where, "inner_networks"), "tunnel mode needs the peer's inner networks"
+        )
+    elif peer.sip_address is None or not any(
+        peer.sip_address in network for network in peer.inner_networks
+    ):
+        yield Problem(
+            (*where, "sip_address"),
+            "tunnel mode needs the peer's SIP address inside its inner networks",
+        )
+
+
+def _mesh_node(config: Config, node: IpsecNode) -> Iterator[Problem]:
+    where: Path = ("ipsec",)
+    if node.mesh_listener is None:
+        yield Problem((*where, "mesh_listener"), "mesh peers need a mesh_listener")
+    else:
+        listener = config.listener(node.mesh_listener)
+        if listener is None or not listener.ipsec:
+            yield Problem(
+                (*where, "mesh_listener"),
+                f"{node.mesh_listener!r} is not an ipsec listener",
+            )
+    plan = node.mesh_dial_plan
+    if plan is not None and config.dial_plan(plan) is None:
+        yield Problem((*where, "mesh_dial_plan"), f"unknown dial plan {plan!r}")
+
+
+def _ike_peers(config: Config) -> Iterator[Problem]:
+    """One IKE peer address, one peering: the daemon matches a peer's
+    IKE_SA_INIT to its connection by address alone."""
+    owners: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
+
+    def claim(
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address, owner: str
+    ) -> str | None:
+        first = owners.setdefault(address, owner)
+        return None if first == owner else first
+
+    for index, trunk in enumerate(config.trunks):
+        for path, address in _trunk_peers(config, trunk):
+            other = claim(address, f"trunk {trunk.name!r}")
+            if other is not None:
+                yield Problem(
+                    ("trunks", index, *path),
+                    f"IKE peer {address} already belongs to {other}",
+                )
+    for index, peer in enumerate(config.mesh_peers):
+        other = claim(peer.address, f"mesh peer {peer.name!r}")
+        if other is not None:
+            yield Problem(
+                ("mesh_peers", index, "address"),
+                f"IKE peer {peer.address} already belongs to {other}",
+            )
+
+
+def _trunk_peers(
+    config: Config, trunk: Trunk
+) -> Iterator[tuple[Path, ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    profile = config.ipsec_profile(trunk.ipsec_profile) if trunk.ipsec_profile else None
+    if profile is None:
+        return
+    if profile.mode == "tunnel":
+        if trunk.ipsec_gateway is not None:
+            yield ("ipsec_gateway",), trunk.ipsec_gateway
+        return
+    seen: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for position, target in enumerate(trunk.targets):
+        address = _ip(target.host)
+        if address is not None and address not in seen:
+            seen.add(address)
+            yield ("targets", position, "host"), address
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None

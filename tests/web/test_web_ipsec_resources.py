@@ -22,7 +22,6 @@ def _profile(name="mesh", **changes):
         "auth": "psk",
         "psk": PSK,
         "mode": "tunnel",
-        "inner_addresses": ["10.99.0.1/32"],
     }
     body.update(changes)
     return body
@@ -34,6 +33,8 @@ def _peer(name="node-b", address="192.0.2.20", profile="mesh"):
         "address": address,
         "identity": "b.sbc.example",
         "profile": profile,
+        "sip_address": "10.99.0.2",
+        "inner_networks": ["10.99.0.0/24"],
     }
 
 
@@ -48,11 +49,11 @@ def test_ipsec_profile_and_peer_crud(client, admin):
     assert created.json()["document"]["psk_set"] is True
     peer = client.post(f"{API}/mesh-peers", json=_peer(), headers=admin)
     assert peer.status_code == 201, peer.text
-    body = _profile(mode="transport", inner_addresses=[])
+    body = _profile(dpd={"delay": 10, "action": "clear"})
     del body["psk"]
     updated = client.put(f"{API}/ipsec-profiles/mesh", json=body, headers=admin)
     assert updated.status_code == 200, updated.text
-    assert updated.json()["document"]["mode"] == "transport"
+    assert updated.json()["document"]["dpd"]["delay"] == 10
     assert updated.json()["document"]["psk_set"] is True
     assert client.delete(f"{API}/mesh-peers/node-b", headers=admin).status_code == 204
     assert client.delete(f"{API}/ipsec-profiles/mesh", headers=admin).status_code == 204
@@ -91,7 +92,7 @@ def test_ipsec_profile_psk_sealed_never_returned(client, role_headers, state):
             ["body", "ike_proposals", 0],
             "takes no integrity",
         ),
-        ({"mode": "transport"}, ["body"], "need tunnel mode"),
+        ({"mode": "bridge"}, ["body", "mode"], "'tunnel' or 'transport'"),
         ({"dh": "ecp256"}, ["body", "dh"], "Extra inputs"),
     ],
 )
@@ -114,6 +115,25 @@ def test_mesh_peer_unknown_profile_422(client, admin):
     (problem,) = answer.json()["detail"]
     assert problem["loc"] == ["mesh_peers", "node-b", "profile"]
     assert problem["msg"] == "unknown IPsec profile 'ghost'"
+
+
+def test_mesh_peer_tunnel_needs_inner_networks_422(client, admin):
+    client.post(f"{API}/ipsec-profiles", json=_profile(), headers=admin)
+    body = {**_peer(), "inner_networks": []}
+    answer = client.post(f"{API}/mesh-peers", json=body, headers=admin)
+    assert answer.status_code == 422
+    (problem,) = answer.json()["detail"]
+    assert problem["loc"] == ["mesh_peers", "node-b", "inner_networks"]
+
+
+def test_ipsec_profile_mode_change_checked_against_peers_422(client, admin):
+    client.post(f"{API}/ipsec-profiles", json=_profile(), headers=admin)
+    client.post(f"{API}/mesh-peers", json=_peer(), headers=admin)
+    body = _profile(mode="transport")
+    answer = client.put(f"{API}/ipsec-profiles/mesh", json=body, headers=admin)
+    assert answer.status_code == 422
+    locs = [problem["loc"] for problem in answer.json()["detail"]]
+    assert ["mesh_peers", "node-b", "inner_networks"] in locs
 
 
 def test_mesh_peer_duplicate_address_422(client, admin):

@@ -267,25 +267,8 @@ def _check_references(
         items.append((kind, item))
     config = _config_from(items)
     problems = [_problem(p.path, p.message, config) for p in reference_problems(config)]
-    problems.extend(_mesh_problems(items))
     if problems:
         raise Invalid(problems)
-
-
-def _mesh_problems(items: list[tuple[str, BaseModel]]) -> Iterator[FieldProblem]:
-    profiles = {item.name for kind, item in items if isinstance(item, IpsecProfile)}
-    addresses: dict[str, str] = {}
-    for _, item in items:
-        if not isinstance(item, MeshPeer):
-            continue
-        where = ("mesh_peers", item.name)
-        if item.profile not in profiles:
-            message = f"unknown IPsec profile {item.profile!r}"
-            yield FieldProblem((*where, "profile"), message, "reference")
-        owner = addresses.setdefault(str(item.address), item.name)
-        if owner != item.name:
-            message = f"address already used by mesh peer {owner!r}"
-            yield FieldProblem((*where, "address"), message, "reference")
 
 
 def _problem(
