@@ -28,6 +28,10 @@ class ReplayWindow:
 
     def check(self, sequence_low: int) -> int | DropReason:
         """Return the full sequence number for a received low 32 bits, or why not."""
+        top = self.top
+        if sequence_low == (top + 1) & _LOW_MASK and (self.esn or top < _LOW_MASK):
+            # In-order arrival, by far the common case: the next number.
+            return top + 1
         sequence = self._infer(sequence_low) if self.esn else sequence_low
         if sequence > self.top:
             return sequence

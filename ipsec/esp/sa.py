@@ -275,14 +275,32 @@ class InboundSA:
         spi, sequence_low = ESP_HEADER.unpack_from(esp)
         if spi != self.spi:
             return self._drop(DropReason.UNKNOWN_SPI)
-        sequence = self.replay.check(sequence_low)
+        replay = self.replay
+        sequence = replay.check(sequence_low)
         if isinstance(sequence, DropReason):
             return self._drop(sequence)
         plaintext = cipher.open(esp, sequence)
         if plaintext is None:
             return self._drop(DropReason.BAD_ICV)
-        self.replay.update(sequence)
-        return self._strip_trailer(plaintext, sequence, now)
+        replay.update(sequence)
+
+        # RFC 4303 §2.4: the receiver checks the default padding 1, 2, 3, ...
+        # Inlined with the counting below: this runs for every packet.
+        pad_length, next_header = plaintext[-2], plaintext[-1]
+        end = len(plaintext) - 2 - pad_length
+        if end < 0 or plaintext[end:-2] != _PADDING[:pad_length]:
+            return self._drop(DropReason.BAD_PADDING)
+        if next_header == NO_NEXT_HEADER:
+            return self._drop(DropReason.DUMMY)
+        counters = self.counters
+        counters.packets += 1
+        counters.bytes += end
+        if (
+            counters.packets >= lifetime.packets_alarm
+            or counters.bytes >= lifetime.bytes_alarm
+        ):
+            lifetime.check(counters.bytes, counters.packets, 0, now)
+        return Opened(next_header, plaintext[:end], sequence)
 
     def unprotect(self, packet: bytes, now: float) -> Unprotected | Drop:
         """Verify and remove ESP or AH from a whole IP packet (inverse of protect)."""
@@ -320,19 +338,6 @@ class InboundSA:
     def count_drop(self, reason: DropReason) -> Drop:
         """Count a drop decided outside the SA (e.g. an inbound policy check)."""
         return self._drop(reason)
-
-    def _strip_trailer(
-        self, plaintext: bytes, sequence: int, now: float
-    ) -> Opened | Drop:
-        # RFC 4303 §2.4: the receiver checks the default padding 1, 2, 3, ...
-        pad_length, next_header = plaintext[-2], plaintext[-1]
-        end = len(plaintext) - 2 - pad_length
-        if end < 0 or plaintext[end:-2] != _PADDING[:pad_length]:
-            return self._drop(DropReason.BAD_PADDING)
-        if next_header == NO_NEXT_HEADER:
-            return self._drop(DropReason.DUMMY)
-        self._count(end, now)
-        return Opened(next_header, plaintext[:end], sequence)
 
     def _unprotect_ah(
         self,
