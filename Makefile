@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DATA ?= ./data
 
 # Real peers used by the interop tests and benchmarks (Debian package names).
-PEER_PACKAGES := sip-tester tshark tcpdump iperf3 iproute2 iptables \
+PEER_PACKAGES := sip-tester tshark tcpdump iperf3 iproute2 iptables iputils-ping util-linux \
 	strongswan-charon strongswan-swanctl libcharon-extra-plugins \
 	libstrongswan-standard-plugins
 # Peers that only the benchmarks run beside ours.
