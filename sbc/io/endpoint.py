@@ -591,7 +591,45 @@ class SipEndpoint:
 
     # Listeners and addresses
 
-    async def _listen(self, spec: ListenSpec) -> None:
+    async def open_listener(
+        self, spec: ListenSpec, tls: ssl.SSLContext | None = None
+    ) -> ListenSpec:
+        """Open one more listener while serving; returns it with the port
+        bound. A TLS listener serves ``tls`` (else the settings' certificate).
+        Raises OSError (address in use, not local), ValueError (TLS without
+        a certificate) or ChannelUnavailable (IPsec without a data plane)."""
+        await self._listen(spec, tls)
+        return self.listening[-1]
+
+    async def close_listener(self, bound: ListenSpec) -> None:
+        """Close the listener bound as ``bound`` (one of `listening`).
+
+        Its TCP/TLS connections stay open until idle, so dialogs they carry
+        can finish; UDP peers remembered on it are answered from another
+        socket of the family.
+        """
+        if bound not in self.listening:
+            return
+        self.listening.remove(bound)
+        local = (bound.host, bound.port)
+        if bound.ipsec:
+            for channel in [c for c in self._channels if c.local == local]:
+                self._channels.remove(channel)
+                channel.close()
+        elif bound.transport == "UDP":
+            for listener in [u for u in self._udp if u.local == local]:
+                self._udp.remove(listener)
+                listener.close()
+            self._udp_by_peer = {
+                peer: u for peer, u in self._udp_by_peer.items() if u.local != local
+            }
+        else:
+            await self._streams.close_listener(local)
+        _log.info("closed %s", bound)
+
+    async def _listen(
+        self, spec: ListenSpec, tls: ssl.SSLContext | None = None
+    ) -> None:
         if spec.ipsec:
             bound = self._open_channel(spec)
         elif spec.transport == "UDP":
@@ -605,7 +643,9 @@ class SipEndpoint:
             self._udp.append(listener)
             bound = listener.local
         else:
-            bound = await self._streams.listen(spec.transport, spec.host, spec.port)
+            bound = await self._streams.listen(
+                spec.transport, spec.host, spec.port, tls
+            )
         listening = ListenSpec(spec.transport, bound[0], bound[1], spec.ipsec)
         self.listening.append(listening)
         _log.info("listening on %s", listening)
