@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sbc.cdr import CallRecord, CdrWriter
@@ -166,21 +166,31 @@ class DatabaseCdrWriter:
         )
 
     def _store(self, batch: list[CallRecord]) -> None:
-        # Retry while the database is unreachable; give up to the fallback
-        # file only when closing, so a restart of the database loses nothing.
+        # Retry while the database is unreachable (or its schema missing);
+        # give up to the fallback file only when closing, so a restart of
+        # the database loses nothing. A record refused as data is set apart.
         while True:
             try:
                 self._commit(batch)
-            except (OperationalError, InterfaceError):
+            except Exception as exc:
+                if _refused_as_data(exc):
+                    self._set_apart(batch)
+                    return
                 if self._closing:
                     self._divert(batch, "the database is unreachable at close")
                     return
                 self._wait_to_retry()
                 continue
-            except DBAPIError:
-                self._store_one_by_one(batch)
             self.retrying = False
             return
+
+    def _set_apart(self, batch: list[CallRecord]) -> None:
+        # Commit the records one by one to find the ones refused.
+        if len(batch) == 1:
+            self._divert(batch, "the database refused the record")
+            return
+        for record in batch:
+            self._store([record])
 
     def _wait_to_retry(self) -> None:
         if not self.retrying:
@@ -193,22 +203,13 @@ class DatabaseCdrWriter:
             session.add_all(record_row(r, self._node) for r in batch)
         self._count(committed=len(batch))
 
-    def _store_one_by_one(self, batch: list[CallRecord]) -> None:
-        # The database refused the batch as data: find the records it
-        # refuses and keep them in the fallback file; commit the others.
-        for record in batch:
-            try:
-                self._commit([record])
-            except DBAPIError:
-                self._divert([record], "the database refused the record")
-
     def _divert(self, batch: list[CallRecord], why: str) -> None:
         for record in batch:
             try:
                 if self._fallback is None:
                     raise OSError("no fallback file")
                 self._fallback.write(record)
-            except (OSError, ValueError):
+            except Exception:  # a full disk, or a value JSON cannot carry
                 _log.error("call record lost (%s): %s", why, record.to_dict())
             else:
                 _log.error("call record %s kept in the file: %s", record.call_id, why)
@@ -219,6 +220,14 @@ class DatabaseCdrWriter:
             self.committed += committed
             self.diverted += diverted
             self._done.notify_all()
+
+
+def _refused_as_data(exc: Exception) -> bool:
+    # The database judged a value (too long, NUL in text, a duplicate key),
+    # or the driver could not convert one before sending: not worth a retry.
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    return not isinstance(exc, DBAPIError)
 
 
 def record_row(record: CallRecord, node: str = "") -> CdrRow:
