@@ -29,10 +29,14 @@ class ListenSpec:
     """An IPv4 or IPv6 literal (IPv6 without brackets)."""
     port: int
     """0 asks the kernel for an ephemeral port."""
+    ipsec: bool = False
+    """Not a kernel socket but a binding in the IPsec data plane's datagram
+    channel (UDP only; see sbc.io.ipsec_channel)."""
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.transport.lower()}:{host}:{self.port}"
+        inside = " inside IPsec" if self.ipsec else ""
+        return f"{self.transport.lower()}:{host}:{self.port}{inside}"
 
 
 def parse_listen_spec(text: str) -> ListenSpec:
