@@ -26,7 +26,9 @@ The measured worker (ours, bare) is pinned to CPU 1, generator and sink to
 CPU 0; the charons and TUN gateways are not pinned (they may use both cores).
 Besides the rate, the table gives the worker's CPU time per packet in the
 confirming trial (user + system, from /proc), which varies less with other
-load on the machine than the loss-free rate does.
+load on the machine than the loss-free rate does. For strongSwan it is both
+charons' together (one seals, the other opens), to set against ours
+protect plus ours unprotect.
 """
 
 from __future__ import annotations
@@ -117,11 +119,14 @@ class Rig:
         sink: Helper,
         restart: Callable[[], None] | None = None,
         worker: Helper | None = None,
+        measured: Callable[[], list[int]] | None = None,
     ) -> None:
         self.generator = generator
         self.sink = sink
         self.restart = restart
         self.worker = worker
+        self.measured = measured
+        """The pids whose CPU time counts, when not the worker's (the charons)."""
 
     def trial(self, rate: float, seconds: float) -> Trial:
         before = int(self.sink.ask("count"))
@@ -145,13 +150,20 @@ class Rig:
         return trial
 
     def worker_cpu(self) -> float | None:
-        """The worker's user + system CPU seconds, from /proc (its pid: ip
-        netns exec and taskset both exec the next program)."""
-        if self.worker is None:
+        """The measured processes' user + system CPU seconds, from /proc (the
+        pids are the programs': ip netns exec, taskset and sh exec them)."""
+        if self.measured is not None:
+            pids = self.measured()
+        elif self.worker is not None:
+            pids = [self.worker.process.pid]
+        else:
             return None
-        fields = Path(f"/proc/{self.worker.process.pid}/stat").read_text()
-        utime, stime = fields.rsplit(")", 1)[1].split()[11:13]
-        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text()
+            utime, stime = fields.rsplit(")", 1)[1].split()[11:13]
+            total += int(utime) + int(stime)
+        return total / os.sysconf("SC_CLK_TCK")
 
     def settled_count(self) -> int:
         """The sink's count once it stops moving: queues drained (at most 5 s)."""
@@ -283,9 +295,14 @@ def strongswan_rig(
         )
         time.sleep(0.2)
 
+    def charons() -> list[int]:
+        return [charon.process.pid for charon in state["pair"]]
+
     try:
         restart()
-        yield cleartext_rig(lab, size, restart)
+        rig = cleartext_rig(lab, size, restart)
+        rig.measured = charons
+        yield rig
     finally:
         lab.stop_processes()
 
