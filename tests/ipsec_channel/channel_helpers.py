@@ -330,3 +330,22 @@ async def protected_endpoints(
     finally:
         await sbc.close()
         await uas.close()
+
+
+def receiver_report(sender_ssrc: int, source_ssrc: int, fraction_lost: int) -> bytes:
+    """An RTCP RR with one report block (RFC 3550 §6.4.2)."""
+    header = (
+        bytes([0x81, 201]) + (7).to_bytes(2, "big") + sender_ssrc.to_bytes(4, "big")
+    )
+    block = (
+        source_ssrc.to_bytes(4, "big") + bytes([fraction_lost]) + (3).to_bytes(3, "big")
+    )
+    return (
+        header + block + (100).to_bytes(4, "big") + (80).to_bytes(4, "big") + bytes(8)
+    )
+
+
+def worker_port_range() -> tuple[int, int]:
+    """A relay port range per process, so xdist workers rarely contend."""
+    base = 40000 + (os.getpid() % 100) * 200
+    return base, base + 199
