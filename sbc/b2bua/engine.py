@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -229,6 +230,9 @@ class B2bua:
         self.blocked_trunks: set[str] = set()
         """Trunks an operator disabled or is draining: no new call comes from
         them (503) or goes to them; calls in progress continue."""
+        self.unprotected_trunks: AbstractSet[str] = frozenset()
+        """Protected trunks without a CHILD_SA (a live set of sbc.secure):
+        routing skips them; calls in progress keep their state."""
         self._services: list[TrunkService] = []
         # Digest (docs/b2bua.md, "Authentication, registration and keepalive").
         self._verifier = digest or DigestVerifier(NonceIssuer(rng.randbytes))
@@ -1714,10 +1718,10 @@ class B2bua:
             source.call.a.call_id, source.side, message.body, _content_type(message)
         )
 
-    def _unusable(self) -> set[str]:
-        if not self.blocked_trunks:
+    def _unusable(self) -> AbstractSet[str]:
+        if not self.blocked_trunks and not self.unprotected_trunks:
             return self.down_trunks
-        return self.down_trunks | self.blocked_trunks
+        return self.down_trunks | self.blocked_trunks | self.unprotected_trunks
 
     def _route_chosen(self, call_id: str, side: Side, trunk: str) -> None:
         if self._on_route is not None:
