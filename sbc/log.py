@@ -6,14 +6,21 @@ operator can raise or lower one layer at a time. Lines about one message or
 call carry its Call-ID, Via branch and peer address through
 :class:`SipContextAdapter`. SIP messages are only ever logged through
 :class:`MessageLogger`, which redacts credentials before formatting.
+
+Lines are text by default; ``SBC_LOG_FORMAT=json`` (or ``setup_logging``'s
+``log_format="json"``) writes one JSON object per line instead, with the
+context fields as keys of their own (:class:`JsonFormatter`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,8 @@ CLI_LOGGER = "sbc.cli"
 
 LOG_FILE_NAME = "sbc.log"
 REDACTED = "<redacted>"
+LOG_FORMAT_ENV = "SBC_LOG_FORMAT"
+LOG_FORMATS = ("text", "json")
 
 _LINE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -162,17 +171,60 @@ class MessageLogger:
         )
 
 
-def setup_logging(level: str | int, data_dir: Path | None = None) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, context.
+
+    The context is every ``extra`` field of the record (``call_id``,
+    ``branch``, ``peer`` from :class:`SipContextAdapter`, or any other a
+    layer passes). Messages are formatted as in text mode, so what was
+    redacted there (credentials in SIP messages) is redacted here too.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_FIELDS and not key.startswith("_"):
+                entry.setdefault(key, value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+# The attributes every LogRecord has; the rest came in through ``extra``.
+_RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def setup_logging(
+    level: str | int, data_dir: Path | None = None, log_format: str | None = None
+) -> None:
     """Send every ``sbc.*`` logger to stderr and, with a data dir, to a file.
 
-    Called once by the CLI; libraries and tests leave handlers alone.
+    ``log_format`` is ``text`` or ``json``; None reads SBC_LOG_FORMAT (text
+    when unset). Raises ValueError for another format. Called once by the
+    CLI; libraries and tests leave handlers alone.
     """
+    chosen = (log_format or os.environ.get(LOG_FORMAT_ENV) or "text").lower()
+    if chosen not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}")
     root = logging.getLogger("sbc")
     root.setLevel(level)
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    formatter = logging.Formatter(_LINE_FORMAT)
+    formatter = JsonFormatter() if chosen == "json" else logging.Formatter(_LINE_FORMAT)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if data_dir is not None:
         handlers.append(logging.FileHandler(data_dir / LOG_FILE_NAME, encoding="utf-8"))
