@@ -102,8 +102,9 @@ def _udp_to_and_from(address: str) -> TrafficSelector:
 def connect_planes(mode: Mode, keylog: EspKeyLog | None = None) -> Planes:
     """Two data planes on the running loop, protecting all UDP between them."""
     loop = asyncio.get_running_loop()
+    # The SBC's plane installs both SAs: its key log holds both.
     sbc = DataPlane(loop, keylog=keylog)
-    peer = DataPlane(loop, keylog=keylog)
+    peer = DataPlane(loop)
     sbc_port = sbc.open_udp_encap(LOOPBACK, 0).local_address[1]
     peer_port = peer.open_udp_encap(LOOPBACK, 0).local_address[1]
     spi = 0x10000 + secrets.randbelow(0x7FFF0000)
