@@ -7,12 +7,13 @@ policy interface of :class:`DataPlane`.
 
 from .counters import PathCounters, PathDrop
 from .errors import CapabilityMissing, DataPlaneError, DuplicateSA, UnknownSA
-from .plane import DataPlane, Transport
+from .plane import Acquire, DataPlane, Transport
 from .raw import RawIpSocket
 from .tun import TunDevice
 from .udp_encap import DatagramKind, UdpEncapSocket, classify
 
 __all__ = [
+    "Acquire",
     "CapabilityMissing",
     "DataPlane",
     "DataPlaneError",

@@ -19,6 +19,8 @@ class PathDrop(enum.Enum):
     """The SPD entry that covers the packet says DISCARD."""
     BYPASS_REFUSED = "bypass_refused"
     """BYPASS on a path that only carries protected traffic (the TUN)."""
+    TRAPPED = "trapped"
+    """A TRAP entry covers the packet: it raised an acquire and was dropped."""
     NO_SA = "no_sa"
     """The policy names an SA that is not installed."""
     SA_EXPIRED = "sa_expired"

@@ -16,6 +16,13 @@ rekey) shares its predecessor's lineage: a policy naming either admits both,
 so packets still in flight on the old SA pass while the new one's policy
 already comes first (make-before-break, RFC 7296 §2.8).
 
+An outbound packet that only a TRAP entry covers is dropped, counted as
+``trapped``, and handed as an :class:`Acquire` to the handler set with
+:meth:`DataPlane.set_acquire_handler` (the IKE daemon), every such packet:
+the handler decides when a negotiation is already under way. Dropping
+rather than queueing keeps the data plane free of per-flow buffers; the
+first datagrams of a flow are lost until its CHILD_SA is up.
+
 Both directions keep a per-flow cache in front of the SPD, emptied on every
 SA or policy change, so the ordered policy scan runs once per flow.
 """
@@ -81,6 +88,7 @@ Address = tuple[Any, ...]
 DatagramHandler = Callable[[bytes, tuple[str, int]], None]
 LifetimeHandler = Callable[[LifetimeEvent], None]
 IkeHandler = Callable[[bytes, Address, Address], None]
+AcquireHandler = Callable[["Acquire"], None]
 FlowKey = tuple[int, bytes, bytes, int, int]
 _Route = tuple[DatagramHandler | None, tuple[str, int]]
 _UNKNOWN: Any = object()
@@ -99,6 +107,18 @@ class Transport(enum.Enum):
     """ESP in UDP (RFC 3948), the default: crosses NAT, needs no privilege."""
     RAW = "raw"
     """ESP or AH straight over IP (protocol 50/51), needs CAP_NET_RAW."""
+
+
+@dataclass(frozen=True, slots=True)
+class Acquire:
+    """An outbound packet hit a TRAP policy: an SA for it is wanted."""
+
+    policy: Policy
+    protocol: int
+    source: IPAddress
+    destination: IPAddress
+    source_port: int
+    destination_port: int
 
 
 @dataclass(slots=True)
@@ -165,6 +185,7 @@ class DataPlane:
         self._on_lifetime_event = on_lifetime_event
         self._spi_source = spi_source or (lambda: secrets.randbits(32))
         self._ike_handler: IkeHandler | None = None
+        self._acquire_handler: AcquireHandler | None = None
         self._lifetime_interval = lifetime_interval
         self._keylog = keylog or EspKeyLog.from_environment()
         self._lifetime_timer = loop.call_later(lifetime_interval, self._check_lifetimes)
@@ -208,6 +229,11 @@ class DataPlane:
         self._ike_handler = handler
         for encap in self._encap.values():
             self._install_ike_handler(encap)
+
+    def set_acquire_handler(self, handler: AcquireHandler | None) -> None:
+        """``handler(acquire)`` for each outbound packet a TRAP policy drops;
+        it runs on the loop, inside the send, and must not raise."""
+        self._acquire_handler = handler
 
     def send_ike(self, message: bytes, local_host: str, remote: Address) -> None:
         """Send an IKE message from the encap socket on ``local_host``."""
@@ -390,6 +416,8 @@ class DataPlane:
         counters = self.channel_counters
         if isinstance(entry, PathDrop):
             counters.drop(entry)
+            if entry is PathDrop.TRAPPED:
+                self._acquire(key)
             return entry
         if entry.tunnel:
             inner = build_udp_packet(
@@ -422,12 +450,32 @@ class DataPlane:
             result = PathDrop.DISCARD
         elif policy.action is PolicyAction.BYPASS:
             result = PathDrop.BYPASS_REFUSED
+        elif policy.action is PolicyAction.TRAP:
+            result = PathDrop.TRAPPED
         else:
             result = self._outbound.get(policy.spi or 0, PathDrop.NO_SA)
         if len(self._flows) >= _FLOW_CACHE_LIMIT:
             self._flows.clear()
         self._flows[key] = result
         return result
+
+    def _acquire(self, key: FlowKey) -> None:
+        handler = self._acquire_handler
+        if handler is None:
+            return
+        protocol, source, destination, source_port, destination_port = key
+        source_address = ip_address(source)
+        destination_address = ip_address(destination)
+        policy = self.spd.lookup(
+            source_address, destination_address, protocol,
+            source_port, destination_port,
+        )  # fmt: skip
+        handler(
+            Acquire(
+                policy, protocol, source_address, destination_address,
+                source_port, destination_port,
+            )
+        )  # fmt: skip
 
     def _protect_and_send(self, entry: _Outbound, inner: bytes) -> PathDrop | None:
         """Seal (UDP) or protect (raw) ``inner``: an IP packet in tunnel mode,
@@ -466,6 +514,8 @@ class DataPlane:
         entry = self._flows.get(key) or self._lookup(key)
         if isinstance(entry, PathDrop):
             tun.counters.drop(entry)
+            if entry is PathDrop.TRAPPED:
+                self._acquire(key)
             return
         if not entry.tunnel:
             # Transport-mode SAs carry this host's own traffic, never a LAN's.

@@ -3,6 +3,12 @@
 Selectors follow IKEv2 traffic selectors (RFC 7296 §3.13.1): an address range,
 a port range and an IP protocol (0 for any). Lookups run per packet, so
 results are cached per 5-tuple and the cache is emptied on every change.
+
+A TRAP entry stands for an SA not negotiated yet (strongSwan's trap policy,
+a kernel's acquire): traffic it covers is to start IKE. It ranks below every
+other entry wherever it sits, as a kernel's trap policies have the lowest
+priority, so the PROTECT entries of the CHILD_SA it brings up take over and
+the trap catches traffic again once they are gone.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ class PolicyAction(Enum):
     PROTECT = "protect"
     BYPASS = "bypass"
     DISCARD = "discard"
+    TRAP = "trap"
+    """Outbound only: no SA yet; the packet asks for one and is dropped."""
 
 
 class Direction(Enum):
@@ -131,6 +139,8 @@ class SecurityPolicyDatabase:
         """Insert a policy at ``index`` (default: last) and return it."""
         if (action is PolicyAction.PROTECT) != (spi is not None):
             raise ValueError("PROTECT policies, and only they, name an SPI")
+        if action is PolicyAction.TRAP and direction is not Direction.OUTBOUND:
+            raise ValueError("TRAP policies are outbound only")
         policy = Policy(local, remote, action, spi, direction)
         self._policies.insert(len(self._policies) if index is None else index, policy)
         self._cache.clear()
@@ -201,6 +211,7 @@ class SecurityPolicyDatabase:
         source_int = int.from_bytes(source, "big")
         destination_int = int.from_bytes(destination, "big")
         source_port, destination_port = ports >> 16, ports & 0xFFFF
+        trap = DEFAULT_POLICY
         for policy in self._policies:
             if policy.direction is not direction:
                 continue
@@ -213,8 +224,11 @@ class SecurityPolicyDatabase:
             if near.matches(version, source_int, protocol, source_port) and far.matches(
                 version, destination_int, protocol, destination_port
             ):
-                return policy
-        return DEFAULT_POLICY
+                if policy.action is not PolicyAction.TRAP:
+                    return policy
+                if trap is DEFAULT_POLICY:
+                    trap = policy  # the lowest rank: used if nothing else matches
+        return trap
 
 
 def _packet_fields(packet: bytes) -> tuple[int, bytes, bytes, int, int] | None:

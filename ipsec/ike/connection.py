@@ -45,6 +45,22 @@ class StartAction(enum.Enum):
     """Wait for the peer to initiate."""
     START = "start"
     """Initiate the IKE_SA and its child at once."""
+    TRAP = "trap"
+    """Install trap policies for the child's selectors; the first outbound
+    packet they catch initiates the IKE_SA (or the CHILD_SA, if an IKE_SA
+    is up). The traps stay until the connection is unloaded."""
+
+
+class CloseAction(enum.Enum):
+    """What the daemon does when the peer deletes the connection's CHILD_SA
+    or IKE_SA (swanctl's ``close_action``); our own deletes change nothing."""
+
+    NONE = "none"
+    TRAP = "trap"
+    """Install the trap policies, so that the next packet sets it up again."""
+    START = "start"
+    """Set it up again at once: a CHILD_SA on the same IKE_SA if that lives
+    on, else a new IKE_SA."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +119,23 @@ class ConnectionDefinition:
     """Largest IP datagram of an IKE fragment; None: 576 (IPv4), 1280 (IPv6)."""
     certificates: CertificateAuthentication | None = None
     """Our certificate and key, and the CAs the peer's must chain to."""
+    close_action: CloseAction = CloseAction.NONE
+    reauth_time: float | None = None
+    """Reauthenticate this long (less up to ``rand_time``) after the IKE_SA
+    is set up: a new IKE_SA with a full IKE_AUTH replaces it, make-before-
+    break (RFC 7296 §2.8.3). None: never. An IKE_SA rekey keeps the time."""
+
+    def __post_init__(self) -> None:
+        initiates = (
+            self.start_action is StartAction.TRAP
+            or self.close_action is not CloseAction.NONE
+            or self.reauth_time is not None
+        )
+        if initiates and self.remote_address is None:
+            raise ValueError(
+                f"connection {self.name}: trap, close_action and reauth_time "
+                "initiate, so they need a remote address"
+            )
 
     def ike_sa_config(self) -> IkeSaConfig:
         """The engine's settings for an IKE_SA of this connection."""
@@ -129,6 +162,16 @@ class ConnectionDefinition:
     def accepts(self, local: IPAddress, remote: IPAddress) -> bool:
         """Whether an IKE_SA_INIT from ``remote`` to ``local`` is for us."""
         return local == self.local_address and self.remote_address in (None, remote)
+
+    def trap_selectors(self) -> list[tuple[PolicySelector, PolicySelector]]:
+        """(local, remote) for each trap policy: every pair of the child's
+        configured selectors, before any narrowing."""
+        child = self.child
+        return [
+            (_policy_selector(local), _policy_selector(remote))
+            for local in child.local_ts
+            for remote in child.remote_ts
+        ]
 
 
 # ---------------------------------------------------------------------------

@@ -13,6 +13,11 @@ initiator floats to port 4500 (RFC 7296 §2.23).
 A CHILD_SA the engine reports is installed through the data plane's narrow
 interface (add_sa both ways, one outbound and one inbound policy per
 selector pair) and removed when its IKE_SA fails or is terminated.
+
+The connection lifecycle follows swanctl: ``start_action = trap`` installs
+TRAP policies whose first caught packet initiates; ``close_action`` says
+what a Delete from the peer leads to; ``reauth_time`` replaces the IKE_SA
+with a freshly authenticated one, make-before-break (RFC 7296 §2.8.3).
 Subscribers receive typed past-tense events; the daemon logs SPIs and
 algorithm names, never keys. Keys reach a file only through the opt-in key
 logs (SBC_IPSEC_KEYLOG for ESP, SBC_IKE_KEYLOG for IKE).
@@ -26,19 +31,26 @@ import secrets
 import socket
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
-from ipsec.dataplane import DataPlane, DataPlaneError, Transport, UdpEncapSocket
+from ipsec.dataplane import (
+    Acquire,
+    DataPlane,
+    DataPlaneError,
+    Transport,
+    UdpEncapSocket,
+)
 from ipsec.esp import Encryption, Integrity, Mode, Protocol
-from ipsec.esp.spd import Direction
+from ipsec.esp.spd import Direction, Policy, PolicyAction
 from ipsec.esp.spd import TrafficSelector as PolicySelector
 
 from .connection import (
     IKE_PORT,
     NAT_T_PORT,
     ChildSaInstallation,
+    CloseAction,
     ConnectionDefinition,
     StartAction,
     child_sa_installation,
@@ -49,6 +61,7 @@ from .crypto import EncrAlgorithm, IntegAlgorithm, PrfAlgorithm, RandomBytes
 from .errors import IkeError
 from .events import (
     ChildSaDeleted,
+    ChildSaDeleteReason,
     ChildSaEstablished,
     ChildSaFailed,
     ChildSaOutboundSwitched,
@@ -95,6 +108,9 @@ class DaemonSettings:
     valid N(COOKIE) (RFC 7296 §2.6); 0 always asks for one."""
     cookie_secret_lifetime: float = 60.0
     """How often the COOKIE secret is replaced."""
+    trap_retry_delay: float = 5.0
+    """After a failed setup, a trap ignores packets this long, so that a
+    refusing peer is not asked again for every packet."""
 
 
 # ---------------------------------------------------------------------------
@@ -200,6 +216,75 @@ class ChildSaRemoved:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class TrapInstalled:
+    """A connection's TRAP policies are in the data plane."""
+
+    connection: str
+    selectors: tuple[tuple[PolicySelector, PolicySelector], ...]
+    """(local, remote) of each trap policy."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrapRemoved:
+    """A connection's TRAP policies left the data plane."""
+
+    connection: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrapTriggered:
+    """A packet a trap caught started a negotiation (once, not per packet)."""
+
+    connection: str
+    protocol: int
+    source: IPAddress
+    destination: IPAddress
+    source_port: int
+    destination_port: int
+    new_ike_sa: bool
+    """True: a new IKE_SA was initiated; False: a CHILD_SA was requested on
+    the connection's established IKE_SA."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseActionTaken:
+    """The peer deleted the connection's last CHILD_SA or its IKE_SA, and
+    ``close_action`` (trap or start) was applied."""
+
+    connection: str
+    action: CloseAction
+    spi_i: bytes
+    spi_r: bytes
+    """The IKE_SA the peer deleted, or the one whose CHILD_SA it deleted."""
+    ike_sa_deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IkeSaReauthenticated:
+    """A new, fully authenticated IKE_SA carries the connection's CHILD_SA;
+    the old IKE_SA (spi_i, spi_r) is being deleted (RFC 7296 §2.8.3)."""
+
+    connection: str
+    spi_i: bytes
+    spi_r: bytes
+    new_spi_i: bytes
+    new_spi_r: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IkeSaReauthFailed:
+    """The IKE_SA meant to replace (spi_i, spi_r) failed; the old one stays
+    in use and reauthentication is tried again after retransmit_timeout."""
+
+    connection: str
+    spi_i: bytes
+    spi_r: bytes
+    notify_type: NotifyType | int | None
+    """The error Notify that ended the new IKE_SA or CHILD_SA, if any."""
+    reason: str
+
+
 DaemonEvent = (
     IkeSaUp
     | IkeSaDown
@@ -209,6 +294,12 @@ DaemonEvent = (
     | ChildSaInstalled
     | ChildSaRefused
     | ChildSaRemoved
+    | TrapInstalled
+    | TrapRemoved
+    | TrapTriggered
+    | CloseActionTaken
+    | IkeSaReauthenticated
+    | IkeSaReauthFailed
 )
 Subscriber = Callable[[DaemonEvent], None]
 
@@ -249,6 +340,9 @@ class IkeDaemon:
         self._keylog = keylog or IkeKeyLog.from_environment()
         self._subscribers: list[Subscriber] = []
         self._timers: dict[ManagedIkeSa, asyncio.TimerHandle] = {}
+        self._traps: dict[str, list[Policy]] = {}
+        self._trap_hold: dict[str, float] = {}
+        """Connection name: until when its trap ignores packets."""
         self._socket: socket.socket | None = None
         self._encap: UdpEncapSocket | None = None
 
@@ -270,18 +364,21 @@ class IkeDaemon:
         self._socket = sock
         self.loop.add_reader(sock.fileno(), self._on_ike_readable)
         self.dataplane.set_ike_handler(self._on_nat_t_message)
-        for connection in self.connections.values():
-            if connection.start_action is StartAction.START:
-                self.initiate(connection.name)
+        self.dataplane.set_acquire_handler(self._on_acquire)
+        for connection in list(self.connections.values()):
+            self._apply_start_action(connection)
 
     def close(self) -> None:
         """Remove every CHILD_SA from the data plane and close UDP 500.
 
-        No Deletes are sent. The 4500 socket belongs to the data plane and
-        closes with it.
+        No Deletes are sent; trap policies are removed too. The 4500 socket
+        belongs to the data plane and closes with it.
         """
         for sa in self.manager:
             self._remove(sa, None, "daemon closed")
+        for name in list(self._traps):
+            self.uninstall_trap(name)
+        self.dataplane.set_acquire_handler(None)
         if self._socket is not None:
             self.loop.remove_reader(self._socket.fileno())
             self._socket.close()
@@ -306,23 +403,42 @@ class IkeDaemon:
         self._subscribers.append(subscriber)
 
     def load(self, connection: ConnectionDefinition) -> None:
-        """Add or replace a connection; a started daemon acts on start_action."""
+        """Add or replace a connection; a started daemon acts on start_action.
+
+        Replacing a connection removes its traps first (its selectors may
+        have changed); its IKE_SAs stay as they are.
+        """
+        self.uninstall_trap(connection.name)
         self.connections[connection.name] = connection
-        started = self._socket is not None
-        if started and connection.start_action is StartAction.START:
+        if self._socket is not None:
+            self._apply_start_action(connection)
+
+    def _apply_start_action(self, connection: ConnectionDefinition) -> None:
+        if connection.start_action is StartAction.START:
             self.initiate(connection.name)
+        elif connection.start_action is StartAction.TRAP:
+            self.install_trap(connection.name)
 
     # -- initiating and terminating -------------------------------------------
 
     def initiate(self, name: str) -> ManagedIkeSa:
         """Start IKE_SA_INIT for connection ``name``, CHILD_SA in IKE_AUTH."""
+        return self._initiate(name)
+
+    def _initiate(
+        self, name: str, reauth_of: ManagedIkeSa | None = None
+    ) -> ManagedIkeSa:
         connection = self.connections[name]
         if connection.remote_address is None:
             raise ValueError(f"connection {name} has no remote address to initiate to")
         local = (self.address, self.ike_port)
         remote = (connection.remote_address, connection.remote_port)
+        config = connection.ike_sa_config()
+        if reauth_of is not None:
+            # The peer must keep the old IKE_SA until we delete it (§2.4).
+            config = replace(config, send_initial_contact=False)
         engine = IkeSa(
-            connection.ike_sa_config(),
+            config,
             is_initiator=True,
             local_spi=self._new_spi(),
             random_bytes=self._random_bytes,
@@ -333,6 +449,8 @@ class IkeDaemon:
         now = self.loop.time()
         sa = ManagedIkeSa(engine, connection, local, remote, True, now)
         self.manager.add(sa)
+        if reauth_of is not None:
+            sa.reauth_of, reauth_of.replaced_by = reauth_of, sa
         engine.initiate(now)
         logger.info("%s: initiating to %s:%d", sa.label, *remote)
         self._after_step(sa, None)
@@ -358,9 +476,189 @@ class IkeDaemon:
                 self._remove(sa, None, "terminated locally")
         return affected
 
+    def terminate_child(self, name: str) -> int:
+        """Delete the CHILD_SAs of connection ``name`` with INFORMATIONAL
+        Deletes; their IKE_SAs stay. Returns how many were asked to go."""
+        affected = 0
+        for sa in self.ike_sas(name):
+            for child in list(sa.children):
+                spi = child.inbound_spi.to_bytes(4, "big")
+                try:
+                    sa.engine.delete_child_sa(spi, self.loop.time())
+                except RuntimeError as state:
+                    logger.debug("%s: cannot delete the CHILD_SA: %s", sa.label, state)
+                    continue
+                affected += 1
+            self._after_step(sa, None)
+        return affected
+
     def ike_sas(self, name: str | None = None) -> list[ManagedIkeSa]:
         """The live IKE_SAs, of one connection or of all."""
         return [sa for sa in self.manager if name in (None, sa.connection.name)]
+
+    # -- traps ---------------------------------------------------------------
+
+    def install_trap(self, name: str) -> bool:
+        """Install TRAP policies for connection ``name`` (swanctl --install).
+
+        Returns False if they are installed already. Packets they catch
+        raise acquires; they rank below any CHILD_SA's policies and stay
+        until :meth:`uninstall_trap`, a reload of the connection or close.
+        """
+        connection = self.connections[name]
+        if name in self._traps:
+            return False
+        if connection.remote_address is None:
+            raise ValueError(f"connection {name} has no remote address to trap for")
+        selectors = tuple(connection.trap_selectors())
+        self._traps[name] = [
+            self.dataplane.add_policy(local, remote, action=PolicyAction.TRAP)
+            for local, remote in selectors
+        ]
+        logger.info("%s: trap installed", name)
+        self._emit(TrapInstalled(name, selectors))
+        return True
+
+    def uninstall_trap(self, name: str) -> bool:
+        """Remove connection ``name``'s TRAP policies; False if there were none."""
+        policies = self._traps.pop(name, None)
+        if policies is None:
+            return False
+        for policy in policies:
+            self.dataplane.del_policy(policy)
+        self._trap_hold.pop(name, None)
+        self._emit(TrapRemoved(name))
+        return True
+
+    def _on_acquire(self, acquire: Acquire) -> None:
+        """A trapped packet: set up its CHILD_SA unless that is under way.
+
+        Every trapped packet arrives here; only the first one while nothing
+        is being negotiated starts something.
+        """
+        name = self._trap_owner(acquire.policy)
+        if name is None or self.loop.time() < self._trap_hold.get(name, 0.0):
+            return
+        sas = self.ike_sas(name)
+        if any(not sa.established or sa.children or sa.child_pending for sa in sas):
+            # Being negotiated, or a CHILD_SA narrower than the trap exists.
+            return
+        carrier = next((sa for sa in sas if sa.replaced_by is None), None)
+        if carrier is None:
+            self.initiate(name)
+        elif self._request_child(carrier):
+            self._after_step(carrier, None)
+        else:
+            return
+        logger.info("%s: trap triggered by %s", name, acquire.destination)
+        self._emit(
+            TrapTriggered(
+                name, acquire.protocol, acquire.source, acquire.destination,
+                acquire.source_port, acquire.destination_port, carrier is None,
+            )
+        )  # fmt: skip
+
+    def _trap_owner(self, policy: Policy) -> str | None:
+        for name, policies in self._traps.items():
+            if any(trap is policy for trap in policies):
+                return name
+        return None
+
+    def _request_child(self, sa: ManagedIkeSa) -> bool:
+        """Queue a CREATE_CHILD_SA for the connection's child on ``sa``; the
+        caller sends it (an engine step in progress, or :meth:`_after_step`)."""
+        try:
+            sa.engine.create_child_sa(self.loop.time())
+        except RuntimeError as state:
+            logger.debug("%s: no CHILD_SA requested: %s", sa.label, state)
+            return False
+        sa.child_pending = True
+        return True
+
+    def _hold_trap(self, name: str) -> None:
+        if name in self._traps:
+            hold = self.loop.time() + self.settings.trap_retry_delay
+            self._trap_hold[name] = hold
+
+    # -- reauthentication (RFC 7296 §2.8.3) ----------------------------------
+
+    def reauthenticate(self, name: str) -> int:
+        """Reauthenticate the established IKE_SAs of connection ``name``.
+
+        Each gets a new IKE_SA (IKE_SA_INIT and IKE_AUTH in full, without
+        INITIAL_CONTACT); once that one's CHILD_SA is installed and carries
+        our traffic, the old IKE_SA is deleted with its CHILD_SAs. Returns
+        how many reauthentications started.
+        """
+        return sum(self._reauthenticate(sa) for sa in self.ike_sas(name))
+
+    def _reauthenticate(self, old: ManagedIkeSa) -> bool:
+        connection = self.connections.get(old.connection.name)
+        idle = old.replaced_by is None and old.reauth_of is None
+        if connection is None or connection.remote_address is None or not idle:
+            return False
+        if old.engine.state is not IkeSaState.ESTABLISHED:
+            return False
+        old.reauth_at = None
+        new = self._initiate(connection.name, reauth_of=old)
+        logger.info("%s: reauthenticating as %s", old.label, new.label)
+        self._rearm(old)
+        return True
+
+    def _reauth_deadline(self, connection: ConnectionDefinition) -> float | None:
+        if connection.reauth_time is None:
+            return None
+        early = 0.0
+        if connection.rand_time > 0:
+            draw = int.from_bytes(self._random_bytes(4), "big") / 2**32
+            early = connection.rand_time * draw
+        return self.loop.time() + connection.reauth_time - early
+
+    def _finish_reauth(self, new: ManagedIkeSa) -> None:
+        """The new IKE_SA carries the CHILD_SA: delete the old one."""
+        old, new.reauth_of = new.reauth_of, None
+        if old is None:
+            return
+        engine = old.engine
+        logger.info("%s: reauthenticated as %s", old.label, new.label)
+        self._emit(
+            IkeSaReauthenticated(
+                new.connection.name, engine.spi_i, engine.spi_r,
+                new.engine.spi_i, new.engine.spi_r,
+            )
+        )  # fmt: skip
+        self.loop.call_soon(self._delete_replaced, old)
+
+    def _delete_replaced(self, old: ManagedIkeSa) -> None:
+        """Delete an IKE_SA a reauthentication replaced. During an IKE_SA
+        rekey this waits: the rekey's outcome brings it back here."""
+        if old not in self.manager or old.engine.state is not IkeSaState.ESTABLISHED:
+            return
+        try:
+            old.engine.delete(self.loop.time())
+        except RuntimeError as state:
+            logger.debug("%s: deletion deferred: %s", old.label, state)
+            return
+        self._after_step(old, None)
+
+    def _reauth_failed(
+        self, new: ManagedIkeSa, notify_type: NotifyType | int | None, reason: str
+    ) -> None:
+        """The replacement failed: keep the old IKE_SA and try again later."""
+        old, new.reauth_of = new.reauth_of, None
+        if old is None:
+            return
+        old.replaced_by = None
+        logger.info("%s: reauthentication failed: %s", old.label, reason)
+        engine = old.engine
+        self._emit(
+            IkeSaReauthFailed(
+                old.connection.name, engine.spi_i, engine.spi_r, notify_type, reason
+            )
+        )
+        if old in self.manager:
+            old.reauth_at = self.loop.time() + old.connection.retransmit_timeout
+            self._rearm(old)
 
     # -- receiving -----------------------------------------------------------
 
@@ -560,6 +858,8 @@ class IkeDaemon:
             elif isinstance(event, _ChildSasMoved):
                 self._move_children(sa, event)
             elif isinstance(event, IkeSaRekeyFailed):
+                if sa.replaced_by is not None and sa.replaced_by.reauth_of is None:
+                    self.loop.call_soon(self._delete_replaced, sa)
                 engine = sa.engine
                 self._emit(
                     IkeSaRekeyRefused(
@@ -582,6 +882,8 @@ class IkeDaemon:
             deadline = (
                 half_open_end if deadline is None else min(deadline, half_open_end)
             )
+        if sa.reauth_at is not None:
+            deadline = sa.reauth_at if deadline is None else min(deadline, sa.reauth_at)
         if deadline is not None:
             self._timers[sa] = self.loop.call_at(deadline, self._on_timer, sa)
 
@@ -592,6 +894,10 @@ class IkeDaemon:
             if now - sa.created >= self.settings.half_open_timeout:
                 self._remove(sa, None, "half-open IKE_SA timed out")
                 return
+        if sa.reauth_at is not None and now >= sa.reauth_at:
+            if not self._reauthenticate(sa):
+                # Not now (an exchange in the way): again a little later.
+                sa.reauth_at = now + sa.connection.retransmit_timeout
         sa.engine.handle_timer(now)
         self._after_step(sa, None)
 
@@ -600,6 +906,7 @@ class IkeDaemon:
     def _ike_sa_established(self, sa: ManagedIkeSa, event: IkeSaEstablished) -> None:
         self.manager.mark_established(sa)
         sa.remote_id = event.remote_id
+        sa.reauth_at = self._reauth_deadline(sa.connection)
         keys = sa.engine.export_keys()
         if self._keylog is not None and keys is not None:
             self._keylog.log(event.spi_i, event.spi_r, *keys)
@@ -634,16 +941,19 @@ class IkeDaemon:
             int.from_bytes(event.rekeyed_spi, "big") if event.rekeyed_spi else None
         )
         rekey = rekeyed is not None
+        replaces = rekeyed if rekey else self._predecessor(sa)
         try:
             installation = child_sa_installation(
                 event, definition, sa.local[0], sa.remote[0]
             )
-            child = self._add_to_dataplane(sa, installation, replaces=rekeyed)
+            child = self._add_to_dataplane(sa, installation, replaces=replaces)
         except (ValueError, DataPlaneError) as error:
             logger.warning("%s: CHILD_SA not installed: %s", sa.label, error)
             self._emit(
                 ChildSaRefused(sa.connection.name, definition.name, None, str(error))
             )
+            if not rekey:
+                self._new_child_failed(sa, None, str(error))
             # The peer has its half installed: delete the pair (§1.4.1).
             try:
                 sa.engine.delete_child_sa(event.inbound_spi, self.loop.time())
@@ -651,7 +961,11 @@ class IkeDaemon:
                 logger.debug("%s: cannot delete the CHILD_SA: %s", sa.label, state)
             return
         if event.outbound_active:
-            self._activate_outbound(child, first=rekey)
+            # Our reauthentication sends on the new pair at once; the peer's
+            # keeps sending on the old pair until that one is deleted.
+            self._activate_outbound(child, first=rekey or sa.reauth_of is not None)
+        if not rekey:
+            sa.child_pending = False
         sa.children.append(child)
         inbound = installation.inbound
         logger.info(
@@ -668,6 +982,33 @@ class IkeDaemon:
                 child.remote_selectors, rekeyed,
             )
         )  # fmt: skip
+        if sa.reauth_of is not None:
+            self._finish_reauth(sa)
+
+    def _predecessor(self, sa: ManagedIkeSa) -> int | None:
+        """The inbound SPI of the CHILD_SA a new one on ``sa`` replaces.
+
+        That is the connection's CHILD_SA on another IKE_SA with the same
+        peer: the IKE_SA being reauthenticated, by us or by the peer. The
+        new inbound SA joins its lineage so that the data plane admits both
+        until the old IKE_SA goes (make-before-break).
+        """
+        if sa.reauth_of is not None:
+            others = [sa.reauth_of]
+        else:
+            others = [
+                other
+                for other in self.manager
+                if other is not sa
+                and other.connection.name == sa.connection.name
+                and other.remote_id == sa.remote_id
+            ]
+        name = sa.connection.child.name
+        for other in others:
+            for child in other.children:
+                if child.name == name:
+                    return child.inbound_spi
+        return None
 
     def _add_to_dataplane(
         self,
@@ -727,20 +1068,73 @@ class IkeDaemon:
     def _child_sa_refused(
         self, sa: ManagedIkeSa, event: ChildSaFailed | ChildSaRekeyFailed
     ) -> None:
-        prefix = "rekey: " if isinstance(event, ChildSaRekeyFailed) else ""
+        rekey = isinstance(event, ChildSaRekeyFailed)
+        prefix = "rekey: " if rekey else ""
         name = sa.connection.child.name
         self._emit(
             ChildSaRefused(
                 sa.connection.name, name, event.notify_type, prefix + event.reason
             )
         )
+        if not rekey:
+            self._new_child_failed(sa, event.notify_type, event.reason)
+
+    def _new_child_failed(
+        self, sa: ManagedIkeSa, notify_type: NotifyType | int | None, reason: str
+    ) -> None:
+        """A new CHILD_SA did not come up: hold the trap; a reauthentication
+        is abandoned and its IKE_SA deleted, the old one kept."""
+        sa.child_pending = False
+        self._hold_trap(sa.connection.name)
+        if sa.reauth_of is None:
+            return
+        self._reauth_failed(sa, notify_type, f"CHILD_SA refused: {reason}")
+        try:
+            sa.engine.delete(self.loop.time())
+        except RuntimeError as state:
+            logger.debug("%s: cannot delete the IKE_SA: %s", sa.label, state)
 
     def _child_sa_deleted(self, sa: ManagedIkeSa, event: ChildSaDeleted) -> None:
         child = sa.child(int.from_bytes(event.inbound_spi, "big"))
         if child is None:
             return  # never installed (refused by the data plane)
         sa.children.remove(child)
-        self._remove_child(sa, child, event.reason.value)
+        reason = event.reason.value
+        if (
+            sa.replaced_by is not None
+            and event.reason is ChildSaDeleteReason.IKE_SA_GONE
+        ):
+            reason = "reauthenticated"
+        self._remove_child(sa, child, reason)
+        if event.reason is ChildSaDeleteReason.DELETED_BY_PEER:
+            self._peer_closed(sa, ike_sa_deleted=False)
+
+    def _peer_closed(self, sa: ManagedIkeSa, *, ike_sa_deleted: bool) -> None:
+        """Apply close_action after the peer deleted ``sa`` or its CHILD_SA.
+
+        Nothing happens while another CHILD_SA or IKE_SA of the connection
+        lives on (the peer deleting what a reauthentication replaced).
+        """
+        name = sa.connection.name
+        connection = self.connections.get(name)
+        if connection is None or connection.close_action is CloseAction.NONE:
+            return
+        others = [o for o in self.manager if o is not sa and o.connection.name == name]
+        if others or sa.children:
+            return
+        action = connection.close_action
+        if action is CloseAction.TRAP:
+            self.install_trap(name)
+        elif ike_sa_deleted:
+            self.initiate(name)
+        elif not self._request_child(sa):
+            return
+        logger.info("%s: closed by the peer, close_action %s", sa.label, action.value)
+        self._emit(
+            CloseActionTaken(
+                name, action, sa.engine.spi_i, sa.engine.spi_r, ike_sa_deleted
+            )
+        )
 
     def _initial_contact(self, sa: ManagedIkeSa, event: InitialContactReceived) -> None:
         # RFC 7296 §2.4: the peer kept no state, so its older IKE_SAs are
@@ -761,6 +1155,7 @@ class IkeDaemon:
             engine.is_original_initiator, self.loop.time(), sa.floated,
             established=True, remote_id=sa.remote_id,
         )  # fmt: skip
+        new.reauth_at = sa.reauth_at  # reauthentication survives a rekey
         self.manager.add(new)
         logger.info("%s: rekeyed into %s", sa.label, new.label)
         self._after_step(new, None)
@@ -779,6 +1174,7 @@ class IkeDaemon:
         if new is not None:
             new.children.extend(sa.children)
             sa.children.clear()
+            self._hand_over_reauth(sa, new)
         self._emit(
             IkeSaRekeyed(
                 sa.connection.name, event.spi_i, event.spi_r,
@@ -786,18 +1182,36 @@ class IkeDaemon:
             )
         )  # fmt: skip
 
+    def _hand_over_reauth(self, old: ManagedIkeSa, new: ManagedIkeSa) -> None:
+        """An IKE_SA rekey moved a reauthentication's old end to ``new``."""
+        replacement = old.replaced_by
+        if replacement is None:
+            return
+        new.replaced_by = replacement
+        if replacement.reauth_of is old:
+            replacement.reauth_of = new
+        else:
+            # Reauthenticated already; the deletion waited for this rekey.
+            self.loop.call_soon(self._delete_replaced, new)
+
     def _ike_sa_gone(self, sa: ManagedIkeSa, event: IkeSaFailed | IkeSaDeleted) -> None:
         if isinstance(event, IkeSaFailed):
             logger.info("%s: IKE_SA failed: %s", sa.label, event.reason)
             self._remove(sa, event.notify_type, event.reason)
+            self._hold_trap(sa.connection.name)
             return
-        logger.info("%s: IKE_SA %s", sa.label, event.reason.value)
-        self._remove(sa, None, event.reason.value)
+        reason = event.reason.value
+        if sa.replaced_by is not None and sa.replaced_by.reauth_of is None:
+            reason = "reauthenticated"
+        logger.info("%s: IKE_SA %s", sa.label, reason)
+        self._remove(sa, None, reason)
         if event.reason is IkeSaDeleteReason.PEER_DEAD:
             self._emit(PeerDead(sa.connection.name, event.spi_i, event.spi_r))
         connection = self.connections.get(sa.connection.name)
         if event.restart and connection is not None and connection.remote_address:
             self.initiate(connection.name)
+        elif event.reason is IkeSaDeleteReason.DELETED_BY_PEER:
+            self._peer_closed(sa, ike_sa_deleted=True)
 
     def _remove(
         self, sa: ManagedIkeSa, notify_type: NotifyType | int | None, reason: str
@@ -807,6 +1221,11 @@ class IkeDaemon:
         if handle is not None:
             handle.cancel()
         self.manager.remove(sa)
+        if sa.reauth_of is not None:
+            self._reauth_failed(sa, notify_type, reason)
+        replacement = sa.replaced_by
+        if replacement is not None and replacement.reauth_of is sa:
+            replacement.reauth_of = None  # gone first: the new one just lives on
         shared = any(o.floated and o.remote == sa.remote for o in self.manager)
         if self._encap is not None and sa.floated and not shared:
             self._encap.stop_keepalive((str(sa.remote[0]), sa.remote[1]))

@@ -59,6 +59,14 @@ class ManagedIkeSa:
     """The identity the peer authenticated with."""
     peer_request_id: int = -1
     """The highest message ID of a peer request we answered."""
+    child_pending: bool = False
+    """We asked for a CHILD_SA (a trap or close_action) and await the answer."""
+    reauth_at: float | None = None
+    """When to reauthenticate (``reauth_time``); an IKE_SA rekey keeps it."""
+    reauth_of: ManagedIkeSa | None = field(default=None, repr=False)
+    """The IKE_SA this one reauthenticates, until it carries the CHILD_SA."""
+    replaced_by: ManagedIkeSa | None = field(default=None, repr=False)
+    """The IKE_SA reauthenticating this one; this one is deleted after."""
 
     def child(self, inbound_spi: int) -> InstalledChild | None:
         return next((c for c in self.children if c.inbound_spi == inbound_spi), None)
@@ -88,6 +96,9 @@ class IkeSaManager:
 
     def __len__(self) -> int:
         return len(self._by_spi)
+
+    def __contains__(self, sa: object) -> bool:
+        return isinstance(sa, ManagedIkeSa) and self._by_spi.get(sa.our_spi) is sa
 
     def __iter__(self) -> Iterator[ManagedIkeSa]:
         # A copy: callers remove IKE_SAs while they walk them.
