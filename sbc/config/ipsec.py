@@ -17,19 +17,31 @@ import ipaddress
 from typing import Annotated, Literal, Self
 
 from cryptography import x509
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from .types import IPAddressField, IPNetworkField, Name, Secret, Text
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 
+
+def _check_pem(value: object) -> str:
+    # PEM spans lines, which Text refuses; only its armour is checked here,
+    # the IKE layer parses the contents when the profile is used.
+    if not isinstance(value, str) or "-----BEGIN " not in value:
+        raise PydanticCustomError("pem", "must be PEM text (-----BEGIN ...)")
+    return value
+
+
+Pem = Annotated[str, BeforeValidator(_check_pem)]
+
 IkeEncryption = Literal[
     "aes128gcm16", "aes256gcm16", "chacha20poly1305", "aes128", "aes256"
 ]
 EspEncryption = Literal[
-    "aes128gcm16", "aes256gcm16", "chacha20poly1305", "aes128", "aes256", "null"
+    "aes128gcm16", "aes256gcm16", "chacha20poly1305", "aes128", "aes256"
 ]
+"""No ``null``: a protected trunk carries nothing in clear."""
 Integrity = Literal["sha256", "sha384", "sha512"]
 Prf = Literal["prfsha256", "prfsha384", "prfsha512"]
 DhGroup = Literal[
@@ -80,10 +92,7 @@ class EspProposal(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.encryption == "null" and self.integrity is None:
-            raise PydanticCustomError("proposal", "null encryption needs integrity")
-        if self.encryption != "null":
-            _integrity_fits(self.encryption, self.integrity)
+        _integrity_fits(self.encryption, self.integrity)
         return self
 
 
@@ -149,11 +158,11 @@ class IpsecProfile(_Model):
     auth: Literal["psk", "certificate"] = "psk"
     psk: Secret | None = None
     """Pre-shared key (auth psk); sealed at rest, never returned."""
-    certificate: Text | None = None
+    certificate: Pem | None = None
     """PEM certificate chain of this node (auth certificate)."""
     private_key: Secret | None = None
     """PEM private key of ``certificate``; sealed at rest, never returned."""
-    ca_certificates: list[Text] = Field(default_factory=list)
+    ca_certificates: list[Pem] = Field(default_factory=list)
     """PEM trust anchors for the peers' certificates."""
     mode: Literal["tunnel", "transport"] = "transport"
     """transport: the SBC's trunk address talks straight to each target;

@@ -1,0 +1,27 @@
+"""Secure trunks: IPsec profiles drive IKEv2 connections, trunk state follows
+protection, and mesh peers become protected trunks (docs/secure-trunks.md)."""
+
+from .derive import (
+    NodeSectionMissing,
+    TrunkConnection,
+    mesh_trunks,
+    protected_connections,
+    with_mesh,
+)
+from .runtime import ChildSaView, IkeSaView, RestartRequired, SecureEvent, SecureTrunks
+from .state import TrunkState, TrunkStateChanged
+
+__all__ = [
+    "ChildSaView",
+    "IkeSaView",
+    "NodeSectionMissing",
+    "RestartRequired",
+    "SecureEvent",
+    "SecureTrunks",
+    "TrunkConnection",
+    "TrunkState",
+    "TrunkStateChanged",
+    "mesh_trunks",
+    "protected_connections",
+    "with_mesh",
+]

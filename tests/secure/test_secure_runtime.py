@@ -1,0 +1,345 @@
+"""Two or three SecureTrunks runtimes on loopback, each from its own config.
+
+Every node binds IKE (500) and ESP in UDP (4500) on its own 127.x.y.1
+address, drawn at random per test so that parallel workers do not meet.
+What goes through a trunk is checked end to end: UDP sent on the trunk's
+listener address through one node's data plane channel arrives, decrypted,
+at the other node's binding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from conftest import require_root
+
+from ipsec.ike.daemon import ChildSaInstalled, IkeSaDown
+from sbc.config.model import Config
+from sbc.secure.derive import connection_name
+from sbc.secure.runtime import SecureTrunks
+from sbc.secure.state import TrunkState, TrunkStateChanged
+
+PSK = "loopback secure trunk"
+SIP_PORT = 5060
+FAST_DPD = {
+    "dpd": {"delay": 1, "action": "restart"},
+    "retransmission": {"timeout": 0.3, "tries": 2},
+}
+
+
+def addresses(count: int) -> list[str]:
+    base = random.randrange(1, 250)
+    picks = random.sample(range(1, 250), count)
+    return [f"127.{base}.{pick}.1" for pick in picks]
+
+
+def node_config(
+    me: str, peers: dict[str, str], *, profiles=None, start="start", trunk_profile=None
+) -> Config:
+    """A node at ``me`` with a transport-mode trunk to each of ``peers``
+    (name -> address), protected by profile ``p`` unless told otherwise."""
+    profiles = profiles or {"p": {}}
+    return Config.model_validate(
+        {
+            "ipsec": {"node": f"n{me}", "address": me, "identity": f"{me}.sbc.test"},
+            "listeners": [
+                {
+                    "name": "sec",
+                    "transport": "udp",
+                    "address": me,
+                    "port": SIP_PORT,
+                    "ipsec": True,
+                }
+            ],
+            "ipsec_profiles": [
+                {"name": name, "psk": PSK, "start_action": start, **FAST_DPD, **body}
+                for name, body in profiles.items()
+            ],
+            "trunks": [
+                {
+                    "name": name,
+                    "kind": "peer-sbc",
+                    "listeners": ["sec"],
+                    "targets": [{"host": address}],
+                    "ipsec_profile": (trunk_profile or {}).get(name, "p"),
+                    "ipsec_identity": f"{address}.sbc.test",
+                }
+                for name, address in peers.items()
+            ],
+        }
+    )
+
+
+class Node:
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.secure = SecureTrunks(retry_delays=(0.5,))
+        self.events: list[object] = []
+        self.secure.subscribe(self.events.append)
+
+    def states(self, trunk: str) -> list[TrunkStateChanged]:
+        return [
+            e
+            for e in self.events
+            if isinstance(e, TrunkStateChanged) and e.trunk == trunk
+        ]
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def spis(self, trunk: str) -> set[str]:
+        return {
+            child.inbound_spi
+            for sa in self.secure.security_associations(trunk)
+            for child in sa.children
+        }
+
+
+async def until(predicate, timeout=10.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def is_up(node: Node, trunk: str) -> bool:
+    state = node.secure.trunk_state(trunk)
+    return state is not None and state.state is TrunkState.UP
+
+
+async def round_trip(a: Node, b: Node, payload: bytes) -> bytes:
+    """A's listener address to B's, through the trunk's CHILD_SA, and back."""
+    received: list[bytes] = []
+
+    def echo(data: bytes, source: tuple[str, int]) -> None:
+        b.secure.data_plane.send(b.address, source[0], 17, SIP_PORT, source[1], data)
+
+    b.secure.data_plane.bind(b.address, SIP_PORT, echo)
+    a.secure.data_plane.bind(a.address, SIP_PORT, lambda d, s: received.append(d))
+    drop = a.secure.data_plane.send(
+        a.address, b.address, 17, SIP_PORT, SIP_PORT, payload
+    )
+    assert drop is None
+    await until(lambda: received, timeout=3)
+    return received[0]
+
+
+def run(coroutine):
+    require_root("IKE binds UDP 500 and 4500")
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def test_trunks_come_up_from_configs_and_carry_udp():
+    async def scenario():
+        a_address, b_address = addresses(2)
+        a, b = Node(a_address), Node(b_address)
+        await b.secure.start(node_config(b_address, {"to-a": a_address}, start="none"))
+        await a.secure.start(node_config(a_address, {"to-b": b_address}))
+        try:
+            await until(lambda: is_up(a, "to-b") and is_up(b, "to-a"))
+
+            echoed = await round_trip(a, b, b"OPTIONS sip:b SIP/2.0")
+
+            assert echoed == b"OPTIONS sip:b SIP/2.0"
+            [a_sa], [b_sa] = (
+                a.secure.security_associations("to-b"),
+                b.secure.security_associations("to-a"),
+            )
+            assert (a_sa.spi_i, a_sa.spi_r) == (b_sa.spi_i, b_sa.spi_r)
+            assert a_sa.initiator and not b_sa.initiator
+            assert a_sa.encryption == "ENCR_AES_GCM_16_128"
+            assert a_sa.prf == "PRF_HMAC_SHA2_256" and a_sa.dh_group == "CURVE25519"
+            [a_child], [b_child] = a_sa.children, b_sa.children
+            assert a_child.inbound_spi == b_child.outbound_spi
+            assert a_child.mode == "transport" and a_child.encapsulated
+            assert a_child.local_ts == (a_address,)
+            assert a_child.remote_ts == (b_address,)
+            assert a_child.packets_out == 1 and a_child.packets_in == 1
+            assert a_child.rekey_due is not None and a_sa.rekey_due is not None
+            assert a.secure.unprotected == set()
+            assert a.states("to-b")[0].state is TrunkState.DOWN
+            assert a.states("to-b")[-1] == TrunkStateChanged(
+                "to-b", TrunkState.UP, "", True
+            )
+        finally:
+            await a.secure.stop()
+            await b.secure.stop()
+
+    run(scenario())
+
+
+def test_changed_profile_renews_its_sas_and_leaves_the_others():
+    async def scenario():
+        a_address, b_address, c_address = addresses(3)
+        a, b, c = Node(a_address), Node(b_address), Node(c_address)
+        profiles = {"p": {}, "q": {}}
+        routes = {"to-b": "p", "to-c": "q"}
+        peers = {"to-b": b_address, "to-c": c_address}
+        await b.secure.start(node_config(b_address, {"to-a": a_address}, start="none"))
+        await c.secure.start(node_config(c_address, {"to-a": a_address}, start="none"))
+        await a.secure.start(
+            node_config(a_address, peers, profiles=profiles, trunk_profile=routes)
+        )
+        try:
+            await until(lambda: is_up(a, "to-b") and is_up(a, "to-c"))
+            to_b, to_c = a.spis("to-b"), a.spis("to-c")
+
+            # Profile q moves to AES-GCM-256 on A and C; p stays.
+            stronger = {"esp_proposals": [{"encryption": "aes256gcm16"}]}
+            await c.secure.apply(
+                node_config(
+                    c_address, {"to-a": a_address}, start="none",
+                    profiles={"p": stronger},
+                )
+            )  # fmt: skip
+            await a.secure.apply(
+                node_config(
+                    a_address, peers, trunk_profile=routes,
+                    profiles={"p": {}, "q": stronger},
+                )
+            )  # fmt: skip
+            await until(lambda: a.spis("to-c") and not a.spis("to-c") & to_c)
+            await until(lambda: is_up(a, "to-c"))
+
+            [child] = a.secure.security_associations("to-c")[0].children
+            assert child.encryption == "AES_GCM_16_256"
+            assert a.spis("to-b") == to_b
+            assert not [
+                e
+                for e in a.of(IkeSaDown)
+                if e.connection == connection_name("to-b", IPv4Address(b_address))
+            ]
+            assert await round_trip(a, c, b"after the change") == b"after the change"
+        finally:
+            for node in (a, b, c):
+                await node.secure.stop()
+
+    run(scenario())
+
+
+def test_deleted_trunk_deletes_its_sas_on_both_sides():
+    async def scenario():
+        a_address, b_address = addresses(2)
+        a, b = Node(a_address), Node(b_address)
+        await b.secure.start(node_config(b_address, {"to-a": a_address}, start="none"))
+        await a.secure.start(node_config(a_address, {"to-b": b_address}))
+        try:
+            await until(lambda: is_up(a, "to-b") and is_up(b, "to-a"))
+
+            await a.secure.apply(node_config(a_address, {}))
+            await until(lambda: not b.secure.security_associations())
+
+            assert a.secure.security_associations() == []
+            assert a.secure.data_plane.stats()["inbound"] == {}
+            assert b.secure.data_plane.stats()["outbound"] == {}
+            assert b.secure.trunk_state("to-a").state is TrunkState.DOWN
+            assert a.secure.trunk_state("to-b") is None
+            # The peer cannot bring it back: A no longer knows the trunk.
+            b.secure.initiate("to-a")
+            await asyncio.sleep(1.0)
+            assert not a.secure.security_associations()
+        finally:
+            await a.secure.stop()
+            await b.secure.stop()
+
+    run(scenario())
+
+
+PEER_SCRIPT = """
+import asyncio, json, sys
+from sbc.config.model import Config
+from sbc.secure.runtime import SecureTrunks
+
+async def main():
+    secure = SecureTrunks()
+    await secure.start(Config.model_validate(json.loads(sys.argv[1])))
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def start_peer(config: Config) -> subprocess.Popen[str]:
+    document = json.dumps(
+        config.model_dump(mode="json", context={"reveal_secrets": True})
+    )
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "-c", PEER_SCRIPT, document],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    return process
+
+
+def test_killed_peer_takes_the_trunk_down_and_back_up():
+    async def scenario():
+        a_address, b_address = addresses(2)
+        a = Node(a_address)
+        b_config = node_config(b_address, {"to-a": a_address}, start="none")
+        peer = start_peer(b_config)
+        await a.secure.start(node_config(a_address, {"to-b": b_address}))
+        loop = asyncio.get_running_loop()
+        try:
+            await until(lambda: is_up(a, "to-b"))
+
+            peer.send_signal(signal.SIGKILL)
+            peer.wait()
+            killed = loop.time()
+            await until(lambda: a.secure.trunk_state("to-b").state is TrunkState.DOWN)
+            noticed = loop.time() - killed
+
+            # DPD after 1 s of silence, then 0.3 s x (1 + 1.8 + 1.8^2) unanswered.
+            assert noticed < 1 + 0.3 * (1 + 1.8 + 1.8**2) + 1.5
+            assert "to-b" in a.secure.unprotected
+            down = [s for s in a.states("to-b") if s.state is TrunkState.DOWN]
+            assert down[-1].reason == "peer dead (DPD)"
+
+            peer = start_peer(b_config)
+            await until(lambda: is_up(a, "to-b"), timeout=15)
+            assert a.secure.unprotected == set()
+        finally:
+            peer.kill()
+            peer.wait()
+            await a.secure.stop()
+
+    run(scenario())
+
+
+def test_wrong_psk_reports_auth_failed():
+    async def scenario():
+        a_address, b_address = addresses(2)
+        a, b = Node(a_address), Node(b_address)
+        b_config = node_config(
+            b_address, {"to-a": a_address}, start="none",
+            profiles={"p": {"psk": "another secret"}},
+        )  # fmt: skip
+        await b.secure.start(b_config)
+        await a.secure.start(node_config(a_address, {"to-b": b_address}))
+        try:
+            await until(lambda: a.of(IkeSaDown))
+            await asyncio.sleep(0.1)
+
+            state = a.secure.trunk_state("to-b")
+            assert state.state is TrunkState.DOWN and state.reason == "auth failed"
+            assert not a.of(ChildSaInstalled)
+        finally:
+            await a.secure.stop()
+            await b.secure.stop()
+
+    run(scenario())
