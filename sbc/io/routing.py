@@ -7,7 +7,7 @@ receives, and which transport a request it sends must use.
 from __future__ import annotations
 
 from sbc.io.addresses import Address
-from sbc.sip.headers import Via, split_list
+from sbc.sip.headers import Via
 from sbc.sip.message import Request
 from sbc.sip.uri import Params
 
@@ -85,15 +85,5 @@ def stamp_request(request: Request, source: Address) -> Via:
     order. Returns the stamped Via. Raises SipParseError on a bad Via.
     """
     stamped = stamp_received(request.top_via, source)
-    headers = request.headers
-    rows = headers.get_all("Via")
-    first = rows[0]
-    rest = split_list(first, "Via")[1:] if "," in first else []
-    rows[0] = ", ".join([str(stamped), *rest])
-    # Via rows stay together and in order; they move to the top of the
-    # header block, where order against other names does not matter
-    # (RFC 3261 §7.3.1).
-    headers.remove("Via")
-    for row in reversed(rows):
-        headers.prepend("Via", row)
+    request.replace_top_via(stamped)
     return stamped

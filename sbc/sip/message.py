@@ -139,7 +139,8 @@ class Headers:
 
     Name look-ups are case-insensitive and know the compact forms. Typed
     values parsed from the fields, and an index of the first value of each
-    header, are cached here and dropped on any change.
+    header, are cached here; a change to a header drops what was read from
+    that header only and keeps the index in step.
     """
 
     __slots__ = ("_fields", "_first_values", "_parsed")
@@ -167,9 +168,16 @@ class Headers:
         headers._parsed = {}
         return headers
 
-    def _changed(self) -> None:
-        self._first_values = None
-        self._parsed.clear()
+    def _changed(self, key: str) -> None:
+        # Only what was read from this header is stale: a B2BUA edits a few
+        # headers of messages whose others it has read already.
+        parsed = self._parsed
+        if parsed:
+            parsed.pop(key, None)
+            derived = _DERIVED_VALUES.get(key)
+            if derived is not None:
+                for cached in derived:
+                    parsed.pop(cached, None)
 
     def _index(self) -> dict[str, str]:
         """The first value of each key, built on first use.
@@ -214,8 +222,11 @@ class Headers:
         return [item for value in raw for item in split_list(value, name)]
 
     def add(self, name: str, value: str) -> None:
-        self._fields.append((header_key(name), name, _checked(name, value)))
-        self._changed()
+        key = header_key(name)
+        self._fields.append((key, name, _checked(name, value)))
+        self._changed(key)
+        if self._first_values is not None:
+            self._first_values.setdefault(key, value)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first field of that name, or at the top."""
@@ -225,7 +236,9 @@ class Headers:
             0,
         )
         self._fields.insert(index, (key, name, _checked(name, value)))
-        self._changed()
+        self._changed(key)
+        if self._first_values is not None:
+            self._first_values[key] = value
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of that name by one, at the first one's place."""
@@ -240,14 +253,27 @@ class Headers:
             self._fields.append(field)
         else:
             self._fields.insert(index, field)
-        self._changed()
+        if self._first_values is not None:
+            self._first_values[key] = value
+
+    def replace_first(self, key: str, value: str) -> None:
+        """Give the first field of ``key`` (a canonical key) a new value, in place."""
+        fields = self._fields
+        index = next(i for i, field in enumerate(fields) if field[0] == key)
+        name = fields[index][1]
+        fields[index] = (key, name, _checked(name, value))
+        self._changed(key)
+        if self._first_values is not None:
+            self._first_values[key] = value
 
     def remove(self, name: str) -> int:
         key = header_key(name)
         kept = [field for field in self._fields if field[0] != key]
         removed = len(self._fields) - len(kept)
         self._fields = kept
-        self._changed()
+        self._changed(key)
+        if self._first_values is not None:
+            self._first_values.pop(key, None)
         return removed
 
     def copy(self) -> Headers:
@@ -272,6 +298,15 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
+
+
+# Cache entries read from a header besides its own typed value (see
+# _Message): dropped with it when the header changes.
+_DERIVED_VALUES = {
+    "via": ("\0top-via",),
+    "from": ("\0checked-from", "\0tag-from"),
+    "to": ("\0checked-to", "\0tag-to"),
+}
 
 
 def _checked(name: str, value: str) -> str:
@@ -360,6 +395,15 @@ class _Message:
             raise self._error(exc.reason) from None
         parsed["\0top-via"] = top
         return top
+
+    def replace_top_via(self, via: Via) -> None:
+        """Put ``via`` in place of the first Via value, which the others
+        follow with their raw text and order unchanged (RFC 3261 §18.2.1)."""
+        row = self._required("via", "Via")
+        rest = self._parse(_split_via, row)[1:] if "," in row else []
+        self.headers.replace_first("via", ", ".join([str(via), *rest]))
+        # The typed value is the one the new text was made from.
+        self.headers._parsed["\0top-via"] = via
 
     @property
     def call_id(self) -> str:

@@ -12,6 +12,7 @@ from sbc.sip import (
     validate_request,
     validate_response,
 )
+from sbc.sip.headers import parse_via_value
 
 SDP = (
     b"v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\n"
@@ -209,6 +210,76 @@ def test_headers_cache_dropped_on_change():
     request.headers.set("Max-Forwards", "69")
 
     assert request.max_forwards == 69
+
+
+def _typed_views(message: Request) -> tuple[object, ...]:
+    return (
+        message.top_via,
+        message.via,
+        message.from_,
+        message.from_tag,
+        message.to,
+        message.to_tag,
+        message.cseq,
+        message.contact,
+        message.max_forwards,
+        message.call_id,
+        [message.headers.get(name) for name, _ in message.headers],
+        "Via" in message.headers,
+        "Subject" in message.headers,
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda h: h.add("Via", "SIP/2.0/UDP 192.0.2.99;branch=z9hG4bKadded"),
+        lambda h: h.prepend("Via", "SIP/2.0/UDP 192.0.2.99;branch=z9hG4bKtop"),
+        lambda h: h.set("Via", "SIP/2.0/TCP 192.0.2.98;branch=z9hG4bKset"),
+        lambda h: h.remove("Via"),
+        lambda h: h.replace_first("via", "SIP/2.0/UDP 192.0.2.97;branch=z9hG4bKr"),
+        lambda h: h.set("From", "<sip:other@example.com>;tag=new"),
+        lambda h: h.set("t", "<sip:b@example.com>;tag=totag"),
+        lambda h: h.replace_first("to", "<sip:b@example.com>;tag=t2"),
+        lambda h: h.set("CSeq", "9 INVITE"),
+        lambda h: h.prepend("Contact", "<sip:first@192.0.2.1>"),
+        lambda h: h.remove("Contact"),
+        lambda h: h.add("Subject", "hello"),
+        lambda h: h.set("Max-Forwards", "12"),
+    ],
+)
+def test_typed_values_after_a_change_match_a_fresh_parse(change):
+    # Reading every typed value first fills the caches; a change must drop
+    # exactly what it makes stale (the fresh parse is the oracle).
+    request = parse_message(invite())
+    assert isinstance(request, Request)
+    _typed_views(request)
+
+    change(request.headers)
+
+    fresh = parse_message(request.to_bytes())
+    assert isinstance(fresh, Request)
+    if "Via" not in fresh.headers:
+        with pytest.raises(SipParseError):
+            request.top_via  # noqa: B018
+        return
+    assert _typed_views(request) == _typed_views(fresh)
+
+
+def test_replace_top_via_keeps_the_other_values():
+    request = parse_message(invite())
+    assert isinstance(request, Request)
+    others = request.via[1:]
+    stamped = parse_via_value(
+        "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKinv1;rport=5062;received=192.0.2.77"
+    )
+
+    request.replace_top_via(stamped)
+
+    assert request.top_via is stamped
+    assert request.via == [stamped, *others]
+    fresh = parse_message(request.to_bytes())
+    assert fresh.via == [stamped, *others]
 
 
 @pytest.mark.parametrize("line_break", ["\r", "\n"])
