@@ -193,12 +193,13 @@ class SipEndpoint:
         return self._streams.open_connections
 
     def snapshot(self) -> dict[str, dict[str, int]]:
-        """Every counter, grouped as ``sip``, ``udp``, ``tcp`` and ``tls``."""
+        """Every counter, grouped as ``sip``, ``udp``, ``tcp`` and ``tls``,
+        and ``ipsec`` (the IPsec listeners) when there is a data plane."""
         groups = {"sip": self.sip_counters.snapshot()}
         for name, counters in self.counters.items():
             groups[name.lower()] = counters.snapshot()
         groups["sip"]["open_connections"] = self.open_connections
-        if self._channels:
+        if self.data_plane is not None:
             groups["ipsec"] = self.ipsec_counters.snapshot()
         return groups
 
@@ -616,6 +617,8 @@ class SipEndpoint:
             for channel in [c for c in self._channels if c.local == local]:
                 self._channels.remove(channel)
                 channel.close()
+            # Hosts reached through it stay pinned to the closed listener:
+            # no path at all until it reopens, never a clear one.
         elif bound.transport == "UDP":
             for listener in [u for u in self._udp if u.local == local]:
                 self._udp.remove(listener)
@@ -656,17 +659,41 @@ class SipEndpoint:
         channel = ChannelListener(self.data_plane, spec, self, self.ipsec_counters)
         channel.open()
         self._channels.append(channel)
+        for host, local in self._ipsec_peers.items():
+            if local == channel.local:
+                self._channel_by_host[host] = channel
+        for host, previous in self._channel_by_host.items():
+            if previous.local == channel.local:
+                self._channel_by_host[host] = channel
         return channel.local
 
+    def set_ipsec_peers(self, peers: Mapping[str, Address]) -> None:
+        """Replace the hosts pinned to IPsec listeners while serving.
+
+        Raises ChannelUnavailable, changing nothing, when a host names an
+        address with no IPsec listener open. A host no longer pinned is
+        forgotten even if it was heard inside IPsec (its trunk went clear).
+        """
+        pinned = self._pinned(peers)
+        for host in self._ipsec_peers.keys() - pinned.keys():
+            self._channel_by_host.pop(host, None)
+        self._ipsec_peers = dict(peers)
+        self._channel_by_host.update(pinned)
+
     def _route_ipsec_peers(self) -> None:
-        """Pin each configured protected host to its IPsec listener."""
+        self._channel_by_host.update(self._pinned(self._ipsec_peers))
+
+    def _pinned(self, peers: Mapping[str, Address]) -> dict[str, ChannelListener]:
+        """Each protected host's IPsec listener; ChannelUnavailable if absent."""
         by_local = {channel.local: channel for channel in self._channels}
-        for host, local in self._ipsec_peers.items():
+        pinned = {}
+        for host, local in peers.items():
             channel = by_local.get(local)
             if channel is None:
                 where = format_host_port(*local)
                 raise ChannelUnavailable(f"{host}: no IPsec listener on {where}")
-            self._channel_by_host[host] = channel
+            pinned[host] = channel
+        return pinned
 
     def _udp_for(self, host: str) -> UdpListener | None:
         ipv6 = ":" in host

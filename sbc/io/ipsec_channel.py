@@ -30,6 +30,9 @@ _log = logging.getLogger(TRANSPORT_LOGGER)
 
 _IPPROTO_UDP = 17
 
+LISTENER_CLOSED = "listener_closed"
+"""The drop reason of a send through an IPsec listener closed meanwhile."""
+
 
 class ChannelUnavailable(OSError):
     """An IPsec listener cannot be opened (no data plane, not UDP, no port).
@@ -85,6 +88,7 @@ class ChannelListener:
         self.plane = plane
         self.spec = spec
         self.local: Address = (spec.host, spec.port)
+        self.closed = False
         self._sink = sink
         self._counters = counters
 
@@ -92,10 +96,14 @@ class ChannelListener:
         self.plane.bind(self.spec.host, self.spec.port, self._on_datagram)
 
     def close(self) -> None:
+        self.closed = True
         self.plane.unbind(self.spec.host, self.spec.port)
 
     def send(self, data: bytes, destination: Address) -> str | None:
         """Seal ``data`` toward ``destination``; the drop reason, if any."""
+        if self.closed:
+            self._counters.drops[LISTENER_CLOSED] += 1
+            return LISTENER_CLOSED
         host, port = destination
         drop = self.plane.send(
             self.spec.host, host, _IPPROTO_UDP, self.spec.port, port, data

@@ -301,16 +301,18 @@ class Protected:
 
 @contextlib.asynccontextmanager
 async def protected_endpoints(
-    planes: Planes, *, pin_peer: bool = True, answer: bytes = b""
+    planes: Planes, *, pin_peer: bool = True, answer: bytes = b"", clear: bool = False
 ) -> AsyncIterator[Protected]:
     """Both endpoints started on fresh channel ports; ``pin_peer`` lists the
     UAS's address among the SBC's IPsec peers (as a protected trunk's target).
-    The UAS always lists the SBC's."""
+    The UAS always lists the SBC's. ``clear`` gives the SBC a kernel UDP
+    listener on loopback too, after its IPsec one."""
     sbc_spec = ListenSpec("UDP", planes.sbc_address, free_udp_port(), ipsec=True)
     uas_spec = ListenSpec("UDP", planes.peer_address, free_udp_port(), ipsec=True)
     peers = {planes.peer_address: (sbc_spec.host, sbc_spec.port)} if pin_peer else {}
+    listen = (sbc_spec, ListenSpec("UDP", LOOPBACK, 0)) if clear else (sbc_spec,)
     sbc = SipEndpoint(
-        TransportSettings(listen=(sbc_spec,)), data_plane=planes.sbc, ipsec_peers=peers
+        TransportSettings(listen=listen), data_plane=planes.sbc, ipsec_peers=peers
     )
     uas = SipEndpoint(
         TransportSettings(listen=(uas_spec,)),

@@ -242,3 +242,56 @@ def test_pinned_peer_without_its_protected_listener_refused_at_start():
         planes.close()
 
     run(scenario())
+
+
+def test_closed_protected_listener_leaves_its_peer_no_clear_path():
+    # Transport mode with a clear listener on the same address: the kernel
+    # socket could reach the UAS's address, and must not be used.
+    async def scenario():
+        planes = connect_planes(Mode.TRANSPORT)
+        async with protected_endpoints(planes, clear=True) as ends:
+            protected = ends.sbc.listening[0]
+            await ends.sbc.close_listener(protected)
+            request, destination = options_to(ends.uas_address)
+
+            await ends.sbc.send_request(request, destination, "UDP")
+            await ends.sbc_user.next(TransportErrorOccurred, timeout=1.0)
+            assert ends.sbc.snapshot()["ipsec"]["drop.listener_closed"] == 1
+            assert ends.sbc.snapshot()["udp"]["sent"] == 0
+
+            await ends.sbc.open_listener(protected)
+            request, destination = options_to(ends.uas_address, "options-2")
+            await ends.sbc.send_request(request, destination, "UDP")
+            assert (await ends.sbc_user.final_response()).status == 200
+            assert ends.sbc.snapshot()["udp"]["sent"] == 0
+        planes.close()
+
+    run(scenario())
+
+
+def test_ipsec_peers_replaced_while_serving():
+    async def scenario():
+        planes = connect_planes(Mode.TRANSPORT)
+        async with protected_endpoints(planes, clear=True) as ends:
+            pins = {planes.peer_address: ends.sbc_address}
+
+            with pytest.raises(ChannelUnavailable, match="no IPsec listener"):
+                ends.sbc.set_ipsec_peers({"192.0.2.9": ("192.0.2.1", 5060)})
+            request, destination = options_to(ends.uas_address)
+            await ends.sbc.send_request(request, destination, "UDP")
+            assert (await ends.sbc_user.final_response()).status == 200
+
+            # The trunk goes clear: its host is no longer sent inside IPsec.
+            ends.sbc.set_ipsec_peers({})
+            request, destination = options_to(ends.uas_address, "options-2")
+            await ends.sbc.send_request(request, destination, "UDP")
+            assert ends.sbc.snapshot()["udp"]["sent"] == 1
+
+            ends.sbc.set_ipsec_peers(pins)
+            request, destination = options_to(ends.uas_address, "options-3")
+            await ends.sbc.send_request(request, destination, "UDP")
+            answered = await ends.sbc_user.final_response()
+            assert answered.call_id == "options-3" and answered.status == 200
+        planes.close()
+
+    run(scenario())
