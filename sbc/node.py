@@ -140,7 +140,7 @@ class SecureRuntime(Protocol):
 
     async def tunnel_action(self, name: str, action: str) -> None: ...
 
-    def snapshot(self) -> dict[str, dict[str, int]]: ...
+    def snapshot(self) -> dict[str, Any]: ...
 
 
 SecureRuntimeFactory = Callable[[Callable[[object], None]], SecureRuntime]
@@ -235,6 +235,7 @@ class Node:
         self._lock = asyncio.Lock()
         self._clock_offset = 0.0
         self.counters = {"applies": 0, "apply_failures": 0}
+        self._media_totals: dict[str, int] = {}
 
     # Life cycle
 
@@ -488,6 +489,7 @@ class Node:
                 record.disposition.value, record.end_reason,
             )
         )  # fmt: skip
+        _add_counters(self._media_totals, record.media)
         for trunk in (record.a_trunk, record.b_trunk):
             if trunk is not None:
                 self._drained(trunk)
@@ -627,30 +629,61 @@ class Node:
     def security_associations(self) -> list[dict[str, Any]]:
         return [] if self.secure is None else self.secure.security_associations()
 
-    def snapshot(self) -> dict[str, dict[str, int]]:
-        """Every engine's counters, grouped (``sip``, ``udp``, ``tcp``,
-        ``tls``, ``trunks``, ``calls``, ``media``, ``node`` ...)."""
-        groups = self.endpoint.snapshot()
-        trunks: dict[str, int] = {}
+    def snapshot(self) -> dict[str, Any]:
+        """Every engine's counters, in the sections `web.metrics` reads:
+        ``sip`` (the endpoint's groups), ``calls`` (active, per-trunk
+        admission), ``trunks`` (state per trunk), ``trunk_services``
+        (registration and keepalive events), ``media`` (sessions, totals
+        since start), ``node`` (applies, events) and, with IPsec, the secure
+        runtime's sections (``ike``, ``ipsec``)."""
+        snapshot: dict[str, Any] = {
+            "sip": self.endpoint.snapshot(),
+            "calls": self._calls_section(),
+            "trunks": {
+                view.name: {
+                    "state": view.state,
+                    "mode": view.mode.value,
+                    "registration": view.registration,
+                    "active_calls": view.active_calls,
+                }
+                for view in self.trunks()
+            },
+            "trunk_services": self._service_counters(),
+            "node": {
+                **self.counters,
+                "events_published": self.events.published,
+                "events_lost": self.events.lost,
+            },
+        }
+        if self.relay is not None:
+            snapshot["media"] = self._media_section(self.relay)
+        if self.secure is not None:
+            snapshot.update(self.secure.snapshot())
+        return snapshot
+
+    def _calls_section(self) -> dict[str, Any]:
+        engine = self.engine
+        if engine is None:
+            return {"active": 0, "trunks": {}}
+        trunks = {
+            trunk.name: dataclasses.asdict(engine.admission_stats(trunk.name))
+            for trunk in self.config.trunks
+        }
+        return {"active": engine.active_calls, "trunks": trunks}
+
+    def _service_counters(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
         for services in self._services.values():
             for name, value in services.counters.items():
-                trunks[name] = trunks.get(name, 0) + value
-        groups["trunks"] = trunks
-        if self.engine is not None:
-            groups["calls"] = {
-                "active": self.engine.active_calls,
-                **{f"table_{k}": v for k, v in self.engine.table_sizes().items()},
-            }
-        if self.relay is not None:
-            groups["media"] = {"sessions": len(self.relay.sessions)}
-        groups["node"] = {
-            **self.counters,
-            "events_published": self.events.published,
-            "events_lost": self.events.lost,
-        }
-        if self.secure is not None:
-            groups.update(self.secure.snapshot())
-        return groups
+                totals[name] = totals.get(name, 0) + value
+        return totals
+
+    def _media_section(self, relay: MediaRelay) -> dict[str, Any]:
+        # Ended calls' counters plus the live ones: the totals only grow.
+        totals = dict(self._media_totals)
+        for session in relay.sessions.values():
+            _add_counters(totals, session.snapshot())
+        return {"sessions": len(relay.sessions), "totals": totals}
 
     def subscribe(self, size: int = 1000) -> Subscription:
         """Every later event (`sbc.node_views`), until the node stops."""
@@ -726,6 +759,16 @@ def _trunk_state(status: _TrunkStatus, calls: int) -> tuple[str, str]:
     if status.reachable is False or status.registration == "failed":
         return "down", status.reason
     return "up", ""
+
+
+def _add_counters(totals: dict[str, int], legs: dict[str, Any]) -> None:
+    """Add each leg's integer counters (``{"0.A": {"packets": 3}}``) to totals."""
+    for counters in legs.values():
+        if not isinstance(counters, dict):
+            continue
+        for key, value in counters.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                totals[key] = totals.get(key, 0) + value
 
 
 def _keys(config: Config) -> Iterator[ObjectKey]:

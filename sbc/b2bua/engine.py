@@ -22,7 +22,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Protocol
 
-from sbc.admission import AdmissionControl, CallRejected
+from sbc.admission import AdmissionControl, AdmissionStats, CallRejected
 from sbc.b2bua.call import Call, CallPhase, Leg, Side
 from sbc.b2bua.errors import (
     DialogNotFound,
@@ -343,6 +343,10 @@ class B2bua:
             for t in config.trunks
             if t.outbound_auth is not None
         }
+
+    def admission_stats(self, trunk: str) -> AdmissionStats:
+        """Calls in progress, admitted and refused on ``trunk``."""
+        return self._admission.stats(trunk)
 
     def calls(self) -> tuple[Call, ...]:
         """The calls in progress, for read-only views (never to be changed)."""
