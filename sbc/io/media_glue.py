@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sbc.b2bua import B2bua, CallRecordWriter
 from sbc.b2bua.media import MediaAnchor, TrunkPolicy
@@ -31,18 +32,25 @@ from sbc.sip.events import RequestReceived, TransactionEvent
 from sbc.sip.message import make_response
 from sbc.sip.transaction import TransactionError, TransactionLayer
 
+if TYPE_CHECKING:
+    from ipsec.dataplane import DataPlane
+
 _log = logging.getLogger(__name__)
 
 _OFFERLESS_STREAMS = 2
 
 
 def media_relay(
-    media: Media, anchor: MediaAnchor, wake: Callable[[], None]
+    media: Media,
+    anchor: MediaAnchor,
+    wake: Callable[[], None],
+    data_plane: DataPlane | None = None,
 ) -> MediaRelay:
     """The relay of the configured ``media`` section, reporting to ``anchor``.
 
     A timeout may end a call, so ``wake`` (the endpoint's) then sends the
     BYEs the engine queued outside any receive or timer of the endpoint.
+    ``data_plane`` carries the legs of calls on IPsec listeners.
     """
     relay: MediaRelay
 
@@ -57,7 +65,7 @@ def media_relay(
         media_timeout=media.timeout,
         latch_any_source=media.latch_any_source,
     )
-    relay = MediaRelay(settings, on_event=on_event)
+    relay = MediaRelay(settings, on_event=on_event, data_plane=data_plane)
     return relay
 
 
@@ -67,14 +75,17 @@ class LegSetup:
 
     hosts: tuple[str, str]
     policies: tuple[LegPolicy, LegPolicy]
+    ipsec: tuple[bool, bool] = (False, False)
+    """Legs relayed inside IPsec (the data plane's channel), not on sockets."""
 
 
 def leg_setup(config: Config, address: str) -> Callable[[str | None], LegSetup]:
     """The leg setup for a call arriving on a listener (by name).
 
     The A-leg uses its listener's ``media_address`` (or its address when that
-    is specific) and its ``srtp``; the B-leg, not routed yet when ports are
-    bound, uses ``media.address`` and ``media.srtp``.
+    is specific) and its ``srtp``, inside IPsec when the listener is; the
+    B-leg, not routed yet when ports are bound, uses ``media.address`` and
+    ``media.srtp`` on sockets.
     """
     media = config.media
     b_policy = _policy(media, media.srtp)
@@ -85,7 +96,8 @@ def leg_setup(config: Config, address: str) -> Callable[[str | None], LegSetup]:
             return LegSetup((address, address), (_policy(media, Srtp()), b_policy))
         chosen = listener.media_address or listener.address
         host = address if chosen.is_unspecified else str(chosen)
-        return LegSetup((host, address), (_policy(media, listener.srtp), b_policy))
+        policies = (_policy(media, listener.srtp), b_policy)
+        return LegSetup((host, address), policies, (listener.ipsec, False))
 
     return setup
 
@@ -238,7 +250,10 @@ class MediaFirstUser:
         request = event.request
         try:
             session = await self._relay.allocate(
-                request.call_id, *setup.hosts, streams=_stream_count(request.body)
+                request.call_id,
+                *setup.hosts,
+                streams=_stream_count(request.body),
+                ipsec=setup.ipsec,
             )
         except (PortsExhausted, OSError) as exc:
             # No ports (or a media address not on this host): 503 lets the
