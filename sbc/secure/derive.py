@@ -23,6 +23,7 @@ from ipsec.ike.certificates import CertificateAuthentication
 from ipsec.ike.config import DpdAction, Identity
 from ipsec.ike.connection import (
     ChildDefinition,
+    CloseAction,
     ConnectionDefinition,
     StartAction,
     parse_proposals,
@@ -158,6 +159,7 @@ def _definition(
     mesh: bool,
 ) -> ConnectionDefinition:
     lifetimes, dpd = profile.lifetimes, profile.dpd
+    start = _start_action(profile, node, peer, mesh=mesh)
     child = ChildDefinition(
         trunk.name,
         local_ts,
@@ -177,7 +179,12 @@ def _definition(
             map(ike_proposal_text, profile.ike_proposals), ProtocolId.IKE
         ),
         child=child,
-        start_action=_start_action(profile, node, peer, mesh=mesh),
+        start_action=start,
+        # The side that starts also sets it up again when the peer deletes
+        # its CHILD_SA or IKE_SA (swanctl's close_action = start).
+        close_action=CloseAction.START
+        if start is StartAction.START
+        else CloseAction.NONE,
         remote_port=node.ike_port,
         remote_nat_t_port=node.nat_t_port,
         # Only ESP in UDP reaches the data plane's channel (IpsecNode).

@@ -199,7 +199,7 @@ class SecureTrunks:
             if previous is None:
                 daemon.load(connection.definition)
             elif _fingerprint(previous) != _fingerprint(connection):
-                self._reestablish(daemon, connection.definition)
+                self._renew(daemon, connection.definition)
         self._node, self._connections = node, new
         self._flush()
 
@@ -276,12 +276,13 @@ class SecureTrunks:
             self._cancel_retry(name)
         return sum(daemon.terminate(name) for name in names)
 
-    def reestablish(self, trunk: str) -> None:
-        """Replace the trunk's SAs by new ones: Delete, then initiate again."""
+    def renew(self, trunk: str) -> int:
+        """New keys for every SA of ``trunk``, make-before-break: each IKE_SA
+        is reauthenticated (new IKE_SA and CHILD_SA, then the old ones
+        deleted). The daemon has no on-demand CREATE_CHILD_SA rekey, and
+        this renews more than one would. Returns how many started."""
         daemon = self._running()
-        for name in self._names_of(trunk):
-            self._held.discard(name)
-            self._reestablish(daemon, self._connections[name].definition)
+        return sum(daemon.reauthenticate(name) for name in self._names_of(trunk))
 
     # -- views -----------------------------------------------------------
 
@@ -470,14 +471,26 @@ class SecureTrunks:
         self._held.discard(name)
         daemon.terminate(name)
 
-    def _reestablish(self, daemon: IkeDaemon, definition: ConnectionDefinition) -> None:
+    def _renew(self, daemon: IkeDaemon, definition: ConnectionDefinition) -> None:
+        """Run a changed definition. On the side that starts the connection,
+        where an IKE_SA is up the new one is
+        set up beside it and the old one deleted only once the new CHILD_SA
+        is in place (reauthentication, RFC 7296 §2.8.3); it is retried
+        while the peer refuses the change, the old SAs staying in use."""
         name = definition.name
-        daemon.terminate(name)
-        daemon.load(definition)
         if definition.start_action is not StartAction.START:
-            # Loading initiates START connections only; the change is ours
-            # to carry to the peer either way.
-            daemon.initiate(name)
+            # The side that starts carries the change; if both renewed, two
+            # CHILD_SAs with the same selectors would be left side by side.
+            daemon.load(definition)
+            return
+        if not any(sa.established for sa in daemon.ike_sas(name)):
+            daemon.terminate(name)
+            daemon.load(definition)
+            return
+        # Loaded without START, which would add an IKE_SA with
+        # INITIAL_CONTACT and make the peer drop the old one at once.
+        daemon.load(replace(definition, start_action=StartAction.NONE))
+        daemon.reauthenticate(name)
 
 
 def _by_name(connections: list[TrunkConnection]) -> dict[str, TrunkConnection]:
