@@ -108,7 +108,10 @@ class CallRecord:
     media: dict[str, Any] = field(default_factory=dict)
     """Media figures (packets, loss, jitter), filled by the media relay."""
     ipsec: dict[str, Any] = field(default_factory=dict)
-    """IPsec figures (SAs used, packets protected), filled by the data plane."""
+    """The SAs of legs on protected trunks, by side (``"a"``, ``"b"``): the
+    trunk, ``ike_sa`` (``SPIi_SPIr``), ``ike_algorithms``, ``child_sa``
+    (``{"in": SPI, "out": SPI}``), ``esp_algorithms`` and ``mode``, as
+    in use when the call ended (sbc.secure.records); empty otherwise."""
 
     def __post_init__(self) -> None:
         # Records are also rebuilt from files: check what JSON could get wrong.

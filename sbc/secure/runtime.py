@@ -10,11 +10,13 @@ routing skips the trunks in :attr:`SecureTrunks.unprotected`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ipsec.dataplane import DataPlane, UnknownSA
 from ipsec.esp.lifetime import SACounters
@@ -286,7 +288,7 @@ class SecureTrunks:
 
     # -- views -----------------------------------------------------------
 
-    def security_associations(self, trunk: str | None = None) -> list[IkeSaView]:
+    def sa_views(self, trunk: str | None = None) -> list[IkeSaView]:
         """The live IKE_SAs (of one trunk or of all) with their CHILD_SAs."""
         daemon = self._daemon
         if daemon is None:
@@ -296,6 +298,65 @@ class SecureTrunks:
             if trunk in (None, connection.trunk):
                 views += [self._ike_view(connection, sa) for sa in daemon.ike_sas(name)]
         return views
+
+    def security_associations(self) -> list[dict[str, Any]]:
+        """:meth:`sa_views` as plain data, for the admin plane."""
+        return [dataclasses.asdict(view) for view in self.sa_views()]
+
+    def trunk_protection(self) -> dict[str, str]:
+        """Each protected trunk's state, with its reason when not up."""
+        return {
+            state.trunk: f"{state.state}: {state.reason}"
+            if state.reason
+            else str(state.state)
+            for state in self.trunk_states()
+        }
+
+    def call_identifiers(self, trunk: str) -> dict[str, Any] | None:
+        """The SAs a call on ``trunk`` uses now, for its call record: the
+        IKE_SA's SPIs and algorithms, the CHILD_SA's SPIs and algorithms
+        (the first peer's with several); None when the trunk is unprotected
+        or has no CHILD_SA."""
+        views = [view for view in self.sa_views(trunk) if view.children]
+        if not views:
+            return None
+        ike = views[0]
+        child = ike.children[-1]
+        return {
+            "ike_sa": f"{ike.spi_i}_{ike.spi_r}",
+            "ike_algorithms": [ike.encryption, ike.prf, ike.integrity, ike.dh_group],
+            "child_sa": {"in": child.inbound_spi, "out": child.outbound_spi},
+            "esp_algorithms": [child.encryption, child.integrity],
+            "mode": child.mode,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters for metrics: ``ike`` (IKE_SAs, drops) and ``ipsec``
+        (the data plane's paths and SAs)."""
+        daemon, plane = self._daemon, self._plane
+        if daemon is None or plane is None:
+            return {}
+        sas = daemon.ike_sas()
+        ike = {
+            "ike_sas": len(sas),
+            "established": sum(sa.established for sa in sas),
+            "child_sas": sum(len(sa.children) for sa in sas),
+            "drops": dict(daemon.drops),
+        }
+        return {"ike": ike, "ipsec": plane.stats()}
+
+    async def tunnel_action(self, name: str, action: str) -> None:
+        """``initiate``, ``terminate`` or ``rekey`` (:meth:`renew`) the
+        IPsec of trunk or mesh peer ``name``; LookupError for an
+        unprotected name, ValueError for another action."""
+        actions: dict[str, Callable[[str], int]] = {
+            "initiate": self.initiate,
+            "terminate": self.terminate,
+            "rekey": self.renew,
+        }
+        if action not in actions:
+            raise ValueError(f"unknown tunnel action {action!r}")
+        actions[action](name)
 
     def _ike_view(self, connection: TrunkConnection, sa: ManagedIkeSa) -> IkeSaView:
         engine = sa.engine

@@ -83,7 +83,7 @@ class Node:
     def spis(self, trunk: str) -> set[str]:
         return {
             child.inbound_spi
-            for sa in self.secure.security_associations(trunk)
+            for sa in self.secure.sa_views(trunk)
             for child in sa.children
         }
 

@@ -13,6 +13,9 @@ import asyncio
 from b2bua.b2bua_harness import ANSWER, Lab
 from secure_lab import Node, addresses, is_up, node_config, run, until
 
+from sbc.cdr import CdrWriter, read_call_records
+from sbc.secure.records import IpsecCallRecords
+
 
 def call_lands_on(lab: Lab) -> str:
     call = lab.caller.invite()
@@ -26,7 +29,7 @@ def call_lands_on(lab: Lab) -> str:
     return lab.sbc.records[-1].b_trunk
 
 
-def test_unprotected_trunk_skipped_until_its_sa_comes_up():
+def test_unprotected_trunk_skipped_until_its_sa_comes_up(tmp_path):
     async def scenario():
         a_address, b_address = addresses(2)
         a, b = Node(a_address), Node(b_address)
@@ -44,7 +47,29 @@ def test_unprotected_trunk_skipped_until_its_sa_comes_up():
             )
             await until(lambda: is_up(a, "pbx"))
             assert a.secure.unprotected == set()
-            assert call_lands_on(lab_with(a)) == "pbx"
+            lab = lab_with(a)
+            assert call_lands_on(lab) == "pbx"
+
+            # Its call record names the SAs that carried the B-leg.
+            writer = CdrWriter(tmp_path / "cdr.jsonl")
+            IpsecCallRecords(writer, a.secure.call_identifiers).write(
+                lab.sbc.records[-1]
+            )
+            writer.close()
+            written = read_call_records(tmp_path / "cdr.jsonl").records
+            [ike] = a.secure.sa_views("pbx")
+            [child] = ike.children
+            assert "a" not in written[0].ipsec
+            assert written[0].ipsec["b"] == {
+                "trunk": "pbx",
+                "ike_sa": f"{ike.spi_i}_{ike.spi_r}",
+                "ike_algorithms": [
+                    "ENCR_AES_GCM_16_128", "PRF_HMAC_SHA2_256", "NONE", "CURVE25519"
+                ],
+                "child_sa": {"in": child.inbound_spi, "out": child.outbound_spi},
+                "esp_algorithms": ["AES_GCM_16_128", "NONE"],
+                "mode": "transport",
+            }  # fmt: skip
         finally:
             await a.secure.stop()
             await b.secure.stop()

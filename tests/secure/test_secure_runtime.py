@@ -39,8 +39,8 @@ def test_trunks_come_up_from_configs_and_carry_udp():
 
             assert echoed == b"OPTIONS sip:b SIP/2.0"
             [a_sa], [b_sa] = (
-                a.secure.security_associations("to-b"),
-                b.secure.security_associations("to-a"),
+                a.secure.sa_views("to-b"),
+                b.secure.sa_views("to-a"),
             )
             assert (a_sa.spi_i, a_sa.spi_r) == (b_sa.spi_i, b_sa.spi_r)
             assert a_sa.initiator and not b_sa.initiator
@@ -98,7 +98,7 @@ def test_changed_profile_renews_its_sas_and_leaves_the_others():
             await until(lambda: a.spis("to-c") and not a.spis("to-c") & to_c)
             await until(lambda: is_up(a, "to-c"))
 
-            [child] = a.secure.security_associations("to-c")[0].children
+            [child] = a.secure.sa_views("to-c")[0].children
             assert child.encryption == "AES_GCM_16_256"
             assert a.spis("to-b") == to_b
             assert not [
@@ -124,9 +124,9 @@ def test_deleted_trunk_deletes_its_sas_on_both_sides():
             await until(lambda: is_up(a, "to-b") and is_up(b, "to-a"))
 
             await a.secure.apply(node_config(a_address, {}))
-            await until(lambda: not b.secure.security_associations())
+            await until(lambda: not b.secure.sa_views())
 
-            assert a.secure.security_associations() == []
+            assert a.secure.sa_views() == []
             assert a.secure.data_plane.stats()["inbound"] == {}
             assert b.secure.data_plane.stats()["outbound"] == {}
             assert b.secure.trunk_state("to-a").state is TrunkState.DOWN
@@ -134,7 +134,7 @@ def test_deleted_trunk_deletes_its_sas_on_both_sides():
             # The peer cannot bring it back: A no longer knows the trunk.
             b.secure.initiate("to-a")
             await asyncio.sleep(1.0)
-            assert not a.secure.security_associations()
+            assert not a.secure.sa_views()
         finally:
             await a.secure.stop()
             await b.secure.stop()
