@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, update
 from sqlalchemy.orm import Session
 
 from sbc.config import (
@@ -52,6 +52,10 @@ SECTIONS = {
 """The :class:`Config` field holding each kind."""
 
 SHARED_NODE = ""
+
+CHANGED = "sbc.config_changed"
+"""Set in ``session.info`` by every change: the reconciler, listening for
+the commit of such a session, applies the new configuration at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,7 @@ def delete_object(
     before = _view(session, row).document
     _check_references(session, box, kind, name, None)
     session.delete(row)
+    session.info[CHANGED] = True
     audit.record(
         session,
         actor=actor,
@@ -164,6 +169,77 @@ def delete_object(
 def load_config(session: Session, box: SecretBox) -> Config:
     """The stored configuration as one model, secrets opened."""
     return _config_from(_all_items(session, box))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """A configuration object as a node runs it: model (secrets opened) and
+    the reconciler's columns."""
+
+    id: int
+    kind: str
+    name: str
+    node: str
+    desired_revision: int
+    applied_revision: int
+    state: str
+    reason: str
+    item: BaseModel
+
+
+def node_objects(session: Session, box: SecretBox, node: str) -> list[StoredObject]:
+    """What ``node`` runs: the shared objects and its own node-local ones; a
+    node-local object replaces a shared one of the same kind and name."""
+    query = select(ConfigObject).where(ConfigObject.node.in_({SHARED_NODE, node}))
+    chosen: dict[tuple[str, str], ConfigObject] = {}
+    for row in session.scalars(query.order_by(ConfigObject.id)):
+        key = (row.kind, row.name)
+        if key not in chosen or row.node == node:
+            chosen[key] = row
+    return [
+        StoredObject(
+            row.id,
+            row.kind,
+            row.name,
+            row.node,
+            row.desired_revision,
+            row.applied_revision,
+            row.state,
+            row.reason,
+            _open_item(session, box, row),
+        )  # fmt: skip
+        for row in chosen.values()
+    ]
+
+
+def assemble(objects: list[StoredObject]) -> Config:
+    """One configuration of ``objects`` (raises pydantic's ValidationError)."""
+    return _config_from([(stored.kind, stored.item) for stored in objects])
+
+
+def record_outcome(
+    session: Session,
+    object_id: int,
+    *,
+    revision: int,
+    applied: bool,
+    reason: str,
+) -> bool:
+    """Write the reconciler's outcome for ``revision`` of an object: applied
+    (``applied_revision`` becomes it) or failed with ``reason``. False when
+    the object has changed (or gone) since: its newer revision stays
+    pending for the next round."""
+    values: dict[str, Any] = {"state": "applied" if applied else "failed"}
+    values["reason"] = "" if applied else reason[:1024]
+    if applied:
+        values["applied_revision"] = revision
+    result = session.execute(
+        update(ConfigObject)
+        .where(ConfigObject.id == object_id)
+        .where(ConfigObject.desired_revision == revision)
+        .values(**values)
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
 def apply_config(
@@ -192,6 +268,7 @@ def apply_config(
                 before=_view(session, row).document,
             )
             session.delete(row)
+            session.info[CHANGED] = True
             counts["deleted"] += 1
     session.flush()
     for (kind, name), item in wanted.items():
@@ -339,6 +416,7 @@ def _store(
         row.revision += 1
         for old in _secret_rows(session, row):
             session.delete(old)
+    session.info[CHANGED] = True
     row.document = masked
     row.desired_revision = row.revision
     row.state = "pending"
