@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from sbc.media.counters import MediaDropReason, StreamCounters
 from sbc.media.errors import MediaError
 
 if TYPE_CHECKING:
@@ -86,3 +87,17 @@ def open_channel_pair(
     rtp, rtcp = protocols
     ChannelTransport(plane, host, rtp_port, rtp)
     ChannelTransport(plane, host, rtp_port + 1, rtcp)
+
+
+class ParkedPort(asyncio.DatagramProtocol):
+    """A leg's socket set aside while the leg is inside IPsec.
+
+    It stays bound, so the leg can come back to it at once; whatever
+    arrives on it meanwhile is from no peer of the call and is dropped.
+    """
+
+    def __init__(self, counters: StreamCounters) -> None:
+        self._counters = counters
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._counters.drops[MediaDropReason.WRONG_SOURCE] += 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from sbc.media import rtcp
-from sbc.media.channel_socket import open_channel_pair
+from sbc.media.channel_socket import ParkedPort, open_channel_pair
 from sbc.media.core import (
     MEDIA_LOGGER,
     Forward,
@@ -102,6 +102,9 @@ class MediaSession:
         """Per leg: the IPsec data plane whose channel carries it, or None."""
         self._ports: list[tuple[_Port, _Port, _Port, _Port]] = []
         """Per stream: A's RTP, A's RTCP, B's RTP, B's RTCP protocols."""
+        self._parked: dict[Side, list[tuple[_Port, _Port]]] = {}
+        """Per leg moved inside IPsec: its sockets, bound but set aside."""
+        self._parked_hosts: dict[Side, str] = {}
         self.closed = False
 
     @property
@@ -141,6 +144,41 @@ class MediaSession:
             for leg in stream.legs
         }
 
+    def move_leg(self, side: Side, host: str, channel: DataPlane | None) -> None:
+        """Re-home ``side`` on ``host``: inside ``channel`` (a data plane's
+        datagram channel), or back on the sockets it was bound with (None).
+
+        For the leg whose trunk is chosen after its ports were bound: call it
+        before the offer to that trunk is written, since the ports change.
+        Sockets left for the channel stay bound and read nothing, so the leg
+        can come back to them at once (failover to a trunk in clear).
+        """
+        if channel is self.channels[side] and host == self.hosts[side]:
+            return
+        if channel is None and host != self._parked_hosts.get(side):
+            raise ValueError(f"leg {side.name} has no sockets on {host}")
+        allocator = self._relay._allocator
+        for index, ports in enumerate(self._ports):
+            stream = self.core.streams[index]
+            old = (ports[2 * side], ports[2 * side + 1])
+            if self.channels[side] is None:
+                self._parked_hosts[side] = self.hosts[side]
+                self._parked.setdefault(side, []).append(old)
+                for port in old:
+                    _transport(port).set_protocol(ParkedPort(port.counters))
+            else:
+                _close_pair(old, allocator)
+            if channel is None:
+                new = self._parked[side].pop(0)
+                for port in new:
+                    _transport(port).set_protocol(port)
+            else:
+                new = _channel_pair(stream, side, host, channel, allocator)
+            self._ports[index] = _rewired(ports, side, new)
+        hosts, channels = list(self.hosts), list(self.channels)
+        hosts[side], channels[side] = host, channel
+        self.hosts, self.channels = (hosts[0], hosts[1]), (channels[0], channels[1])
+
     def set_media_timeout(self, timeout: float | None) -> None:
         """Override the relay's media timeout for this call; None disables it."""
         self.core.set_media_timeout(timeout, self._relay.time())
@@ -155,6 +193,8 @@ class MediaSession:
                 if port.transport is not None:
                     port.transport.close()
             self._relay.release_ports(ports[0], ports[2])
+        for pair in (pair for pairs in self._parked.values() for pair in pairs):
+            _close_pair(pair, self._relay._allocator)
         self._relay.forget(self)
 
     def _stream_ports(self, stream: int) -> tuple[_Port, _Port, _Port, _Port]:
@@ -306,13 +346,12 @@ async def _bind_pair(
     loop = asyncio.get_running_loop()
     counters = stream.legs[side].counters
     channel = session.channels[side]
+    if channel is not None:
+        return _channel_pair(stream, side, host, channel, allocator)
     for _ in range(min(_BIND_ATTEMPTS, allocator.available)):
         port = allocator.take()
         rtp = _Port(stream.rtp_received, side, loop.time, counters)
         rtcp = _Port(stream.rtcp_received, side, loop.time, counters)
-        if channel is not None:
-            open_channel_pair(channel, host, port, (rtp, rtcp))
-            return rtp, rtcp
         try:
             rtp_socket = _bound_socket(host, port, settings.receive_buffer)
         except OSError as exc:
@@ -328,6 +367,35 @@ async def _bind_pair(
             await loop.create_datagram_endpoint(_factory(protocol), sock=sock)
         return rtp, rtcp
     raise PortsExhausted(f"no RTP/RTCP pair could be bound on {host}")
+
+
+def _channel_pair(
+    stream: StreamCore,
+    side: Side,
+    host: str,
+    channel: DataPlane,
+    allocator: PortAllocator,
+) -> tuple[_Port, _Port]:
+    """A pair bound in ``channel``: nothing in the kernel, nothing busy."""
+    time = asyncio.get_running_loop().time
+    counters = stream.legs[side].counters
+    rtp = _Port(stream.rtp_received, side, time, counters)
+    rtcp = _Port(stream.rtcp_received, side, time, counters)
+    open_channel_pair(channel, host, allocator.take(), (rtp, rtcp))
+    return rtp, rtcp
+
+
+def _rewired(
+    ports: tuple[_Port, _Port, _Port, _Port], side: Side, new: tuple[_Port, _Port]
+) -> tuple[_Port, _Port, _Port, _Port]:
+    """The stream's ports with ``side``'s pair replaced, each leg sending
+    out of the other's pair."""
+    other = (ports[2], ports[3]) if side is Side.A else (ports[0], ports[1])
+    for port in other:
+        port.outputs = [_transport(new[0]), _transport(new[1])]
+    for port in new:
+        port.outputs = [_transport(other[0]), _transport(other[1])]
+    return (*new, *other) if side is Side.A else (*other, *new)
 
 
 def _close_pair(pair: tuple[_Port, _Port], allocator: PortAllocator) -> None:

@@ -219,3 +219,52 @@ def test_ipsec_leg_without_a_data_plane_refused():
         assert relay.sessions == {}
 
     run(scenario())
+
+
+def test_b_leg_moved_inside_ipsec_and_back_to_its_sockets():
+    # Routing picks the B-leg's trunk after its ports were bound: a
+    # protected trunk moves the leg inside, failover to a clear one back.
+    async def scenario():
+        planes = connect_planes(Mode.TUNNEL)
+        low, high = worker_port_range()
+        relay = MediaRelay(
+            MediaSettings(port_min=low, port_max=high), data_plane=planes.sbc
+        )
+        session = await relay.allocate("call-2", LOOPBACK, LOOPBACK)
+        on_sockets = session.local(Side.B)
+        clear_a, clear_b = await RtpPeer.open(), await RtpPeer.open()
+        far = ChannelPeer(planes.peer, planes.peer_address, free_udp_port())
+        a_port = (LOOPBACK, session.local(Side.A).rtp_port)
+        session.update_leg(Side.A, RemoteMedia(LOOPBACK, clear_a.address[1]))
+
+        session.move_leg(Side.B, planes.sbc_address, planes.sbc)
+        inside = session.local(Side.B)
+        session.update_leg(Side.B, RemoteMedia(*far.address))
+        clear_a.send(rtp_packet(1, b"i" * 160), a_port)
+        assert (await far.receive())[1] == (inside.host, inside.rtp_port)
+        far.send(rtp_packet(1, b"o" * 160), (inside.host, inside.rtp_port))
+        assert (await clear_a.receive())[1] == a_port
+        # The sockets set aside read nothing onward.
+        clear_b.send(rtp_packet(2, b"s" * 160), (LOOPBACK, on_sockets.rtp_port))
+        await asyncio.sleep(QUIET)
+        assert clear_a.queue.empty()
+        assert session.counters(Side.B).drops[MediaDropReason.WRONG_SOURCE] == 1
+
+        session.move_leg(Side.B, LOOPBACK, None)
+        assert session.local(Side.B) == on_sockets
+        session.update_leg(Side.B, RemoteMedia(*clear_b.address))
+        clear_a.send(rtp_packet(3, b"c" * 160), a_port)
+        assert (await clear_b.receive())[1] == (LOOPBACK, on_sockets.rtp_port)
+        far.send(rtp_packet(4, b"l" * 160), (inside.host, inside.rtp_port))
+        await asyncio.sleep(QUIET)
+        assert planes.sbc.stats()["paths"]["channel"]["drops"] == {"no_handler": 1}
+
+        with pytest.raises(ValueError, match="no sockets"):
+            session.move_leg(Side.B, "127.0.0.2", None)
+        session.close()
+        assert relay._allocator.available == (high - low + 1) // 2
+        clear_a.close()
+        clear_b.close()
+        planes.close()
+
+    run(scenario())
