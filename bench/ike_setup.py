@@ -35,10 +35,11 @@ slower than the offered rate builds a backlog that shows here). The rate
 grows by GROWTH to the first unclean trial (retried once), is bisected,
 and a longer trial confirms it. The responder is restarted after an
 unclean trial, so leftovers never burden the next one. Reported: the
-confirmed rate, the responder's CPU time per setup in the confirming
-trial (user + system from /proc, all threads; varies less with other load
-than the rate does), and setup latency (IKE_SA_INIT sent to IKE_AUTH
-answered, as the generator sees it) at a modest rate and at the top rate.
+confirmed rate; the responder's CPU time per setup (user + system from
+/proc, all threads), at one offered rate both sustain (STEADY_RATE; this
+varies much less with other load than the rate does) and in the
+confirming trial; and setup latency (IKE_SA_INIT sent to IKE_AUTH
+answered, as the generator sees it) at MODEST_RATE and at the top rate.
 The generator may itself be the limit: then the figure is marked, and the
 table gives its share of CPU 0 at the top rate.
 
@@ -90,6 +91,7 @@ GROWTH = 1.5
 BISECTIONS = 3
 CONFIRMATIONS = 3
 MODEST_RATE = 20.0
+STEADY_RATE = 300.0
 GENERATOR_LAG = 0.05
 """A trial whose last start came this share of its length late was
 limited by the generator, not the responder."""
@@ -259,25 +261,35 @@ def difference(before: float | None, after: float | None) -> float | None:
 @dataclass
 class Result:
     rate: float
-    """Highest confirmed clean setup rate, per second."""
+    """Highest clean setup rate per second, confirmed by a longer trial
+    unless ``confirmed`` is False."""
     top: Trial | None = None
-    """The confirming trial at that rate."""
+    """The confirming trial, or the clean search trial at the highest rate."""
+    confirmed: bool = True
     modest: Trial | None = None
+    """Latency at MODEST_RATE."""
+    steady: Trial | None = None
+    """CPU per setup at STEADY_RATE, the same offered load for both."""
     notes: list[str] = field(default_factory=list)
 
     @property
     def cpu_per_setup(self) -> float | None:
-        top = self.top
-        if top is None or top.cpu_seconds is None:
-            return None
-        return top.cpu_seconds / top.started
+        return per_setup(self.top, "cpu_seconds")
+
+    @property
+    def steady_cpu_per_setup(self) -> float | None:
+        return per_setup(self.steady, "cpu_seconds")
 
     @property
     def generator_cpu_per_setup(self) -> float | None:
-        top = self.top
-        if top is None or top.generator_cpu is None:
-            return None
-        return top.generator_cpu / top.started
+        return per_setup(self.top, "generator_cpu")
+
+
+def per_setup(trial: Trial | None, attribute: str) -> float | None:
+    seconds = None if trial is None else getattr(trial, attribute)
+    if trial is None or seconds is None or not trial.started:
+        return None
+    return float(seconds) / trial.started
 
 
 def clean_trial(rig: Rig, rate: float, seconds: float) -> Trial | None:
@@ -295,33 +307,32 @@ def clean_trial(rig: Rig, rate: float, seconds: float) -> Trial | None:
 def search(rig: Rig, start: float, seconds: float, confirm_seconds: float) -> Result:
     """Grow the rate by GROWTH to the first unclean trial, bisect, confirm."""
     good, bad, rate = 0.0, 0.0, start
-    notes: list[str] = []
-    while True:
-        trial = clean_trial(rig, rate, seconds)
-        if trial is None:
-            bad = rate
-            break
-        good = rate
+    best: Trial | None = None
+    while (trial := clean_trial(rig, rate, seconds)) is not None:
+        good, best = rate, trial
         rate *= GROWTH
+    bad = rate
     if good == 0.0:
         good = start / GROWTH**2
     for _ in range(BISECTIONS):
         middle = (good + bad) / 2
-        if clean_trial(rig, middle, seconds):
-            good = middle
+        if trial := clean_trial(rig, middle, seconds):
+            good, best = middle, trial
         else:
             bad = middle
 
     # A longer trial must confirm the rate; step down 10 % at a time if not.
+    notes: list[str] = []
     for _ in range(CONFIRMATIONS):
         trial = rig.trial(good, confirm_seconds)
         if trial.clean:
             return Result(good, top=trial, notes=notes)
-        if trial.generator_limited:
+        if trial.generator_limited and "generator-limited" not in notes:
             notes.append("generator-limited")
         good *= 0.9
     notes.append("not confirmed by a longer trial")
-    return Result(good, notes=notes)
+    rate = best.offered if best else 0.0
+    return Result(rate, top=best, confirmed=False, notes=notes)
 
 
 # -- the responders -------------------------------------------------------------
@@ -573,9 +584,11 @@ def measure_one(rig: Rig, arguments: argparse.Namespace, start_rate: float) -> R
     rig.trial(MODEST_RATE, 1.0)
     log(f"  latency at a modest rate, {MODEST_RATE:.0f}/s")
     modest = rig.trial(MODEST_RATE, arguments.modest_seconds)
+    log(f"  CPU per setup at {STEADY_RATE:.0f}/s")
+    steady = clean_trial(rig, STEADY_RATE, arguments.confirm_seconds)
     log("  search")
     result = search(rig, start_rate, arguments.seconds, arguments.confirm_seconds)
-    result.modest = modest
+    result.modest, result.steady = modest, steady
     return result
 
 
@@ -656,13 +669,29 @@ def cpu_model() -> str:
 
 
 def best(rounds: list[Result]) -> Result:
-    return max(rounds, key=lambda result: result.rate)
+    """The highest rate, a confirmed one if any round has one."""
+    return max(rounds, key=lambda result: (result.confirmed, result.rate))
+
+
+def least(values: list[float | None]) -> float | None:
+    """The least disturbed round's figure."""
+    return min((value for value in values if value is not None), default=None)
 
 
 def modest_median(rounds: list[Result]) -> float | None:
-    """The least disturbed round's median latency at the modest rate."""
-    medians = [r.modest.outcome["median"] for r in rounds if r.modest is not None]
-    return min((m for m in medians if m is not None), default=None)
+    return least([r.modest.outcome["median"] if r.modest else None for r in rounds])
+
+
+def steady_cpu(rounds: list[Result]) -> float | None:
+    return least([r.steady_cpu_per_setup for r in rounds])
+
+
+HEADER = (
+    f"{'responder (a row per round)':<40} {'setups/s':>9} "
+    f"{f'CPU ms @{STEADY_RATE:.0f}/s':>13} {'CPU ms @top':>11} "
+    f"{f'lat@{MODEST_RATE:.0f}/s med/p95':>18} {'lat@top med/p95':>16} "
+    f"{'RSS MiB':>7} {'gen busy':>8}"
+)
 
 
 def report(
@@ -673,30 +702,25 @@ def report(
           f"kernel {platform.release()}")  # fmt: skip
     print(f"uptime before: {loads[0]}\nuptime after:  {loads[1]}")
     print(f"suite: {IKE_PROPOSAL} (IKE), {ESP_PROPOSAL} (ESP), PSK; Delete after setup")
+    print("CPU: the responder's user + system time per setup; latencies in ms;")
+    print("* = the highest clean search rate, not confirmed by a longer trial")
     print()
-    print(
-        f"{'responder (one row per round)':<40} {'setups/s':>8} {'CPU ms/setup':>12} "
-        f"{f'lat@{MODEST_RATE:.0f}/s med/p95 ms':>22} "
-        f"{'lat@top med/p95 ms':>19} {'RSS MiB':>8} {'gen busy':>8}"
-    )
+    print(HEADER)
     for name, rounds in results.items():
         for result in rounds:
             print(row(name, result))
     ours, swan = results.get("ours"), results.get("strongswan")
     if ours and swan and best(swan).rate:
         print()
-        print(
-            "ours / strongSwan, best round of each (targets: rate >= 1x, latency <= 1.5x):"
-        )
-        print(f"  rate {best(ours).rate / best(swan).rate:.2f}x", end="")
-        cpu_ours, cpu_swan = best(ours).cpu_per_setup, best(swan).cpu_per_setup
-        if cpu_ours and cpu_swan:
-            print(f", CPU per setup {cpu_ours / cpu_swan:.2f}x", end="")
-        mine, theirs = modest_median(ours), modest_median(swan)
-        if mine and theirs:
-            print(
-                f", median latency at {MODEST_RATE:.0f}/s {mine / theirs:.2f}x", end=""
-            )
+        print("ours / strongSwan (targets: rate >= 1x, latency <= 1.5x):")
+        print(f"  best rate {best(ours).rate / best(swan).rate:.2f}x", end="")
+        for label, mine, theirs in (
+            (f"CPU per setup at {STEADY_RATE:.0f}/s", steady_cpu(ours), steady_cpu(swan)),
+            (f"median latency at {MODEST_RATE:.0f}/s", modest_median(ours),
+             modest_median(swan)),
+        ):  # fmt: skip
+            if mine and theirs:
+                print(f", {label} {mine / theirs:.2f}x", end="")
         print()
     summary = {
         "benchmark": "ike_setup",
@@ -714,15 +738,18 @@ def row(name: str, result: Result) -> str:
             return "-"
         return f"{ms(trial.outcome['median'])}/{ms(trial.outcome['p95'])}"
 
-    cpu = result.cpu_per_setup
-    rss = result.top.resident_kib if result.top else None
+    def cpu(seconds: float | None) -> str:
+        return "-" if seconds is None else f"{seconds * 1e3:.2f}"
+
+    top = result.top
+    rss = top.resident_kib if top else None
+    rate = f"{result.rate:.0f}{'' if result.confirmed else '*'}"
     notes = f"  ({', '.join(result.notes)})" if result.notes else ""
     return (
-        f"{LABELS[name]:<40} {result.rate:>8.0f} "
-        f"{'-' if cpu is None else f'{cpu * 1e3:.2f}':>12} "
-        f"{latency(result.modest):>22} {latency(result.top):>19} "
-        f"{'-' if rss is None else f'{rss / 1024:.0f}':>8} "
-        f"{percent(result.top.generator_busy if result.top else None):>8}{notes}"
+        f"{LABELS[name]:<40} {rate:>9} {cpu(result.steady_cpu_per_setup):>13} "
+        f"{cpu(result.cpu_per_setup):>11} {latency(result.modest):>18} "
+        f"{latency(top):>16} {'-' if rss is None else f'{rss / 1024:.0f}':>7} "
+        f"{percent(top.generator_busy if top else None):>8}{notes}"
     )
 
 
@@ -730,18 +757,23 @@ def as_json(result: Result) -> dict[str, Any]:
     def latency(trial: Trial | None) -> dict[str, Any] | None:
         if trial is None:
             return None
-        return {"rate": trial.offered, "median_ms": scale(trial.outcome["median"]),
+        return {"rate": round(trial.offered, 1),
+                "median_ms": scale(trial.outcome["median"]),
                 "p95_ms": scale(trial.outcome["p95"])}  # fmt: skip
 
-    generator_cpu = result.generator_cpu_per_setup
+    top = result.top
     return {
         "setups_per_second": round(result.rate, 1),
-        "cpu_ms_per_setup": scale(result.cpu_per_setup),
-        "generator_cpu_ms_per_setup": scale(generator_cpu),
+        "confirmed": result.confirmed,
+        "cpu_ms_per_setup_steady": scale(result.steady_cpu_per_setup),
+        "cpu_ms_per_setup_top": scale(result.cpu_per_setup),
+        "generator_cpu_ms_per_setup": scale(result.generator_cpu_per_setup),
         "latency_modest": latency(result.modest),
-        "latency_top": latency(result.top),
-        "resident_kib": result.top.resident_kib if result.top else None,
-        "generator_busy": result.top.generator_busy if result.top else None,
+        "latency_top": latency(top),
+        "resident_kib": top.resident_kib if top else None,
+        "generator_busy": round(top.generator_busy, 3)
+        if top and top.generator_busy
+        else None,
         "notes": result.notes,
     }
 
