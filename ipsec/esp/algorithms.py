@@ -185,6 +185,15 @@ class AeadCipher:
         self._esn = esn
         self._iv_source = iv_source
 
+    @property
+    def aead(self) -> AESGCM | ChaCha20Poly1305:
+        return self._aead
+
+    @property
+    def salt(self) -> bytes:
+        """The 4-byte nonce salt from the keying material (RFC 4106 §8.1)."""
+        return self._salt
+
     def seal(self, header: bytes, sequence: int, plaintext: bytes) -> bytes:
         # The sequence number never repeats within an SA (it hard-expires
         # before wrapping), so it is a valid unique IV (RFC 4106 §3.1).

@@ -15,16 +15,16 @@ class ReplayWindow:
     (RFC 4303 §3.4.3).
     """
 
-    __slots__ = ("size", "esn", "top", "_bitmap", "_mask")
+    __slots__ = ("size", "esn", "top", "bitmap", "window_mask")
 
     def __init__(self, size: int, esn: bool = True, top: int = 0) -> None:
         self.size = size
         self.esn = esn
         self.top = top
         """The highest authenticated sequence number received (T)."""
-        # Bit i set: sequence number top - i was received.
-        self._bitmap = 1 if top else 0
-        self._mask = (1 << size) - 1
+        self.bitmap = 1 if top else 0
+        """Bit i set: sequence number top - i was received."""
+        self.window_mask = (1 << size) - 1
 
     def check(self, sequence_low: int) -> int | DropReason:
         """Return the full sequence number for a received low 32 bits, or why not."""
@@ -42,7 +42,7 @@ class ReplayWindow:
         offset = self.top - sequence
         if offset >= self.size:
             return DropReason.OUTSIDE_WINDOW
-        if self._bitmap >> offset & 1:
+        if self.bitmap >> offset & 1:
             return DropReason.REPLAY
         return sequence
 
@@ -51,12 +51,12 @@ class ReplayWindow:
         shift = sequence - self.top
         if shift > 0:
             if shift < self.size:
-                self._bitmap = ((self._bitmap << shift) | 1) & self._mask
+                self.bitmap = ((self.bitmap << shift) | 1) & self.window_mask
             else:
-                self._bitmap = 1
+                self.bitmap = 1
             self.top = sequence
         else:
-            self._bitmap |= 1 << -shift
+            self.bitmap |= 1 << -shift
 
     def _infer(self, sequence_low: int) -> int:
         # RFC 4303 Appendix A.2.1: guess the high 32 bits from where the

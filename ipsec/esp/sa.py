@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hmac
 import struct
+from collections.abc import Callable
+
+from cryptography.exceptions import InvalidTag
 
 from .ah import (
     AH_FIXED_LENGTH,
@@ -17,7 +20,7 @@ from .ah import (
     immutable_header,
     zeros,
 )
-from .algorithms import EspCipher, HmacIcv, IvSource, new_esp_cipher
+from .algorithms import AeadCipher, EspCipher, HmacIcv, IvSource, new_esp_cipher
 from .config import Mode, Protocol, SAConfig
 from .events import LifetimeEvent
 from .ip import (
@@ -43,6 +46,7 @@ from .results import (
 )
 
 ESP_HEADER = struct.Struct("!LL")
+_ESN_AAD = struct.Struct("!LQ")
 NO_NEXT_HEADER = 59  # RFC 4303 §2.6: a dummy packet
 _LOW_32 = 0xFFFFFFFF
 
@@ -229,6 +233,61 @@ class OutboundSA:
             lifetime.check(counters.bytes, counters.packets, sequence, now)
 
 
+def _in_order_opener(
+    sa: InboundSA, cipher: AeadCipher
+) -> Callable[[bytes, float], Opened | Drop]:
+    """``sa.open`` for an AEAD SA, with the common packet inlined.
+
+    Nearly every packet of a healthy SA is the next in sequence, well
+    formed and within its lifetime; this closure handles that packet with
+    locals only and hands every other one to the full checks. It is the
+    per-packet cost of the inbound path, hence written out by hand.
+    """
+    replay, counters, lifetime = sa.replay, sa.counters, sa.lifetime
+    decrypt, salt = cipher.aead.decrypt, cipher.salt
+    aad_of = _ESN_AAD.pack if replay.esn else None
+    minimum, spi_wanted, mask = sa._minimum_length, sa.spi, replay.window_mask
+    checked = sa._open_checked
+
+    def open_in_order(esp: bytes, now: float) -> Opened | Drop:
+        if len(esp) < minimum:
+            return checked(esp, now)
+        top = replay.top
+        spi, sequence_low = ESP_HEADER.unpack_from(esp)
+        if (
+            sequence_low != (top + 1) & _LOW_32
+            or spi != spi_wanted
+            or now >= lifetime.time_alarm
+            or lifetime.expired_by is not None
+            or (aad_of is None and top >= _LOW_32)
+        ):
+            return checked(esp, now)
+        sequence = top + 1
+        aad = esp[:8] if aad_of is None else aad_of(spi, sequence)
+        try:
+            plaintext = decrypt(salt + esp[8:16], esp[16:], aad)
+        except InvalidTag:
+            return sa._drop(DropReason.BAD_ICV)
+        replay.top = sequence
+        replay.bitmap = ((replay.bitmap << 1) | 1) & mask
+        pad_length, next_header = plaintext[-2], plaintext[-1]
+        end = len(plaintext) - 2 - pad_length
+        if end < 0 or plaintext[end:-2] != _PADDING[:pad_length]:
+            return sa._drop(DropReason.BAD_PADDING)
+        if next_header == NO_NEXT_HEADER:
+            return sa._drop(DropReason.DUMMY)
+        counters.packets += 1
+        counters.bytes += end
+        if (
+            counters.packets >= lifetime.packets_alarm
+            or counters.bytes >= lifetime.bytes_alarm
+        ):
+            lifetime.check(counters.bytes, counters.packets, 0, now)
+        return Opened(next_header, plaintext[:end], sequence)
+
+    return open_in_order
+
+
 class InboundSA:
     """Verifies and decrypts packets for one SA, with anti-replay.
 
@@ -252,12 +311,18 @@ class InboundSA:
             cipher = self._cipher
             self._overhead = 8 + cipher.iv_length + cipher.icv_length
             self._minimum_length = self._overhead + 2
+        # An attribute, not a method: AEAD SAs get a closure for the common
+        # packet, which saves the calls a method would make per packet.
+        self.open: Callable[[bytes, float], Opened | Drop] = self._open_checked
+        """Verify and decrypt SPI | seq | IV | ciphertext | ICV (inverse of seal)."""
+        if isinstance(self._cipher, AeadCipher):
+            self.open = _in_order_opener(self, self._cipher)
 
     def __repr__(self) -> str:
         return f"InboundSA(spi=0x{self.spi:08x}, top={self.replay.top})"
 
-    def open(self, esp: bytes, now: float) -> Opened | Drop:
-        """Verify and decrypt SPI | seq | IV | ciphertext | ICV (inverse of seal)."""
+    def _open_checked(self, esp: bytes, now: float) -> Opened | Drop:
+        """Every check in full: the path for any cipher and any sequence."""
         cipher = self._cipher
         if cipher is None:
             return self._drop(DropReason.POLICY_MISMATCH)
