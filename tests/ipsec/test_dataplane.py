@@ -434,12 +434,15 @@ def captured_udp_checksums(capture: socket.socket, port: int) -> list[int]:
 
 def test_udp_checksum_zero_on_single_sends_computed_on_gso_batches(loop) -> None:
     require_root("an AF_PACKET capture on lo")
-    capture = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-    capture.bind(("lo", 0))
-    capture.setblocking(False)
     pair = connect(loop, Mode.TUNNEL)
     received = collect(pair.b, INNER_B, 5004)
     port_b = pair.encap_b.local_address[1]
+    # Opened last and with a large buffer: other processes' loopback
+    # traffic must not fill it before these frames arrive.
+    capture = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    capture.setsockopt(socket.SOL_SOCKET, 33, 64 * 1024 * 1024)  # SO_RCVBUFFORCE
+    capture.bind(("lo", 0))
+    capture.setblocking(False)
 
     # One datagram per loop iteration leaves alone (RFC 3948 §3.1.1: zero);
     # a burst in one iteration leaves as one GSO batch, which Linux only
