@@ -32,13 +32,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
 from sbc.b2bua import B2bua, B2buaSettings, CallRecordWriter, LocalEndpoint
 from sbc.b2bua.call import Call, Side
 from sbc.b2bua.keepalive import (
+    KeepaliveEvent,
     TargetCameUp,
     TargetWentDown,
     TrunkCameUp,
@@ -79,8 +80,13 @@ from sbc.node_views import (
     TrunkStateChanged,
     TrunkView,
 )
+from sbc.secure.derive import with_mesh
+from sbc.secure.records import IpsecCallRecords
 from sbc.sip.core import CorePolicy
 from sbc.sip.events import RequestReceived
+
+if TYPE_CHECKING:
+    from ipsec.dataplane import DataPlane
 
 _log = logging.getLogger("sbc.node")
 
@@ -88,6 +94,7 @@ ObjectKey = tuple[str, str]
 """(kind, name) of a configuration object: ``("trunk", "carrier")``."""
 
 _TARGET_EVENTS = (TargetWentDown, TargetCameUp)
+_KEEPALIVE_EVENTS = (*_TARGET_EVENTS, TrunkWentDown, TrunkCameUp)
 
 MEDIA_KEY: ObjectKey = ("media", "media")
 """The media section, one object of its own in outcomes."""
@@ -118,7 +125,7 @@ class ApplyRefused(Exception):
         self.reason = reason
 
 
-class NodeUnavailable(Exception):
+class NodeUnavailable(RuntimeError):
     """The action needs a part of the node that does not run (no call
     engine yet, no secure runtime)."""
 
@@ -126,7 +133,17 @@ class NodeUnavailable(Exception):
 class SecureRuntime(Protocol):
     """The secure-trunk runtime (IPsec data plane and IKE daemon), as the
     node drives it; built by the factory given to `Node` when the
-    configuration names IPsec profiles."""
+    configuration names IPsec profiles (`sbc.secure.node_runtime`)."""
+
+    @property
+    def data_plane(self) -> DataPlane: ...
+
+    @property
+    def unprotected(self) -> set[str]: ...
+
+    def keepalive_event(self, event: KeepaliveEvent) -> None: ...
+
+    def call_identifiers(self, trunk: str) -> dict[str, Any] | None: ...
 
     async def start(self, config: Config) -> None: ...
 
@@ -303,12 +320,18 @@ class Node:
         on refusal close what was opened, leaving everything as it was."""
         self._check_media(config)
         opened: dict[_SocketKey, ListenSpec] = {}
+        started = self.secure is None and _secure_object(config) is not None
         try:
+            if started:
+                # IPsec listeners are bindings in its data plane: it comes first.
+                await self._apply_secure(config)
             bound = await self._open_sockets(config, opened)
-            if self.secure is not None or _secure_object(config) is not None:
+            if self.secure is not None and not started:
                 await self._apply_secure(config)
         except ApplyRefused:
             await self._close_sockets(opened)
+            if started:
+                await self._drop_secure()
             raise
         wanted = {_socket_key(item) for item in config.listeners}
         closing = {k: v for k, v in self._sockets.items() if k not in wanted}
@@ -371,13 +394,26 @@ class Node:
             raise ApplyRefused(key, "this node runs without the IPsec runtime")
         try:
             if self.secure is None:
-                self.secure = self._secure_factory(self.events.publish)
-                await self.secure.start(config)
+                secure = self._secure_factory(self.events.publish)
+                await secure.start(config)
+                self.secure = secure
+                self.endpoint.data_plane = secure.data_plane
+                if self.relay is not None:
+                    self.relay.data_plane = secure.data_plane
             else:
                 await self.secure.apply(config)
         except (OSError, ValueError) as exc:
             profile = config.ipsec_profiles[0].name if config.ipsec_profiles else ""
             raise ApplyRefused(("ipsec_profile", profile), str(exc)) from None
+
+    async def _drop_secure(self) -> None:
+        """Undo a first start of the secure runtime whose apply failed."""
+        if self.secure is not None:
+            await self.secure.stop()
+        self.secure = None
+        self.endpoint.data_plane = None
+        if self.relay is not None:
+            self.relay.data_plane = None
 
     def _switch(self, plan: _Plan) -> None:
         """Swap the engines over to ``plan`` (nothing here can fail)."""
@@ -392,20 +428,24 @@ class Node:
         self._endpoints = local_endpoints(
             config, [plan.bound[item.name] for item in config.listeners]
         )
-        self._trunk_policy = trunk_policy(config)
+        # Mesh peers run in the engines as the trunks derived from them.
+        engines = with_mesh(config)
+        self._trunk_policy = trunk_policy(engines)
         if config.media.address is not None:
             self._leg_setup = leg_setup(config, str(config.media.address))
         self._status = {
             trunk.name: self._status.get(trunk.name, _TrunkStatus())
-            for trunk in config.trunks
+            for trunk in engines.trunks
         }
-        settings = self._engine_settings(config)
+        settings = self._engine_settings(engines)
         if self.engine is not None:
-            self.engine.reconfigure(config, settings)
+            self.engine.reconfigure(engines, settings)
             self._retune_relay(config)
-        elif config.trunks:
-            self.engine = self._attach_engine(config, settings)
+        elif engines.trunks:
+            self.engine = self._attach_engine(engines, settings)
         self.config = config
+        if self.engine is not None and self.secure is not None:
+            self.engine.unprotected_trunks = self.secure.unprotected
         if self.engine is not None:
             self.engine.blocked_trunks.update(
                 name
@@ -436,7 +476,9 @@ class Node:
 
     def _attach_engine(self, config: Config, settings: B2buaSettings) -> B2bua:
         """The B2BUA as the endpoint's transaction user (no await before use)."""
-        records = _RecordTap(self._cdr, self._call_ended)
+        records = _RecordTap(
+            IpsecCallRecords(self._cdr, self._call_identifiers), self._call_ended
+        )
         rng = random.SystemRandom()  # tags and Call-IDs unguessable (§19.3)
         if config.media.address is None:
             engine = B2bua(
@@ -446,7 +488,9 @@ class Node:
             self.endpoint.user = engine
             return engine
         anchor = MediaAnchor(os.urandom, trunk_policy=self._policy_for_trunk)
-        self.relay = media_relay(config.media, anchor, self.endpoint.wake)
+        self.relay = media_relay(
+            config.media, anchor, self.endpoint.wake, self.endpoint.data_plane
+        )
         arrival = ArrivalMemo(self._arrival)
 
         def route_chosen(call_id: str, side: Side, trunk: str) -> None:
@@ -464,6 +508,9 @@ class Node:
             self._legs_for, arrival, wake=self.endpoint.wake,
         )  # fmt: skip
         return engine
+
+    def _call_identifiers(self, trunk: str) -> dict[str, Any] | None:
+        return None if self.secure is None else self.secure.call_identifiers(trunk)
 
     def _arrival(self, event: RequestReceived) -> str | None:
         arrival = self.endpoint.arrival
@@ -545,6 +592,8 @@ class Node:
         self.endpoint.wake()
 
     def _trunk_event(self, event: TrunkEvent) -> None:
+        if self.secure is not None and isinstance(event, _KEEPALIVE_EVENTS):
+            self.secure.keepalive_event(event)
         name = event.target.trunk if isinstance(event, _TARGET_EVENTS) else event.trunk
         status = self._status.get(name)
         if status is None:

@@ -41,6 +41,7 @@ from web.schemas import (
     UserUpdate,
 )
 from web.services import audit, config, users
+from web.services.runtime import NodeRuntime
 from web.services.errors import (
     Forbidden,
     Invalid,
@@ -79,6 +80,8 @@ class AdminState:
     """The running node's counters, for /metrics (see :mod:`web.metrics`)."""
     health_checks: Mapping[str, Callable[[], bool]] = field(default_factory=dict)
     """Named checks /api/v1/health runs besides the database's (True: passing)."""
+    runtime: NodeRuntime | None = None
+    """The node running in this process, for live views and actions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +124,11 @@ def create_app(state: AdminState) -> FastAPI:
 def _include_operations(app: FastAPI, state: AdminState) -> None:
     # Imported here: these modules build on this one's dependencies.
     from web.routes_cdrs import cdr_router
+    from web.routes_live import live_router
     from web.routes_monitoring import monitoring_router
 
     app.include_router(cdr_router(), prefix=API_PREFIX)
+    app.include_router(live_router(), prefix=API_PREFIX)
     app.include_router(monitoring_router(state))
 
 
@@ -172,6 +177,8 @@ def _needs(role: Role) -> Callable[..., Caller]:
     return check
 
 
+needs = _needs
+"""The dependency that admits a caller with at least the given role."""
 Viewer = Annotated[Caller, Depends(_needs(Role.VIEWER))]
 Admin = Annotated[Caller, Depends(_needs(Role.ADMIN))]
 VIEWER = Depends(_needs(Role.VIEWER))

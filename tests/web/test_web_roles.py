@@ -2,7 +2,7 @@
 
 The expected policy is written here independently of the app: reads need
 viewer, configuration and user writes need admin, a caller's own tokens,
-logout and ``me`` need only a login. Operator has no extra route yet.
+logout and ``me`` need only a login; runtime actions need operator.
 """
 
 from __future__ import annotations
@@ -23,11 +23,18 @@ ANY_LOGIN = {
     ("DELETE", "/api/v1/tokens/{token_id}"),
 }
 ADMIN_READS = {("GET", "/api/v1/users"), ("GET", "/api/v1/users/{username}")}
+OPERATOR_ACTIONS = {
+    ("POST", "/api/v1/runtime/calls/{call_id}/hangup"),
+    ("POST", "/api/v1/runtime/trunks/{name}/{action}"),
+    ("POST", "/api/v1/runtime/tunnels/{name}/{action}"),
+}
 
 
 def _expected(method: str, path: str) -> Role:
     if (method, path) in ANY_LOGIN:
         return Role.VIEWER
+    if (method, path) in OPERATOR_ACTIONS:
+        return Role.OPERATOR
     if (method, path) in ADMIN_READS or method != "GET":
         return Role.ADMIN
     return Role.VIEWER
@@ -42,6 +49,7 @@ def _routes(state):
 
 
 def _concrete(path: str) -> str:
+    path = path.replace("{action}", "drain" if "/trunks/" in path else "rekey")
     return re.sub(r"\{token_id\}", "999999", re.sub(r"\{[a-z_]+\}", "nothing", path))
 
 
