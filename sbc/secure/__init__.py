@@ -8,7 +8,14 @@ from .derive import (
     protected_connections,
     with_mesh,
 )
-from .runtime import ChildSaView, IkeSaView, RestartRequired, SecureEvent, SecureTrunks
+from .runtime import (
+    ChildSaView,
+    IkeSaView,
+    RestartRequired,
+    SecureEvent,
+    SecureTrunks,
+    node_runtime,
+)
 from .state import TrunkState, TrunkStateChanged
 
 __all__ = [
@@ -22,6 +29,7 @@ __all__ = [
     "TrunkState",
     "TrunkStateChanged",
     "mesh_trunks",
+    "node_runtime",
     "protected_connections",
     "with_mesh",
 ]

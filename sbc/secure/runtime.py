@@ -554,6 +554,14 @@ class SecureTrunks:
         daemon.reauthenticate(name)
 
 
+def node_runtime(publish: Callable[[object], None]) -> SecureTrunks:
+    """The runtime `sbc.node.Node` builds (its ``secure_runtime`` factory);
+    every event goes to ``publish``, the node's bus."""
+    secure = SecureTrunks()
+    secure.subscribe(publish)
+    return secure
+
+
 def _by_name(connections: list[TrunkConnection]) -> dict[str, TrunkConnection]:
     return {c.definition.name: c for c in connections}
 
