@@ -18,7 +18,17 @@ import sys
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from secure_lab import Node, addresses, is_up, node_config, round_trip, run, until
+from secure_lab import (
+    FAST_DPD,
+    SIP_PORT,
+    Node,
+    addresses,
+    is_up,
+    node_config,
+    round_trip,
+    run,
+    until,
+)
 
 from ipsec.ike.daemon import ChildSaInstalled, IkeSaDown
 from sbc.config.model import Config
@@ -225,6 +235,63 @@ def test_wrong_psk_reports_auth_failed():
             state = a.secure.trunk_state("to-b")
             assert state.state is TrunkState.DOWN and state.reason == "auth failed"
             assert not a.of(ChildSaInstalled)
+        finally:
+            await a.secure.stop()
+            await b.secure.stop()
+
+    run(scenario())
+
+
+def mesh_config(me: str, peer: str) -> Config:
+    return Config.model_validate(
+        {
+            "ipsec": {
+                "node": f"n{me}",
+                "address": me,
+                "identity": f"{me}.sbc.test",
+                "mesh_listener": "mesh",
+            },
+            "listeners": [
+                {
+                    "name": "mesh",
+                    "transport": "udp",
+                    "address": me,
+                    "port": SIP_PORT,
+                    "ipsec": True,
+                }
+            ],
+            "ipsec_profiles": [{"name": "mesh", "psk": "mesh secret", **FAST_DPD}],
+            "mesh_peers": [
+                {
+                    "name": f"node-{peer}",
+                    "address": peer,
+                    "identity": f"{peer}.sbc.test",
+                    "profile": "mesh",
+                }
+            ],
+        }
+    )
+
+
+def test_two_mesh_peers_set_up_one_ike_sa_between_them():
+    async def scenario():
+        a_address, b_address = addresses(2)
+        a, b = Node(a_address), Node(b_address)
+        await a.secure.start(mesh_config(a_address, b_address))
+        await b.secure.start(mesh_config(b_address, a_address))
+        try:
+            await until(
+                lambda: is_up(a, f"node-{b_address}") and is_up(b, f"node-{a_address}")
+            )
+            await asyncio.sleep(0.5)
+
+            [a_sa], [b_sa] = a.secure.sa_views(), b.secure.sa_views()
+            assert (a_sa.spi_i, a_sa.spi_r) == (b_sa.spi_i, b_sa.spi_r)
+            low = min(a_address, b_address, key=lambda text: IPv4Address(text))
+            assert a_sa.initiator == (a_address == low)
+            assert await round_trip(b, a, b"INVITE over the mesh") == (
+                b"INVITE over the mesh"
+            )
         finally:
             await a.secure.stop()
             await b.secure.stop()
