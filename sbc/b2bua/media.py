@@ -13,8 +13,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from sbc.media import MediaSession, RemoteMedia, SrtpParameters, SrtpSuite
+from sbc.media import (
+    MediaSession,
+    PortsExhausted,
+    RemoteMedia,
+    SrtpParameters,
+    SrtpSuite,
+)
 from sbc.media import Side as MediaSide
 from sbc.sdp import (
     Leg,
@@ -34,6 +41,9 @@ from sbc.sip.errors import SipError
 
 from .call import Side
 
+if TYPE_CHECKING:
+    from ipsec.dataplane import DataPlane
+
 _log = logging.getLogger(__name__)
 
 _SDP = "application/sdp"
@@ -49,6 +59,10 @@ EndCall = Callable[[str, str, float], bool]
 
 TrunkPolicy = Callable[[str, LegPolicy], LegPolicy]
 """A leg's SDP policy once its trunk is known: (trunk, policy otherwise)."""
+
+LegHome = Callable[[str], "tuple[str, DataPlane | None]"]
+"""Where a B-leg's media lives once its trunk is known: the relay address,
+and the data plane whose channel carries it when the trunk is protected."""
 
 
 @dataclass(slots=True)
@@ -79,9 +93,11 @@ class MediaAnchor:
         random_bytes: Callable[[int], bytes],
         *,
         trunk_policy: TrunkPolicy | None = None,
+        leg_home: LegHome | None = None,
     ) -> None:
         self._random_bytes = random_bytes
         self._trunk_policy = trunk_policy
+        self._leg_home = leg_home
         self._end_call: EndCall | None = None
         self._calls: dict[str, _CallMedia] = {}
         self._finished: dict[str, dict[str, dict[str, float | int | None]]] = {}
@@ -110,11 +126,32 @@ class MediaAnchor:
 
     def route_chosen(self, call_id: str, side: Side, trunk: str) -> None:
         """Apply ``trunk``'s media policy to the call's leg on ``side``; the
-        engine calls this before a body reaches that leg."""
+        engine calls this before a body reaches that leg. A B-leg also moves
+        to where its trunk's media lives (inside IPsec or not)."""
         media = self._calls.get(call_id)
-        if media is None or self._trunk_policy is None:
+        if media is None:
             return
-        media.legs[side].policy = self._trunk_policy(trunk, media.policies[side])
+        if side is Side.B and self._leg_home is not None:
+            self._move_b_leg(media, *self._leg_home(trunk))
+        if self._trunk_policy is not None:
+            policy = self._trunk_policy(trunk, media.policies[side])
+            media.legs[side].policy = policy
+
+    def _move_b_leg(
+        self, media: _CallMedia, host: str, channel: DataPlane | None
+    ) -> None:
+        session = media.session
+        try:
+            session.move_leg(MediaSide.B, host, channel)
+        except (PortsExhausted, ValueError) as exc:
+            # No ports left inside, or no sockets on that address any more
+            # (the configuration changed mid-call): this trunk cannot be
+            # tried, and the leg stays where it was, never in clear.
+            _log.warning("call %s: B-leg media not moved: %s", session.call_id, exc)
+            raise SipError(
+                "Service Unavailable: no media path", status_code=503
+            ) from None
+        media.legs[Side.B].media_address = host
 
     def prepared(self, call_id: str) -> bool:
         return call_id in self._calls

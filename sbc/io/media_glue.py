@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sbc.b2bua import B2bua, CallRecordWriter
-from sbc.b2bua.media import MediaAnchor, TrunkPolicy
+from sbc.b2bua.media import LegHome, MediaAnchor, TrunkPolicy
 from sbc.cdr import CallRecord
 from sbc.config.model import Config, Media, Srtp
 from sbc.media import (
@@ -100,6 +100,31 @@ def leg_setup(config: Config, address: str) -> Callable[[str | None], LegSetup]:
         return LegSetup((host, address), policies, (listener.ipsec, False))
 
     return setup
+
+
+def leg_homes(config: Config, address: str, data_plane: DataPlane | None) -> LegHome:
+    """Where each trunk's B-leg media lives: a protected trunk's inside IPsec
+    on its IPsec listener's ``media_address`` (or address), any other's on
+    sockets at ``address`` (``media.address``).
+
+    Raises ValueError when a trunk is protected and there is no data plane:
+    its media would otherwise be relayed in clear.
+    """
+    inside: dict[str, str] = {}
+    for trunk in config.trunks:
+        listeners = (config.listener(name) for name in trunk.listeners)
+        listener = next((item for item in listeners if item and item.ipsec), None)
+        if trunk.ipsec_profile is None or listener is None:
+            continue
+        if data_plane is None:
+            raise ValueError(f"trunk {trunk.name} is protected: no IPsec data plane")
+        inside[trunk.name] = str(listener.media_address or listener.address)
+
+    def home(trunk: str) -> tuple[str, DataPlane | None]:
+        host = inside.get(trunk)
+        return (address, None) if host is None else (host, data_plane)
+
+    return home
 
 
 def trunk_policy(config: Config) -> TrunkPolicy:

@@ -152,12 +152,16 @@ class MediaSession:
         before the offer to that trunk is written, since the ports change.
         Sockets left for the channel stay bound and read nothing, so the leg
         can come back to them at once (failover to a trunk in clear).
+        Raises PortsExhausted (nothing moved) when the range is full and
+        ValueError when no sockets of the leg are bound on ``host``.
         """
         if channel is self.channels[side] and host == self.hosts[side]:
             return
         if channel is None and host != self._parked_hosts.get(side):
             raise ValueError(f"leg {side.name} has no sockets on {host}")
         allocator = self._relay._allocator
+        if channel is not None and allocator.available < len(self._ports):
+            raise PortsExhausted(f"no port pair left to move leg {side.name}")
         for index, ports in enumerate(self._ports):
             stream = self.core.streams[index]
             old = (ports[2 * side], ports[2 * side + 1])
