@@ -243,11 +243,11 @@ def _in_order_opener(
     locals only and hands every other one to the full checks. It is the
     per-packet cost of the inbound path, hence written out by hand.
     """
-    replay, counters, lifetime = sa.replay, sa.counters, sa.lifetime
+    replay, lifetime = sa.replay, sa.lifetime
     decrypt, salt = cipher.aead.decrypt, cipher.salt
     aad_of = _ESN_AAD.pack if replay.esn else None
     minimum, spi_wanted, mask = sa._minimum_length, sa.spi, replay.window_mask
-    checked = sa._open_checked
+    checked, finish = sa._open_checked, sa._strip_trailer
 
     def open_in_order(esp: bytes, now: float) -> Opened | Drop:
         if len(esp) < minimum:
@@ -270,20 +270,7 @@ def _in_order_opener(
             return sa._drop(DropReason.BAD_ICV)
         replay.top = sequence
         replay.bitmap = ((replay.bitmap << 1) | 1) & mask
-        pad_length, next_header = plaintext[-2], plaintext[-1]
-        end = len(plaintext) - 2 - pad_length
-        if end < 0 or plaintext[end:-2] != _PADDING[:pad_length]:
-            return sa._drop(DropReason.BAD_PADDING)
-        if next_header == NO_NEXT_HEADER:
-            return sa._drop(DropReason.DUMMY)
-        counters.packets += 1
-        counters.bytes += end
-        if (
-            counters.packets >= lifetime.packets_alarm
-            or counters.bytes >= lifetime.bytes_alarm
-        ):
-            lifetime.check(counters.bytes, counters.packets, 0, now)
-        return Opened(next_header, plaintext[:end], sequence)
+        return finish(plaintext, sequence, now)
 
     return open_in_order
 
@@ -348,16 +335,19 @@ class InboundSA:
         if plaintext is None:
             return self._drop(DropReason.BAD_ICV)
         replay.update(sequence)
+        return self._strip_trailer(plaintext, sequence, now)
 
+    def _strip_trailer(
+        self, plaintext: bytes, sequence: int, now: float
+    ) -> Opened | Drop:
         # RFC 4303 §2.4: the receiver checks the default padding 1, 2, 3, ...
-        # Inlined with the counting below: this runs for every packet.
         pad_length, next_header = plaintext[-2], plaintext[-1]
         end = len(plaintext) - 2 - pad_length
         if end < 0 or plaintext[end:-2] != _PADDING[:pad_length]:
             return self._drop(DropReason.BAD_PADDING)
         if next_header == NO_NEXT_HEADER:
             return self._drop(DropReason.DUMMY)
-        counters = self.counters
+        counters, lifetime = self.counters, self.lifetime
         counters.packets += 1
         counters.bytes += end
         if (
