@@ -66,8 +66,8 @@ class _Write:
 class Reconciler:
     """Applies the stored configuration to ``node``; see the module docstring.
 
-    ``base`` supplies what the database does not hold (the media section,
-    from the file ``sbc serve --config`` was given).
+    ``base`` supplies the node's own sections the database does not hold
+    (``media`` and ``ipsec``, from the file ``sbc serve --config`` was given).
     """
 
     def __init__(
@@ -91,6 +91,8 @@ class Reconciler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.rounds = 0
         self.writes = 0
+        self.failures: dict[tuple[str, str], str] = {}
+        """Objects the last round could not apply, with the reason."""
 
     def watch(self) -> None:
         """Run a round after each commit that changed the configuration."""
@@ -150,6 +152,11 @@ class Reconciler:
             }
         else:
             outcomes = await self._node.apply(config)
+        self.failures = {
+            key: outcome.reason
+            for key, outcome in outcomes.items()
+            if not outcome.applied
+        }
         writes = []
         for stored in objects:
             outcome = outcomes.get((stored.kind, stored.name))
@@ -165,8 +172,7 @@ class Reconciler:
         return writes
 
     def _assembled(self, objects: list[StoredObject]) -> Config:
-        stored = config_service.assemble(objects)
-        return stored.model_copy(update={"media": self._base.media})
+        return config_service.assemble(objects, self._base)
 
     def _load(self) -> list[StoredObject]:
         with self._sessions.begin() as session:

@@ -212,9 +212,15 @@ def node_objects(session: Session, box: SecretBox, node: str) -> list[StoredObje
     ]
 
 
-def assemble(objects: list[StoredObject]) -> Config:
-    """One configuration of ``objects`` (raises pydantic's ValidationError)."""
-    return _config_from([(stored.kind, stored.item) for stored in objects])
+def assemble(objects: list[StoredObject], node: Config | None = None) -> Config:
+    """One configuration of ``objects`` plus the node's own sections (media,
+    IPsec node) from ``node``; raises pydantic's ValidationError."""
+    sections: dict[str, Any] = {section: [] for section in SECTIONS.values()}
+    for stored in objects:
+        sections[SECTIONS[stored.kind]].append(stored.item)
+    if node is not None:
+        sections.update(media=node.media, ipsec=node.ipsec)
+    return Config.model_validate(sections)
 
 
 def record_outcome(
