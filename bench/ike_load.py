@@ -3,8 +3,8 @@
 Run by the benchmark inside namespace A, one command per stdin line:
 
     python -m bench.ike_load CONFIG.json
-        run RATE SECONDS -> one JSON line: setups started, completed, failed,
-                            timed out, deletes answered, latencies and timing
+        run RATE SECONDS [hold] -> one JSON line: setups started, completed,
+                            finished, failed, timed out, latencies and timing
 
 The loop is sans-IO glue with no asyncio: setups start on an open-loop
 schedule (setup i at i / RATE seconds), each is an :class:`IkeSa` initiator
@@ -15,9 +15,10 @@ strongSwan's ``encap = yes`` does), so IKE_AUTH and everything after it go
 to port 4500 behind the non-ESP marker, the only path kernel-libipsec
 supports. Once IKE_AUTH is answered the setup counts as complete and the
 initiator deletes the IKE_SA at once (INFORMATIONAL Delete), so the
-responder holds only the IKE_SAs in flight. A setup that fails, or gets no
-IKE_AUTH or Delete answer within the timeout, counts against the trial; the
-engine never retransmits within it.
+responder holds only the IKE_SAs in flight; with ``hold`` it is left in
+place instead (the generator forgets it) and the setup is finished there.
+A setup that fails, or gets no IKE_AUTH or Delete answer within the
+timeout, counts against the trial; the engine never retransmits within it.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class Setup:
     sock: socket.socket
     started: float
     authenticated: float | None = None
-    deleted: bool = False
+    finished: bool = False
+    """Deleted, or (holding) its CHILD_SA is up."""
     failed: str | None = None
 
 
@@ -70,7 +72,7 @@ class Setup:
 class Tally:
     started: int = 0
     completed: int = 0
-    deleted: int = 0
+    finished: int = 0
     failed: int = 0
     timed_out: int = 0
     last_start: float = 0.0
@@ -98,6 +100,7 @@ class Generator:
             self.poll.register(sock.fileno(), select.EPOLLIN)
         self.setups: dict[bytes, Setup] = {}
         self.counter = 0
+        self.holding = False
 
     def _open_socket(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -108,10 +111,12 @@ class Generator:
 
     # -- one trial -------------------------------------------------------------
 
-    def run(self, rate: float, seconds: float) -> Tally:
-        """Start ``rate * seconds`` setups on schedule, then wait for them all."""
+    def run(self, rate: float, seconds: float, hold: bool = False) -> Tally:
+        """Start ``rate * seconds`` setups on schedule, then wait for them all;
+        with ``hold``, leave them established instead of deleting them."""
         total = max(1, round(rate * seconds))
         tally = Tally()
+        self.holding = hold
         in_flight: deque[Setup] = deque()
         began = time.monotonic()
         while tally.started < total or in_flight:
@@ -179,10 +184,14 @@ class Generator:
                 tally.completed += 1
                 tally.latencies.append(now - setup.started)
                 tally.last_completion = max(tally.last_completion, now)
-                engine.delete(now)
+                if self.holding:
+                    setup.finished = True
+                    tally.finished += 1
+                else:
+                    engine.delete(now)
             elif isinstance(event, IkeSaDeleted):
-                setup.deleted = True
-                tally.deleted += 1
+                setup.finished = True
+                tally.finished += 1
             elif isinstance(event, IkeSaFailed | ChildSaFailed):
                 setup.failed = event.reason
 
@@ -201,7 +210,7 @@ class Generator:
         """Retire finished setups and those past the timeout, oldest first."""
         while in_flight:
             setup = in_flight[0]
-            finished = setup.deleted or setup.failed is not None
+            finished = setup.finished or setup.failed is not None
             if not finished and now - setup.started < self.timeout:
                 return
             in_flight.popleft()
@@ -209,7 +218,7 @@ class Generator:
             if setup.failed is not None:
                 tally.failed += 1
                 tally.reasons[setup.failed] = tally.reasons.get(setup.failed, 0) + 1
-            elif not setup.deleted:
+            elif not setup.finished:
                 tally.timed_out += 1
                 stage = "IKE_AUTH" if setup.authenticated is None else "Delete"
                 reason = f"no {stage} answer"
@@ -240,7 +249,7 @@ def summary(tally: Tally, elapsed: float) -> dict[str, Any]:
     return {
         "started": tally.started,
         "completed": tally.completed,
-        "deleted": tally.deleted,
+        "finished": tally.finished,
         "failed": tally.failed,
         "timed_out": tally.timed_out,
         "reasons": tally.reasons,
@@ -267,7 +276,7 @@ def main() -> None:
         if command == "run":
             rate, seconds = float(arguments[0]), float(arguments[1])
             started = time.monotonic()
-            tally = generator.run(rate, seconds)
+            tally = generator.run(rate, seconds, hold="hold" in arguments[2:])
             print(json.dumps(summary(tally, time.monotonic() - started)), flush=True)
         else:
             print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)

@@ -25,14 +25,17 @@ DoS protection is off on both responders, so neither answers with COOKIEs
 nor refuses half-open IKE_SAs: charon gets ``dos_protection = no`` and
 huge cookie and block thresholds, ours a huge ``cookie_threshold`` and
 ``max_half_open``. charon's ``install_routes = no``: ours installs no
-routes per CHILD_SA either.
+routes per CHILD_SA either; its IKE_SA hash table gets 4096 rows in 16
+locked segments (``ikesa_table_size``, default 1 row) so that lookups stay
+short while thousands of IKE_SAs are held.
 
 Method, like bench.esp_udp: setups start on an open-loop schedule at the
 offered rate for a trial; a trial is clean when every setup completes
 IKE_AUTH and its Delete within the timeout, nothing fails, and the last
-IKE_AUTH answer comes at most ``DRAIN`` after the last start (a responder
-slower than the offered rate builds a backlog that shows here). The rate
-grows by GROWTH to the first unclean trial (retried once), is bisected,
+IKE_AUTH answer comes at most drain_allowance() after the last start (a
+responder slower than the offered rate builds a backlog that shows here),
+and the generator started the last setup on time. The rate grows by GROWTH
+to the first unclean trial (tried ATTEMPTS times), is bisected,
 and a longer trial confirms it. The responder is restarted after an
 unclean trial, so leftovers never burden the next one. Reported: the
 confirmed rate; the responder's CPU time per setup (user + system from
@@ -40,6 +43,9 @@ confirmed rate; the responder's CPU time per setup (user + system from
 varies much less with other load than the rate does) and in the
 confirming trial; and setup latency (IKE_SA_INIT sent to IKE_AUTH
 answered, as the generator sees it) at MODEST_RATE and at the top rate.
+Last, a fresh responder gets setups at STEADY_RATE that are left
+established, and its resident memory growth per IKE_SA + CHILD_SA held is
+reported.
 The generator may itself be the limit: then the figure is marked, and the
 table gives its share of CPU 0 at the top rate.
 
@@ -93,8 +99,11 @@ CONFIRMATIONS = 3
 MODEST_RATE = 20.0
 STEADY_RATE = 300.0
 GENERATOR_LAG = 0.05
-"""A trial whose last start came this share of its length late was
-limited by the generator, not the responder."""
+"""A trial whose last start came this share of its length late measured
+less than the offered rate."""
+GENERATOR_SATURATED = 0.8
+"""Late with the generator this busy: the generator set the limit."""
+ATTEMPTS = 3
 
 
 def log(message: str) -> None:
@@ -134,34 +143,43 @@ class Trial:
     @property
     def complete(self) -> bool:
         o = self.outcome
-        return bool(o["failed"] == o["timed_out"] == 0 and o["deleted"] == o["started"])
+        return bool(
+            o["failed"] == o["timed_out"] == 0 and o["finished"] == o["started"]
+        )
 
     @property
     def drain(self) -> float:
         return float(self.outcome["last_completion"] - self.outcome["last_start"])
 
     @property
-    def generator_limited(self) -> bool:
+    def late(self) -> bool:
+        """The generator started the last setup late (stalled or saturated)."""
         scheduled = (self.started - 1) / self.offered
-        late = float(self.outcome["last_start"]) - scheduled
-        return late > GENERATOR_LAG * self.seconds
+        lag = float(self.outcome["last_start"]) - scheduled
+        return lag > GENERATOR_LAG * self.seconds
+
+    @property
+    def generator_limited(self) -> bool:
+        return self.late and (self.generator_busy or 0.0) > GENERATOR_SATURATED
 
     @property
     def clean(self) -> bool:
         return (
             self.complete
             and self.drain <= drain_allowance(self.seconds)
-            and not self.generator_limited
+            and not self.late
         )
 
     def describe(self) -> str:
         o = self.outcome
         verdict = "ok" if self.clean else "UNCLEAN"
-        if self.generator_limited:
-            verdict += " (generator late)"
+        if self.late:
+            verdict += (
+                " (generator saturated)" if self.generator_limited else " (stall)"
+            )
         text = (
             f"    offered {self.offered:7.1f}/s x {self.seconds:.0f} s: "
-            f"{o['completed']}/{o['started']} set up, {o['deleted']} deleted, "
+            f"{o['completed']}/{o['started']} set up, {o['finished']} finished, "
             f"{o['failed']} failed, {o['timed_out']} timed out, "
             f"drain {self.drain * 1e3:.0f} ms, "
             f"median {ms(o['median'])} p95 {ms(o['p95'])} ms, "
@@ -230,10 +248,11 @@ class Rig:
     generator: Helper
     responder: Responder
 
-    def trial(self, rate: float, seconds: float) -> Trial:
+    def trial(self, rate: float, seconds: float, *, hold: bool = False) -> Trial:
         cpu_before = self.responder.cpu()
         generator_before = process_cpu(self.generator.process.pid)
-        answer = self.generator.ask(f"run {rate} {seconds}", timeout=seconds * 4 + 60)
+        command = f"run {rate} {seconds}{' hold' if hold else ''}"
+        answer = self.generator.ask(command, timeout=seconds * 4 + 60)
         cpu_after = self.responder.cpu()
         generator_after = process_cpu(self.generator.process.pid)
         outcome = json.loads(answer)
@@ -270,6 +289,10 @@ class Result:
     """Latency at MODEST_RATE."""
     steady: Trial | None = None
     """CPU per setup at STEADY_RATE, the same offered load for both."""
+    held: Trial | None = None
+    """Setups at STEADY_RATE left established on a fresh responder."""
+    held_kib: float | None = None
+    """The responder's resident memory growth per held IKE_SA + CHILD_SA."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -293,9 +316,9 @@ def per_setup(trial: Trial | None, attribute: str) -> float | None:
 
 
 def clean_trial(rig: Rig, rate: float, seconds: float) -> Trial | None:
-    """A clean trial at ``rate``, or None; an unclean one is retried once,
+    """A clean trial at ``rate``, or None; an unclean one is tried again,
     since one scheduling stall of another process on the machine can cause it."""
-    for _ in range(2):
+    for _ in range(ATTEMPTS):
         trial = rig.trial(rate, seconds)
         if trial.clean:
             return trial
@@ -384,6 +407,8 @@ charon {{
   block_threshold = 1000000
   init_limit_half_open = 0
   init_limit_job_load = 0
+  ikesa_table_size = 4096
+  ikesa_table_segments = 16
   filelog {{
     bench {{
       path = {directory}/charon.log
@@ -589,7 +614,21 @@ def measure_one(rig: Rig, arguments: argparse.Namespace, start_rate: float) -> R
     log("  search")
     result = search(rig, start_rate, arguments.seconds, arguments.confirm_seconds)
     result.modest, result.steady = modest, steady
+    log(f"  held, not deleted, at {STEADY_RATE:.0f}/s")
+    result.held, result.held_kib = hold(rig, arguments.confirm_seconds)
     return result
+
+
+def hold(rig: Rig, seconds: float) -> tuple[Trial, float | None]:
+    """Set up IKE_SAs on a fresh responder and leave them: memory per setup."""
+    rig.responder.restart()
+    time.sleep(0.5)
+    before = rig.responder.resident_kib()
+    trial = rig.trial(STEADY_RATE, seconds, hold=True)
+    after = trial.resident_kib
+    if before is None or after is None or not trial.outcome["completed"]:
+        return trial, None
+    return trial, (after - before) / trial.outcome["completed"]
 
 
 @contextmanager
@@ -690,7 +729,7 @@ HEADER = (
     f"{'responder (a row per round)':<40} {'setups/s':>9} "
     f"{f'CPU ms @{STEADY_RATE:.0f}/s':>13} {'CPU ms @top':>11} "
     f"{f'lat@{MODEST_RATE:.0f}/s med/p95':>18} {'lat@top med/p95':>16} "
-    f"{'RSS MiB':>7} {'gen busy':>8}"
+    f"{'RSS MiB':>7} {'KiB/held':>8} {'gen busy':>8}"
 )
 
 
@@ -703,6 +742,7 @@ def report(
     print(f"uptime before: {loads[0]}\nuptime after:  {loads[1]}")
     print(f"suite: {IKE_PROPOSAL} (IKE), {ESP_PROPOSAL} (ESP), PSK; Delete after setup")
     print("CPU: the responder's user + system time per setup; latencies in ms;")
+    print("KiB/held: resident memory growth per IKE_SA + CHILD_SA left established;")
     print("* = the highest clean search rate, not confirmed by a longer trial")
     print()
     print(HEADER)
@@ -741,7 +781,7 @@ def row(name: str, result: Result) -> str:
     def cpu(seconds: float | None) -> str:
         return "-" if seconds is None else f"{seconds * 1e3:.2f}"
 
-    top = result.top
+    top, held = result.top, result.held_kib
     rss = top.resident_kib if top else None
     rate = f"{result.rate:.0f}{'' if result.confirmed else '*'}"
     notes = f"  ({', '.join(result.notes)})" if result.notes else ""
@@ -749,6 +789,7 @@ def row(name: str, result: Result) -> str:
         f"{LABELS[name]:<40} {rate:>9} {cpu(result.steady_cpu_per_setup):>13} "
         f"{cpu(result.cpu_per_setup):>11} {latency(result.modest):>18} "
         f"{latency(top):>16} {'-' if rss is None else f'{rss / 1024:.0f}':>7} "
+        f"{'-' if held is None else f'{held:.1f}':>8} "
         f"{percent(top.generator_busy if top else None):>8}{notes}"
     )
 
@@ -771,6 +812,10 @@ def as_json(result: Result) -> dict[str, Any]:
         "latency_modest": latency(result.modest),
         "latency_top": latency(top),
         "resident_kib": top.resident_kib if top else None,
+        "held_setups": result.held.outcome["completed"] if result.held else None,
+        "resident_kib_per_held_setup": round(result.held_kib, 2)
+        if result.held_kib is not None
+        else None,
         "generator_busy": round(top.generator_busy, 3)
         if top and top.generator_busy
         else None,
