@@ -46,6 +46,7 @@ from test_charon_rekey_stream import (
     STREAM_PORT,
     STREAM_SECONDS,
     Stream,
+    echo_and_record,
 )
 
 from ipsec.dataplane import PathDrop
@@ -234,13 +235,7 @@ def test_our_reauthentication_mid_stream_with_charon_loses_nothing(charon_lab): 
 
     async def scenario():
         node = await OurNode.start()
-        at_us = set()
-
-        def echo(data, source):
-            at_us.add(SEQUENCE.unpack_from(data)[0])
-            node.dataplane.send(ECHO_ADDRESS, source[0], 17, ECHO_PORT, source[1], data)
-
-        node.dataplane.bind(ECHO_ADDRESS, ECHO_PORT, echo)
+        at_us = echo_and_record(node)
         try:
             connection = our_connection(SUITE, StartAction.START)
             node.daemon.load(replace(connection, reauth_time=REAUTH_AFTER))

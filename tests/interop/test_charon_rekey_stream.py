@@ -248,6 +248,18 @@ def our_side_changes(who, what):
     return {"rekey_time" if what == "child" else "ike_rekey_time": REKEY_AFTER}
 
 
+def echo_and_record(node):
+    """Echo the stream back from our inner address; the sequence numbers seen."""
+    at_us = set()
+
+    def echo(data, source):
+        at_us.add(SEQUENCE.unpack_from(data)[0])
+        node.dataplane.send(ECHO_ADDRESS, source[0], 17, ECHO_PORT, source[1], data)
+
+    node.dataplane.bind(ECHO_ADDRESS, ECHO_PORT, echo)
+    return at_us
+
+
 @pytest.mark.peer("charon")
 @pytest.mark.root
 @pytest.mark.parametrize("what", ["child", "ike"])
@@ -259,13 +271,7 @@ def test_rekey_mid_stream_with_charon_loses_nothing(charon_lab, who, what):  # n
 
     async def scenario():
         node = await OurNode.start()
-        at_us = set()
-
-        def echo(data, source):
-            at_us.add(SEQUENCE.unpack_from(data)[0])
-            node.dataplane.send(ECHO_ADDRESS, source[0], 17, ECHO_PORT, source[1], data)
-
-        node.dataplane.bind(ECHO_ADDRESS, ECHO_PORT, echo)
+        at_us = echo_and_record(node)
         try:
             connection = our_connection(
                 suite, StartAction.START, **our_side_changes(who, what)
