@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -52,6 +52,8 @@ from web.services.errors import (
 from web.services.users import Role
 
 API_PREFIX = "/api/v1"
+ROW_ID_MAX = 2**31 - 1
+"""Largest row id or offset a request may name: an INTEGER column's range."""
 
 RESOURCES: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("listeners", "listener", Listener),
@@ -411,7 +413,10 @@ def _user_routes(router: APIRouter) -> None:
         return _user_public(user)
 
     @router.delete(
-        "/users/{username}", tags=["users"], status_code=204, responses={409: {}}
+        "/users/{username}",
+        tags=["users"],
+        status_code=204,
+        responses={404: {}, 409: {}},
     )
     def delete_user(
         username: str, request: Request, caller: Admin, session: SessionDep
@@ -450,7 +455,10 @@ def _token_routes(router: APIRouter) -> None:
         "/tokens/{token_id}", tags=["tokens"], status_code=204, responses={404: {}}
     )
     def delete_token(
-        token_id: int, request: Request, caller: Viewer, session: SessionDep
+        token_id: Annotated[int, Path(ge=1, le=ROW_ID_MAX)],
+        request: Request,
+        caller: Viewer,
+        session: SessionDep,
     ) -> None:
         users.delete_token(session, caller.user, token_id, now=_admin(request).clock())
 
@@ -466,7 +474,7 @@ def _audit_routes(router: APIRouter) -> None:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=ROW_ID_MAX)] = 0,
     ) -> AuditPage:
         """Audit entries, newest first; secrets were redacted when written."""
         where = audit.AuditFilter(actor, action, kind, name, since, until)

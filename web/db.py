@@ -11,7 +11,7 @@ Secrets live encrypted in their own table, one row per field.
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     create_engine,
     event,
@@ -43,6 +44,31 @@ from sqlalchemy.orm import (
 
 DATABASE_URL_ENV = "SBC_DATABASE_URL"
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An instant, stored in UTC and read back with its zone.
+
+    SQLite keeps no zone: without this, an instant given as +01:00 would be
+    stored as its wall-clock time, and every value would read back naive.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # read as UTC, never as local
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
 class Base(DeclarativeBase):
@@ -68,7 +94,7 @@ class ConfigObject(Base):
     state: Mapped[str] = mapped_column(String(16), default="pending")
     """``pending``, ``applied`` or ``failed`` (set by the reconciler)."""
     reason: Mapped[str] = mapped_column(String(1024), default="")
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class SecretValue(Base):
@@ -96,7 +122,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     """argon2id encoded hash (salt and parameters included)."""
     role: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Token(Base):
@@ -110,8 +136,8 @@ class Token(Base):
     """``session`` (from login) or ``api`` (created by its owner)."""
     label: Mapped[str] = mapped_column(String(128), default="")
     token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class AuditEntry(Base):
@@ -119,7 +145,7 @@ class AuditEntry(Base):
     __table_args__ = (Index("ix_audit_kind_name", "kind", "name"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     actor: Mapped[str] = mapped_column(String(64), index=True)
     action: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(32))

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from sbc.cdr import Disposition
-from web.app import VIEWER, AdminState, SessionDep
+from web.app import ROW_ID_MAX, VIEWER, AdminState, SessionDep
 from web.services import cdrs
 
 CSV_TYPE = "text/csv"
@@ -93,7 +93,7 @@ def cdr_router() -> APIRouter:
         session: SessionDep,
         where: Where,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+        offset: Annotated[int, Query(ge=0, le=ROW_ID_MAX)] = 0,
     ) -> Any:
         """Call records, newest first (by start time); CSV on ``Accept: text/csv``."""
         if _wants_csv(request):
