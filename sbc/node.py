@@ -45,17 +45,19 @@ from sbc.b2bua.keepalive import (
     TrunkCameUp,
     TrunkWentDown,
 )
-from sbc.b2bua.media import MediaAnchor
+from sbc.b2bua.media import LegHome, MediaAnchor
 from sbc.b2bua.registration import Registered, RegistrationFailed, Unregistered
 from sbc.cdr import CallRecord
 from sbc.config.model import Config, Listener, Trunk
 from sbc.io.calls import local_endpoints
 from sbc.io.endpoint import SipEndpoint
+from sbc.io.ipsec_channel import ipsec_peers
 from sbc.io.media_glue import (
     ArrivalMemo,
     LegSetup,
     MediaCdr,
     MediaFirstUser,
+    leg_homes,
     leg_setup,
     media_relay,
     trunk_policy,
@@ -246,6 +248,7 @@ class Node:
         self._status: dict[str, _TrunkStatus] = {}
         self._endpoints: tuple[LocalEndpoint, ...] = ()
         self._leg_setup: Callable[[str | None], LegSetup] | None = None
+        self._leg_homes: LegHome | None = None
         self._trunk_policy = trunk_policy(self.config)
         self._tasks: set[asyncio.Task[None]] = set()
         self._restarting: dict[str, asyncio.Task[None]] = {}
@@ -431,8 +434,12 @@ class Node:
         # Mesh peers run in the engines as the trunks derived from them.
         engines = with_mesh(config)
         self._trunk_policy = trunk_policy(engines)
+        # Protected trunks' targets and B-legs only ever inside their SAs.
+        self.endpoint.set_ipsec_peers(ipsec_peers(engines))
         if config.media.address is not None:
-            self._leg_setup = leg_setup(config, str(config.media.address))
+            address = str(config.media.address)
+            self._leg_setup = leg_setup(config, address)
+            self._leg_homes = leg_homes(engines, address, self.endpoint.data_plane)
         self._status = {
             trunk.name: self._status.get(trunk.name, _TrunkStatus())
             for trunk in engines.trunks
@@ -487,7 +494,9 @@ class Node:
             )  # fmt: skip
             self.endpoint.user = engine
             return engine
-        anchor = MediaAnchor(os.urandom, trunk_policy=self._policy_for_trunk)
+        anchor = MediaAnchor(
+            os.urandom, trunk_policy=self._policy_for_trunk, leg_home=self._leg_home
+        )
         self.relay = media_relay(
             config.media, anchor, self.endpoint.wake, self.endpoint.data_plane
         )
@@ -524,6 +533,10 @@ class Node:
 
     def _policy_for_trunk(self, trunk: str, base: Any) -> Any:
         return self._trunk_policy(trunk, base)
+
+    def _leg_home(self, trunk: str) -> tuple[str, DataPlane | None]:
+        assert self._leg_homes is not None  # set whenever media is anchored
+        return self._leg_homes(trunk)
 
     def _route_chosen(self, call_id: str, side: Side, trunk: str) -> None:
         if side is Side.A:
