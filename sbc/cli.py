@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -30,13 +31,12 @@ from sbc.io.settings import (
 from sbc.log import CLI_LOGGER, setup_logging
 
 if TYPE_CHECKING:
-    from sbc.b2bua import B2bua
     from sbc.config.model import Config
     from sbc.io.calls import ThreadedCdrWriter
-    from sbc.io.endpoint import SipEndpoint
-    from sbc.io.trunk_state import TrunkServices
+    from sbc.node import Node
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_ADMIN_LISTEN = "127.0.0.1:8080"
 
 _log = logging.getLogger(CLI_LOGGER)
 
@@ -98,29 +98,69 @@ def _run_version(args: argparse.Namespace) -> int:
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = ", ".join(str(spec) for spec in DEFAULT_LISTEN)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a configuration file (docs/configuration.md), checked at start and "
+        "stored in the database as `sbc config apply` does; the node then runs "
+        "what the database holds (its media and ipsec sections come from FILE)",
+    )
     parser.add_argument(
         "--listen",
         action="append",
         type=_listen_spec,
         metavar="TRANSPORT:HOST:PORT",
-        help="a SIP listener: udp:, tcp: or tls: then an IP address (IPv6 in "
-        "brackets) and a port (0 picks a free one; default 5060, 5061 for tls). "
-        f"Repeat for more listeners. Default: {defaults}.",
+        help="a static SIP listener besides those of the configuration: udp:, "
+        "tcp: or tls: then an IP address (IPv6 in brackets) and a port (0 picks "
+        "a free one; default 5060, 5061 for tls). Repeat for more. Without any "
+        "and without listeners in the configuration no SIP socket is opened.",
     )
     parser.add_argument(
-        "--config",
+        "--admin-listen",
+        type=_admin_address,
+        default=_admin_address(DEFAULT_ADMIN_LISTEN),
+        metavar="HOST:PORT|off",
+        help="where the admin API (/api/v1) listens; off: no API "
+        f"(default: {DEFAULT_ADMIN_LISTEN})",
+    )
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        default=None,
+        help="database URL, e.g. postgresql+psycopg://user@host/db "
+        "(default: $SBC_DATABASE_URL, else SQLite DATA_DIR/sbc.db)",
+    )
+    parser.add_argument(
+        "--data-dir",
         type=Path,
-        metavar="FILE",
-        help="a configuration file (docs/configuration.md), checked at start; "
-        "runs the call engine with its listeners, trunks, dial plans and rules, "
-        "and writes call records to DATA_DIR/cdr.jsonl",
+        default=Path("data"),
+        metavar="DIR",
+        help="holds the SQLite database, the key file that encrypts secrets, "
+        "call records (cdr.jsonl) and the log (sbc.log); created if missing "
+        "(default: ./data)",
+    )
+    parser.add_argument(
+        "--node-name",
+        default="",
+        metavar="NAME",
+        help="this node's name: it runs the shared objects and the node-local "
+        "objects stored under NAME (default: shared objects only)",
+    )
+    parser.add_argument(
+        "--reconcile-interval",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often the database is polled for changes made by other "
+        "processes; changes through this API apply at once (default: %(default)s)",
     )
     parser.add_argument(
         "--tls-cert",
         type=Path,
         metavar="FILE",
-        help="PEM certificate chain for tls: listeners",
+        help="PEM certificate chain for tls: --listen listeners (listeners of "
+        "the configuration name their own)",
     )
     parser.add_argument(
         "--tls-key", type=Path, metavar="FILE", help="PEM private key of --tls-cert"
@@ -143,23 +183,17 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=_non_negative_float,
         default=0.0,
         metavar="SECONDS",
-        help="hold an INVITE this long before answering 480 (no route); a "
-        "CANCEL in that time gets 487 (default: %(default)s)",
+        help="while no trunk is configured: hold an INVITE this long before "
+        "answering 480 (no route); a CANCEL in that time gets 487 "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--no-answer-timeout",
         type=_positive_float,
         default=None,
         metavar="SECONDS",
-        help="with --config: cancel an outgoing INVITE that got no response for "
-        "this long and try the next candidate (Timer C; default 180)",
-    )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path("data"),
-        metavar="DIR",
-        help="state and logs (sbc.log) go here; created if missing (default: ./data)",
+        help="cancel an outgoing INVITE that got no response for this long and "
+        "try the next candidate (Timer C; default 180)",
     )
     parser.add_argument(
         "--log-level",
@@ -171,31 +205,43 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    config = None
-    listen: tuple[ListenSpec, ...] = tuple(args.listen or DEFAULT_LISTEN)
-    if args.config is not None:
-        if args.listen:
-            # The call engine knows listeners by their names in the file.
-            sys.stderr.write("sbc serve: --listen cannot be used with --config\n")
-            return 2
-        config = _load_config(args.config)
-        if config is None:
-            return 2
-        listen = _config_listen_specs(config) or DEFAULT_LISTEN
+    from sbc.node import NodeSettings
+    from sbc.serve import ServeError, ServeOptions, open_database, serve
+
+    listen: tuple[ListenSpec, ...] = tuple(args.listen or ())
     uses_tls = any(spec.transport == "TLS" for spec in listen)
     if uses_tls and (args.tls_cert is None or args.tls_key is None):
         sys.stderr.write("sbc serve: tls: listeners need --tls-cert and --tls-key\n")
         return 2
-    args.data_dir.mkdir(parents=True, exist_ok=True)
+    config = None
+    if args.config is not None:
+        config = _load_config(args.config)
+        if config is None:
+            return 2
+    args.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     setup_logging(args.log_level.upper(), args.data_dir)
-    settings = TransportSettings(
+    transport = TransportSettings(
         listen=listen,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_ca=args.tls_ca,
         idle_timeout=args.idle_timeout,
     )
-    return _run_on_uvloop(_serve(settings, args, config))
+    options = ServeOptions(
+        data_dir=args.data_dir,
+        node=NodeSettings(transport, args.no_route_delay, args.no_answer_timeout),
+        config=config,
+        database_url=args.db,
+        admin_listen=args.admin_listen,
+        node_name=args.node_name,
+        reconcile_interval=args.reconcile_interval,
+    )
+    try:
+        state = open_database(options)
+    except ServeError as exc:
+        sys.stderr.write(f"sbc serve: {exc}\n")
+        return 1
+    return _run_on_uvloop(serve(options, state))
 
 
 def _load_config(path: Path) -> Config | None:
@@ -208,113 +254,6 @@ def _load_config(path: Path) -> Config | None:
         for problem in exc.problems:
             sys.stderr.write(f"{problem}\n")
         return None
-
-
-def _config_listen_specs(config: Config) -> tuple[ListenSpec, ...]:
-    from sbc.config import listen_specs
-
-    return listen_specs(config)
-
-
-async def _serve(
-    settings: TransportSettings, args: argparse.Namespace, config: Config | None
-) -> int:
-    # Imported here so that `sbc --help` and `sbc version` stay fast.
-    from sbc.io.endpoint import SipEndpoint
-    from sbc.sip.core import CorePolicy
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    endpoint = SipEndpoint(settings, CorePolicy(no_route_delay=args.no_route_delay))
-    try:
-        await endpoint.start()
-    except OSError as exc:
-        _log.error("cannot listen: %s", exc)
-        return 1
-    calls = None
-    if config is not None:
-        try:
-            calls = _start_calls(endpoint, config, args)
-        except OSError as exc:
-            _log.error("cannot open the call records: %s", exc)
-            await endpoint.close()
-            return 1
-    trunks = None if calls is None else _start_trunks(endpoint, calls[1], config)
-    _log.info("sbc %s serving; SIGINT or SIGTERM stops it", __version__)
-    await stop.wait()
-    _log.info("stopping")
-    if calls is not None:
-        _, engine = calls
-        _log.info("calls in progress, left without a record: %d", engine.active_calls)
-    if trunks is not None:
-        await _stop_trunks(endpoint, trunks)
-    for group, numbers in endpoint.snapshot().items():
-        _log.info(
-            "counters %s: %s", group, " ".join(f"{k}={v}" for k, v in numbers.items())
-        )
-    await endpoint.close()
-    if calls is not None:
-        await _close_media(endpoint)
-        records, _ = calls
-        # Waits for the records still queued; fsync must not block the loop.
-        await loop.run_in_executor(None, records.close)
-    _log.info("stopped")
-    return 0
-
-
-def _start_calls(
-    endpoint: SipEndpoint, config: Config, args: argparse.Namespace
-) -> tuple[ThreadedCdrWriter, B2bua]:
-    """Run the call engine on ``endpoint``; the CDR writer is to be closed."""
-    from sbc.cdr import CdrWriter
-    from sbc.io.calls import ThreadedCdrWriter, attach_call_engine
-
-    # Records are stamped with the loop's clock; the file gets Unix times.
-    offset = time.time() - asyncio.get_running_loop().time()
-    records = ThreadedCdrWriter(CdrWriter.in_data_dir(args.data_dir), offset)
-    engine = attach_call_engine(
-        endpoint, config, records, no_answer_timeout=args.no_answer_timeout
-    )
-    _log.info(
-        "call engine: %d trunks, %d dial plans; call records to %s",
-        len(config.trunks),
-        len(config.dial_plans),
-        args.data_dir / "cdr.jsonl",
-    )
-    return records, engine
-
-
-async def _close_media(endpoint: SipEndpoint) -> None:
-    """Close the media relay's sockets and tasks, when calls were anchored."""
-    from sbc.io.media_glue import MediaFirstUser
-
-    user = endpoint.user
-    if isinstance(user, MediaFirstUser):
-        await user.close()
-        _log.info("media relay closed")
-
-
-def _start_trunks(
-    endpoint: SipEndpoint, engine: B2bua, config: Config | None
-) -> TrunkServices | None:
-    """Registration and keepalive of the trunks that ask for them."""
-    from sbc.io.trunk_state import start_trunk_services
-
-    if config is None:
-        return None
-    return start_trunk_services(endpoint, engine, config)
-
-
-async def _stop_trunks(endpoint: SipEndpoint, trunks: TrunkServices) -> None:
-    from sbc.io.trunk_state import stop_trunk_services
-
-    await stop_trunk_services(endpoint, trunks)
-    _log.info(
-        "counters trunks: %s",
-        " ".join(f"{k}={v}" for k, v in trunks.counters.items()),
-    )
 
 
 def _run_on_uvloop(main_coroutine: Coroutine[Any, Any, int]) -> int:
@@ -507,6 +446,19 @@ def _listen_spec(text: str) -> ListenSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _admin_address(text: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (IPv6 in brackets) or ``off``."""
+    if text == "off":
+        return None
+    try:
+        spec = parse_listen_spec(f"tcp:{text}")
+    except ListenSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if f":{spec.port}" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the port as HOST:PORT")
+    return spec.host, spec.port
+
+
 def _positive_float(text: str) -> float:
     value = _non_negative_float(text)
     if value == 0:
@@ -527,7 +479,7 @@ def _non_negative_float(text: str) -> float:
 COMMANDS: tuple[Command, ...] = (
     Command(
         "serve",
-        "run the SIP listeners until SIGINT or SIGTERM",
+        "run the node (SIP, media, IPsec) and the admin API until SIGINT or SIGTERM",
         _serve_arguments,
         _run_serve,
     ),
