@@ -15,7 +15,7 @@ import contextlib
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Any, cast
@@ -28,6 +28,7 @@ from ipsec.esp.keylog import EspKeyLog
 from ipsec.esp.spd import Direction, TrafficSelector
 from sbc.io.endpoint import SipEndpoint
 from sbc.io.settings import ListenSpec, TransportSettings
+from sbc.media import MediaEvent, MediaRelay, MediaSettings
 from sbc.sip.events import RequestReceived, ResponseReceived, TransactionEvent
 from sbc.sip.message import Headers, Request, Response, make_response
 from sbc.sip.transaction import TransactionLayer
@@ -301,12 +302,20 @@ class Protected:
 
 @contextlib.asynccontextmanager
 async def protected_endpoints(
-    planes: Planes, *, pin_peer: bool = True, answer: bytes = b"", clear: bool = False
+    mode: Mode = Mode.TUNNEL,
+    *,
+    keylog: EspKeyLog | None = None,
+    pin_peer: bool = True,
+    answer: bytes = b"",
+    clear: bool = False,
 ) -> AsyncIterator[Protected]:
-    """Both endpoints started on fresh channel ports; ``pin_peer`` lists the
-    UAS's address among the SBC's IPsec peers (as a protected trunk's target).
-    The UAS always lists the SBC's. ``clear`` gives the SBC a kernel UDP
-    listener on loopback too, after its IPsec one."""
+    """Two data planes and both endpoints on fresh channel ports.
+
+    ``pin_peer`` lists the UAS's address among the SBC's IPsec peers (as a
+    protected trunk's target); the UAS always lists the SBC's. ``clear``
+    gives the SBC a kernel UDP listener on loopback too, after its IPsec one.
+    """
+    planes = connect_planes(mode, keylog)
     sbc_spec = ListenSpec("UDP", planes.sbc_address, free_udp_port(), ipsec=True)
     uas_spec = ListenSpec("UDP", planes.peer_address, free_udp_port(), ipsec=True)
     peers = {planes.peer_address: (sbc_spec.host, sbc_spec.port)} if pin_peer else {}
@@ -333,6 +342,18 @@ async def protected_endpoints(
     finally:
         await sbc.close()
         await uas.close()
+        planes.close()
+
+
+def relay_for(
+    planes: Planes,
+    on_event: Callable[[MediaEvent], None] | None = None,
+    **settings: Any,
+) -> MediaRelay:
+    """A relay on this process's port range whose IPsec legs use the SBC's plane."""
+    low, high = worker_port_range()
+    media = MediaSettings(port_min=low, port_max=high, **settings)
+    return MediaRelay(media, on_event, data_plane=planes.sbc)
 
 
 def receiver_report(sender_ssrc: int, source_ssrc: int, fraction_lost: int) -> bytes:

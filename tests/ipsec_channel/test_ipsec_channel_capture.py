@@ -19,20 +19,19 @@ from channel_helpers import (
     LOOPBACK,
     ChannelPeer,
     RtpPeer,
-    connect_planes,
     free_udp_port,
     new_request,
     protected_endpoints,
+    relay_for,
     rtp_packet,
     run,
     sdp,
-    worker_port_range,
 )
 from conftest import require_root, require_tool
 
 from ipsec.esp import Mode
 from ipsec.esp.keylog import EspKeyLog
-from sbc.media import MediaRelay, MediaSettings, RemoteMedia, Side
+from sbc.media import RemoteMedia, Side
 from sbc.sip.events import AckReceived, RequestReceived, TransportErrorOccurred
 
 RTP_PACKETS = 5
@@ -82,24 +81,23 @@ def test_protected_call_on_the_wire_is_esp_only(tmp_path):
     pcap = tmp_path / "lo.pcap"
 
     async def scenario() -> tuple[list[int], list[int], list[int]]:
-        planes = connect_planes(Mode.TRANSPORT, EspKeyLog(str(keylog)))
-        low, high = worker_port_range()
-        relay = MediaRelay(
-            MediaSettings(port_min=low, port_max=high), data_plane=planes.sbc
-        )
-        session = await relay.allocate(
-            "call-1", LOOPBACK, LOOPBACK, ipsec=(False, True)
-        )
-        b_local = session.local(Side.B)
-        clear = await RtpPeer.open()
         far_port = free_udp_port()
-        far = ChannelPeer(planes.peer, LOOPBACK, far_port)
         answer = sdp(LOOPBACK, far_port)
-        async with protected_endpoints(planes, answer=answer) as ends:
+        keys = EspKeyLog(str(keylog))
+        async with protected_endpoints(
+            Mode.TRANSPORT, keylog=keys, answer=answer
+        ) as ends:
+            planes = ends.planes
+            relay = relay_for(planes)
+            session = await relay.allocate(
+                "call-1", LOOPBACK, LOOPBACK, ipsec=(False, True)
+            )
+            b_local = session.local(Side.B)
+            clear = await RtpPeer.open()
+            far = ChannelPeer(planes.peer, LOOPBACK, far_port)
             sip_ports = [ends.sbc_address[1], ends.uas_address[1]]
             media_ports = [b_local.rtp_port, b_local.rtcp_port, far_port, far_port + 1]
-            protected_ports = sip_ports + media_ports
-            capture = Capture(pcap, [*planes.encap_ports, *protected_ports])
+            capture = Capture(pcap, [*planes.encap_ports, *sip_ports, *media_ports])
             try:
                 await _call(ends, session, clear, far, b_local.rtp_port, answer)
                 # Without SAs: the request fails at once and nothing leaves.
@@ -112,9 +110,8 @@ def test_protected_call_on_the_wire_is_esp_only(tmp_path):
                 await asyncio.sleep(0.3)
             finally:
                 capture.stop()
-        clear.close()
-        await relay.close()
-        planes.close()
+                clear.close()
+                await relay.close()
         return list(planes.encap_ports), sip_ports, media_ports
 
     encap_ports, sip_ports, media_ports = run(scenario())

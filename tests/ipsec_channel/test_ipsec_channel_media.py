@@ -16,6 +16,7 @@ from channel_helpers import (
     connect_planes,
     free_udp_port,
     receiver_report,
+    relay_for,
     rtp_packet,
     run,
     worker_port_range,
@@ -65,10 +66,8 @@ async def protected_call(
     """A relay session whose A-leg is clear and whose B-leg is inside IPsec,
     with both legs' remote halves applied."""
     planes = connect_planes(mode)
-    low, high = worker_port_range()
     events: list[MediaEvent] = []
-    media = MediaSettings(port_min=low, port_max=high, **settings)
-    relay = MediaRelay(media, events.append, data_plane=planes.sbc)
+    relay = relay_for(planes, events.append, **settings)
     session = await relay.allocate(
         "call-1", LOOPBACK, planes.sbc_address, ipsec=(False, True)
     )
@@ -226,10 +225,7 @@ def test_b_leg_moved_inside_ipsec_and_back_to_its_sockets():
     # protected trunk moves the leg inside, failover to a clear one back.
     async def scenario():
         planes = connect_planes(Mode.TUNNEL)
-        low, high = worker_port_range()
-        relay = MediaRelay(
-            MediaSettings(port_min=low, port_max=high), data_plane=planes.sbc
-        )
+        relay = relay_for(planes)
         session = await relay.allocate("call-2", LOOPBACK, LOOPBACK)
         on_sockets = session.local(Side.B)
         clear_a, clear_b = await RtpPeer.open(), await RtpPeer.open()
@@ -262,6 +258,7 @@ def test_b_leg_moved_inside_ipsec_and_back_to_its_sockets():
         with pytest.raises(ValueError, match="no sockets"):
             session.move_leg(Side.B, "127.0.0.2", None)
         session.close()
+        low, high = worker_port_range()
         assert relay._allocator.available == (high - low + 1) // 2
         clear_a.close()
         clear_b.close()

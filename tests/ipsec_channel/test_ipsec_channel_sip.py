@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from channel_helpers import (
+    TUNNEL_INNER,
     connect_planes,
     new_request,
     protected_endpoints,
@@ -37,8 +38,8 @@ def options_to(address: tuple[str, int], call_id: str = "options-1") -> tuple:
 @pytest.mark.parametrize("mode", MODES)
 def test_options_over_protected_listener_answered_inside_ipsec(mode):
     async def scenario():
-        planes = connect_planes(mode)
-        async with protected_endpoints(planes) as ends:
+        async with protected_endpoints(mode) as ends:
+            planes = ends.planes
             request, destination = options_to(ends.uas_address)
 
             await ends.sbc.send_request(request, destination, "UDP")
@@ -57,16 +58,14 @@ def test_options_over_protected_listener_answered_inside_ipsec(mode):
             assert ends.sbc.snapshot()["udp"]["sent"] == 0
             assert planes.sbc.counters(planes.to_peer.spi).packets == 1
             assert planes.sbc.counters(planes.to_sbc.spi).packets == 1
-        planes.close()
 
     run(scenario())
 
 
 def test_invite_200_ack_bye_inside_ipsec():
     async def scenario():
-        planes = connect_planes(Mode.TUNNEL)
-        answer = sdp(planes.peer_address, 40000)
-        async with protected_endpoints(planes, answer=answer) as ends:
+        answer = sdp(TUNNEL_INNER[1], 40000)
+        async with protected_endpoints(Mode.TUNNEL, answer=answer) as ends:
             host, port = ends.uas_address
             sbc_host, sbc_port = ends.sbc_address
             invite = new_request(
@@ -102,7 +101,6 @@ def test_invite_200_ack_bye_inside_ipsec():
             counters = ends.sbc.snapshot()
             assert counters["ipsec"]["sent"] >= 3  # INVITE, ACK, BYE
             assert counters["udp"]["sent"] == 0
-        planes.close()
 
     run(scenario())
 
@@ -110,8 +108,8 @@ def test_invite_200_ack_bye_inside_ipsec():
 @pytest.mark.parametrize("method", ["OPTIONS", "INVITE"])
 def test_sas_removed_request_fails_fast_with_drop_counted(method):
     async def scenario():
-        planes = connect_planes(Mode.TUNNEL)
-        async with protected_endpoints(planes) as ends:
+        async with protected_endpoints(Mode.TUNNEL) as ends:
+            planes = ends.planes
             host, port = ends.uas_address
             planes.remove_sas()
             request = new_request(method, f"sip:+15550100@{host}:{port}", call_id="x")
@@ -128,7 +126,6 @@ def test_sas_removed_request_fails_fast_with_drop_counted(method):
             assert ends.sbc.snapshot()["sip"]["transport_errors"] == 1
             assert planes.sbc.stats()["paths"]["channel"]["drops"] == {"no_sa": 1}
             assert ends.uas_user.events.empty()
-        planes.close()
 
     run(scenario())
 
@@ -137,8 +134,8 @@ def test_dropped_responses_leave_udp_retransmissions_running():
     # Only the UAS's SA is gone: its 200s are dropped, and the SBC
     # retransmits as over any UDP (Timer E, RFC 3261 §17.1.2.2).
     async def scenario():
-        planes = connect_planes(Mode.TUNNEL)
-        async with protected_endpoints(planes) as ends:
+        async with protected_endpoints(Mode.TUNNEL) as ends:
+            planes = ends.planes
             planes.peer.del_sa(planes.to_sbc.spi, inbound=False)
             request, destination = options_to(ends.uas_address)
 
@@ -148,7 +145,6 @@ def test_dropped_responses_leave_udp_retransmissions_running():
 
             assert again.request.top_via.branch == first.request.top_via.branch
             assert ends.uas.snapshot()["ipsec"]["drop.no_sa"] >= 1
-        planes.close()
 
     run(scenario())
 
@@ -156,8 +152,7 @@ def test_dropped_responses_leave_udp_retransmissions_running():
 def test_peer_heard_on_protected_listener_answered_inside_ipsec():
     # Nothing pins the UAS to the channel: hearing it there is enough.
     async def scenario():
-        planes = connect_planes(Mode.TUNNEL)
-        async with protected_endpoints(planes, pin_peer=False) as ends:
+        async with protected_endpoints(Mode.TUNNEL, pin_peer=False) as ends:
             request, destination = options_to(ends.sbc_address)
 
             await ends.uas.send_request(request, destination, "UDP")
@@ -168,7 +163,6 @@ def test_peer_heard_on_protected_listener_answered_inside_ipsec():
 
             assert answered.status == back.status == 200
             assert ends.sbc.snapshot()["ipsec"]["sent"] == 2
-        planes.close()
 
     run(scenario())
 
@@ -177,8 +171,8 @@ def test_large_request_stays_udp_inside_ipsec():
     # Over 1,300 bytes a UDP request would move to TCP (RFC 3261 §18.1.1);
     # only UDP is carried inside IPsec, and IP fragments the ESP datagram.
     async def scenario():
-        planes = connect_planes(Mode.TUNNEL)
-        async with protected_endpoints(planes) as ends:
+        async with protected_endpoints(Mode.TUNNEL) as ends:
+            planes = ends.planes
             host, port = ends.uas_address
             body = (
                 sdp(planes.sbc_address, 30000) + b"a=x-filler:" + b"f" * 3000 + b"\r\n"
@@ -192,7 +186,6 @@ def test_large_request_stays_udp_inside_ipsec():
 
             assert arrived.transport == "UDP"
             assert arrived.request.body == body
-        planes.close()
 
     run(scenario())
 
@@ -248,8 +241,7 @@ def test_closed_protected_listener_leaves_its_peer_no_clear_path():
     # Transport mode with a clear listener on the same address: the kernel
     # socket could reach the UAS's address, and must not be used.
     async def scenario():
-        planes = connect_planes(Mode.TRANSPORT)
-        async with protected_endpoints(planes, clear=True) as ends:
+        async with protected_endpoints(Mode.TRANSPORT, clear=True) as ends:
             protected = ends.sbc.listening[0]
             await ends.sbc.close_listener(protected)
             request, destination = options_to(ends.uas_address)
@@ -264,15 +256,14 @@ def test_closed_protected_listener_leaves_its_peer_no_clear_path():
             await ends.sbc.send_request(request, destination, "UDP")
             assert (await ends.sbc_user.final_response()).status == 200
             assert ends.sbc.snapshot()["udp"]["sent"] == 0
-        planes.close()
 
     run(scenario())
 
 
 def test_ipsec_peers_replaced_while_serving():
     async def scenario():
-        planes = connect_planes(Mode.TRANSPORT)
-        async with protected_endpoints(planes, clear=True) as ends:
+        async with protected_endpoints(Mode.TRANSPORT, clear=True) as ends:
+            planes = ends.planes
             pins = {planes.peer_address: ends.sbc_address}
 
             with pytest.raises(ChannelUnavailable, match="no IPsec listener"):
@@ -292,6 +283,5 @@ def test_ipsec_peers_replaced_while_serving():
             await ends.sbc.send_request(request, destination, "UDP")
             answered = await ends.sbc_user.final_response()
             assert answered.call_id == "options-3" and answered.status == 200
-        planes.close()
 
     run(scenario())

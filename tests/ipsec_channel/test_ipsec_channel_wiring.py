@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 
 import pytest
-from channel_helpers import LOOPBACK, connect_planes, run, sdp, worker_port_range
+from channel_helpers import (
+    LOOPBACK,
+    connect_planes,
+    relay_for,
+    run,
+    sdp,
+    worker_port_range,
+)
 
 from ipsec.esp import Mode
 from sbc.b2bua.call import Side as CallSide
@@ -82,10 +89,7 @@ def test_b_leg_offer_follows_its_trunk_inside_ipsec_and_back():
     # relay where that trunk's media lives.
     async def scenario():
         planes = connect_planes(Mode.TUNNEL)
-        low, high = worker_port_range()
-        relay = MediaRelay(
-            MediaSettings(port_min=low, port_max=high), data_plane=planes.sbc
-        )
+        relay = relay_for(planes)
         session = await relay.allocate("call-3", LOOPBACK, LOOPBACK)
         on_sockets = session.local(Side.B)
         homes = {"carrier": (planes.sbc_address, planes.sbc), "pbx": (LOOPBACK, None)}
