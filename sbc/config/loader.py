@@ -154,9 +154,15 @@ def dump_config(config: Config, *, reveal_secrets: bool = False) -> str:
 
 
 def listen_specs(config: Config) -> tuple[ListenSpec, ...]:
-    """The transport layer's socket list for the configured listeners."""
+    """The transport layer's socket list for the configured listeners (an
+    ``ipsec`` one is a binding in the IPsec data plane, never a socket)."""
     return tuple(
-        ListenSpec(listener.transport.upper(), str(listener.address), listener.port)
+        ListenSpec(
+            listener.transport.upper(),
+            str(listener.address),
+            listener.port,
+            listener.ipsec,
+        )
         for listener in config.listeners
     )
 
