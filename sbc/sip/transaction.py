@@ -334,6 +334,7 @@ class _Transaction:
         "key",
         "state",
         "request",
+        "identity",
         "transport",
         "reliable",
         "destination",
@@ -350,14 +351,20 @@ class _Transaction:
         self,
         kind: Kind,
         key: TransactionKey,
-        request: Request,
+        request: Request | None,
         destination: Address,
         transport: str,
+        identity: tuple[str, str | None],
     ) -> None:
         self.kind = kind
         self.key = key
         self.state = INITIAL_STATE[kind]
+        # Kept by client transactions only, which build ACK and CANCEL from
+        # it; a server transaction lives on for up to 64*T1 after its final
+        # response, needing nothing but the bytes to resend.
         self.request = request
+        # Call-ID and branch as received or sent, for the log.
+        self.identity = identity
         self.transport = transport
         self.reliable = is_reliable(transport)
         # Where this transaction's requests (client) or responses (server) go.
@@ -503,7 +510,9 @@ class TransactionLayer:
         kind = (
             Kind.INVITE_CLIENT if request.method == "INVITE" else Kind.NON_INVITE_CLIENT
         )
-        transaction = _Transaction(kind, key, request, destination, transport)
+        transaction = _Transaction(
+            kind, key, request, destination, transport, _identity(request)
+        )
         transaction.request_bytes = request.to_bytes()
         self._clients[key] = transaction
         self._send(transaction, transaction.request_bytes)
@@ -645,7 +654,9 @@ class TransactionLayer:
             Kind.INVITE_SERVER if request.method == "INVITE" else Kind.NON_INVITE_SERVER
         )
         destination = response_destination(request.top_via, source, transport)
-        transaction = _Transaction(kind, key, request, destination, transport)
+        transaction = _Transaction(
+            kind, key, None, destination, transport, _identity(request)
+        )
         self._servers[key] = transaction
         if request.method != "CANCEL":
             self._cancellable.setdefault(_without_method(key), key)
@@ -817,13 +828,13 @@ class TransactionLayer:
     def _send_ack(self, transaction: _Transaction, response: Response) -> None:
         # Retransmitted finals get the same ACK again (§17.1.1.2).
         if transaction.ack_bytes is None:
-            ack = build_ack_for_non_2xx(transaction.request, response)
+            ack = build_ack_for_non_2xx(_client_request(transaction), response)
             transaction.ack_bytes = ack.to_bytes()
         self._send(transaction, transaction.ack_bytes)
 
     def _send_cancel(self, transaction: _Transaction, now: float) -> None:
         # Same destination, port and transport as the INVITE (§9.1).
-        cancel = build_cancel(transaction.request)
+        cancel = build_cancel(_client_request(transaction))
         transaction.cancel_sent = True
         self.send_request(cancel, transaction.destination, transaction.transport, now)
 
@@ -911,6 +922,17 @@ def response_destination(
     return (host, sent_by_port)
 
 
+def _identity(request: Request) -> tuple[str, str | None]:
+    return request.call_id, request.top_via.branch
+
+
+def _client_request(transaction: _Transaction) -> Request:
+    request = transaction.request
+    if request is None:
+        raise TransactionError(f"{transaction.kind.value} transaction has no request")
+    return request
+
+
 def _magic_branch(via: Via) -> str | None:
     branch = via.branch
     if branch is None:
@@ -949,19 +971,15 @@ def _tu_trigger(status: int) -> Trigger:
 
 
 def _log_state_change(transaction: _Transaction, state: State, cause: Stimulus) -> None:
-    request = transaction.request
+    key = transaction.key
+    call_id, branch = transaction.identity
     host, port = transaction.destination
-    context = with_context(
-        log,
-        call_id=request.call_id,
-        branch=request.top_via.branch,
-        peer=f"{host}:{port}",
-    )
-    side = "client" if isinstance(transaction.key, ClientTransactionKey) else "server"
+    context = with_context(log, call_id=call_id, branch=branch, peer=f"{host}:{port}")
+    side = "client" if isinstance(key, ClientTransactionKey) else "server"
     cause_name = f"Timer {cause.value}" if isinstance(cause, Timer) else cause.value
     context.debug(
         "%s %s transaction: %s -> %s (%s)",
-        request.method,
+        key.method,
         side,
         transaction.state.value,
         state.value,

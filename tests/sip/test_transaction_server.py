@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from itertools import pairwise
 
 import pytest
@@ -623,3 +624,15 @@ def test_c08_response_destination_reliable_is_connection_source():
 
     (sent,) = layer.datagrams_to_send()
     assert (sent.destination, sent.transport) == (("192.0.2.10", 51234), "TCP")
+
+
+@pytest.mark.parametrize(("method", "status"), [("INVITE", 200), ("BYE", 200)])
+def test_answered_server_transaction_keeps_no_parsed_request(method, status):
+    # Timers L and J keep the transaction 64*T1 after its answer; only the
+    # bytes to resend must stay, not the request with its typed headers.
+    driver, req, key = receive(method)
+    answer(driver, req, status, key=key)
+
+    assert driver.layer.state(key) is not None
+    holders = [o for o in gc.get_referrers(req) if type(o).__name__ == "_Transaction"]
+    assert holders == []
