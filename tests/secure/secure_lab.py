@@ -4,7 +4,9 @@ loopback addresses, a runtime with its events, and waiting helpers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import AsyncIterator
 
 from conftest import require_root
 
@@ -122,3 +124,22 @@ async def round_trip(a: Node, b: Node, payload: bytes) -> bytes:
 def run(coroutine):
     require_root("IKE binds UDP 500 and 4500")
     return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+@contextlib.asynccontextmanager
+async def trunk_pair(
+    b_profiles: dict | None = None,
+) -> AsyncIterator[tuple[Node, Node]]:
+    """A with trunk ``to-b`` (starting), B with ``to-a`` (waiting); both
+    stopped at the end. ``b_profiles`` changes B's profiles."""
+    a_address, b_address = addresses(2)
+    a, b = Node(a_address), Node(b_address)
+    await b.secure.start(
+        node_config(b_address, {"to-a": a_address}, start="none", profiles=b_profiles)
+    )
+    await a.secure.start(node_config(a_address, {"to-b": b_address}))
+    try:
+        yield a, b
+    finally:
+        await a.secure.stop()
+        await b.secure.stop()

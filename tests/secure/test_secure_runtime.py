@@ -27,6 +27,7 @@ from secure_lab import (
     node_config,
     round_trip,
     run,
+    trunk_pair,
     until,
 )
 
@@ -38,11 +39,7 @@ from sbc.secure.state import TrunkState, TrunkStateChanged
 
 def test_trunks_come_up_from_configs_and_carry_udp():
     async def scenario():
-        a_address, b_address = addresses(2)
-        a, b = Node(a_address), Node(b_address)
-        await b.secure.start(node_config(b_address, {"to-a": a_address}, start="none"))
-        await a.secure.start(node_config(a_address, {"to-b": b_address}))
-        try:
+        async with trunk_pair() as (a, b):
             await until(lambda: is_up(a, "to-b") and is_up(b, "to-a"))
 
             echoed = await round_trip(a, b, b"OPTIONS sip:b SIP/2.0")
@@ -59,8 +56,8 @@ def test_trunks_come_up_from_configs_and_carry_udp():
             [a_child], [b_child] = a_sa.children, b_sa.children
             assert a_child.inbound_spi == b_child.outbound_spi
             assert a_child.mode == "transport" and a_child.encapsulated
-            assert a_child.local_ts == (a_address,)
-            assert a_child.remote_ts == (b_address,)
+            assert a_child.local_ts == (a.address,)
+            assert a_child.remote_ts == (b.address,)
             assert a_child.packets_out == 1 and a_child.packets_in == 1
             assert a_child.rekey_due is not None and a_sa.rekey_due is not None
             assert a.secure.unprotected == set()
@@ -68,9 +65,6 @@ def test_trunks_come_up_from_configs_and_carry_udp():
             assert a.states("to-b")[-1] == TrunkStateChanged(
                 "to-b", TrunkState.UP, "", True
             )
-        finally:
-            await a.secure.stop()
-            await b.secure.stop()
 
     run(scenario())
 
@@ -126,14 +120,10 @@ def test_changed_profile_renews_its_sas_and_leaves_the_others():
 
 def test_deleted_trunk_deletes_its_sas_on_both_sides():
     async def scenario():
-        a_address, b_address = addresses(2)
-        a, b = Node(a_address), Node(b_address)
-        await b.secure.start(node_config(b_address, {"to-a": a_address}, start="none"))
-        await a.secure.start(node_config(a_address, {"to-b": b_address}))
-        try:
+        async with trunk_pair() as (a, b):
             await until(lambda: is_up(a, "to-b") and is_up(b, "to-a"))
 
-            await a.secure.apply(node_config(a_address, {}))
+            await a.secure.apply(node_config(a.address, {}))
             await until(lambda: not b.secure.sa_views())
 
             assert a.secure.sa_views() == []
@@ -145,9 +135,6 @@ def test_deleted_trunk_deletes_its_sas_on_both_sides():
             b.secure.initiate("to-a")
             await asyncio.sleep(1.0)
             assert not a.secure.sa_views()
-        finally:
-            await a.secure.stop()
-            await b.secure.stop()
 
     run(scenario())
 
@@ -201,11 +188,14 @@ def test_killed_peer_takes_the_trunk_down_and_back_up():
             await until(lambda: a.secure.trunk_state("to-b").state is TrunkState.DOWN)
             noticed = loop.time() - killed
 
-            # DPD after 1 s of silence, then 0.3 s x (1 + 1.8 + 1.8^2) unanswered.
-            assert noticed < 1 + 0.3 * (1 + 1.8 + 1.8**2) + 1.5
+            # DPD after 1 s of silence, then 0.3 s x (1 + 1.8 + 1.8^2)
+            # unanswered; slack for a loaded machine.
+            assert noticed < 1 + 0.3 * (1 + 1.8 + 1.8**2) + 3
             assert "to-b" in a.secure.unprotected
-            down = [s for s in a.states("to-b") if s.state is TrunkState.DOWN]
-            assert down[-1].reason == "peer dead (DPD)"
+            # The first down state says why; the failed attempts to set it
+            # up again may later say "no response to IKE_SA_INIT".
+            down = [s for s in a.states("to-b")[1:] if s.state is TrunkState.DOWN]
+            assert down[0].reason == "peer dead (DPD)"
 
             peer = start_peer(b_config)
             await until(lambda: is_up(a, "to-b"), timeout=15)
@@ -220,24 +210,13 @@ def test_killed_peer_takes_the_trunk_down_and_back_up():
 
 def test_wrong_psk_reports_auth_failed():
     async def scenario():
-        a_address, b_address = addresses(2)
-        a, b = Node(a_address), Node(b_address)
-        b_config = node_config(
-            b_address, {"to-a": a_address}, start="none",
-            profiles={"p": {"psk": "another secret"}},
-        )  # fmt: skip
-        await b.secure.start(b_config)
-        await a.secure.start(node_config(a_address, {"to-b": b_address}))
-        try:
+        async with trunk_pair(b_profiles={"p": {"psk": "another secret"}}) as (a, _):
             await until(lambda: a.of(IkeSaDown))
             await asyncio.sleep(0.1)
 
             state = a.secure.trunk_state("to-b")
             assert state.state is TrunkState.DOWN and state.reason == "auth failed"
             assert not a.of(ChildSaInstalled)
-        finally:
-            await a.secure.stop()
-            await b.secure.stop()
 
     run(scenario())
 
