@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Any, cast
 
+import pytest
 import uvloop
 
 from ipsec.dataplane import DataPlane
@@ -35,6 +36,13 @@ from sbc.sip.transaction import TransactionLayer
 
 LOOPBACK = "127.0.0.1"
 TUNNEL_INNER = ("198.51.100.1", "198.51.100.2")
+TUNNEL_INNER6 = ("2001:db8::1", "2001:db8::2")
+PATHS = [
+    pytest.param(Mode.TUNNEL, TUNNEL_INNER, id="tunnel"),
+    pytest.param(Mode.TUNNEL, TUNNEL_INNER6, id="tunnel-ipv6"),
+    pytest.param(Mode.TRANSPORT, TUNNEL_INNER, id="transport"),
+]
+"""(mode, inner addresses) for tests that run on every kind of path."""
 WAIT = 5.0
 """Seconds any single wait may take before the test fails."""
 
@@ -97,11 +105,17 @@ def _sa(spi: int, mode: Mode) -> SAConfig:
 
 
 def _udp_to_and_from(address: str) -> TrafficSelector:
-    return TrafficSelector.from_network(f"{address}/32", 17, None)
+    prefix = 128 if ":" in address else 32
+    return TrafficSelector.from_network(f"{address}/{prefix}", 17, None)
 
 
-def connect_planes(mode: Mode, keylog: EspKeyLog | None = None) -> Planes:
-    """Two data planes on the running loop, protecting all UDP between them."""
+def connect_planes(
+    mode: Mode,
+    keylog: EspKeyLog | None = None,
+    inner: tuple[str, str] = TUNNEL_INNER,
+) -> Planes:
+    """Two data planes on the running loop, protecting all UDP between them
+    (between the ``inner`` addresses in tunnel mode)."""
     loop = asyncio.get_running_loop()
     # The SBC's plane installs both SAs: its key log holds both.
     sbc = DataPlane(loop, keylog=keylog)
@@ -111,7 +125,7 @@ def connect_planes(mode: Mode, keylog: EspKeyLog | None = None) -> Planes:
     spi = 0x10000 + secrets.randbelow(0x7FFF0000)
     to_peer, to_sbc = _sa(spi, mode), _sa(spi + 1, mode)
     if mode is Mode.TUNNEL:
-        sbc_address, peer_address = TUNNEL_INNER
+        sbc_address, peer_address = inner
     else:
         sbc_address = peer_address = LOOPBACK
     ours, theirs = _udp_to_and_from(sbc_address), _udp_to_and_from(peer_address)
@@ -158,11 +172,12 @@ def new_request(
 
 def sdp(address: str, rtp_port: int, session: int = 1) -> bytes:
     """A one-stream PCMU offer or answer."""
+    family = "IP6" if ":" in address else "IP4"
     return (
         "v=0\r\n"
-        f"o=- {session} 1 IN IP4 {address}\r\n"
+        f"o=- {session} 1 IN {family} {address}\r\n"
         "s=-\r\n"
-        f"c=IN IP4 {address}\r\n"
+        f"c=IN {family} {address}\r\n"
         "t=0 0\r\n"
         f"m=audio {rtp_port} RTP/AVP 0\r\n"
         "a=rtpmap:0 PCMU/8000\r\n"
@@ -304,6 +319,7 @@ class Protected:
 async def protected_endpoints(
     mode: Mode = Mode.TUNNEL,
     *,
+    inner: tuple[str, str] = TUNNEL_INNER,
     keylog: EspKeyLog | None = None,
     pin_peer: bool = True,
     answer: bytes = b"",
@@ -315,7 +331,7 @@ async def protected_endpoints(
     protected trunk's target); the UAS always lists the SBC's. ``clear``
     gives the SBC a kernel UDP listener on loopback too, after its IPsec one.
     """
-    planes = connect_planes(mode, keylog)
+    planes = connect_planes(mode, keylog, inner)
     sbc_spec = ListenSpec("UDP", planes.sbc_address, free_udp_port(), ipsec=True)
     uas_spec = ListenSpec("UDP", planes.peer_address, free_udp_port(), ipsec=True)
     peers = {planes.peer_address: (sbc_spec.host, sbc_spec.port)} if pin_peer else {}

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import pytest
 from channel_helpers import (
     LOOPBACK,
+    PATHS,
+    TUNNEL_INNER,
     ChannelPeer,
     Planes,
     RtpPeer,
@@ -61,11 +63,11 @@ class Call:
 
 @contextlib.asynccontextmanager
 async def protected_call(
-    mode: Mode = Mode.TUNNEL, **settings: float
+    mode: Mode = Mode.TUNNEL, inner: tuple[str, str] = TUNNEL_INNER, **settings: float
 ) -> AsyncIterator[Call]:
     """A relay session whose A-leg is clear and whose B-leg is inside IPsec,
     with both legs' remote halves applied."""
-    planes = connect_planes(mode)
+    planes = connect_planes(mode, inner=inner)
     events: list[MediaEvent] = []
     relay = relay_for(planes, events.append, **settings)
     session = await relay.allocate(
@@ -90,16 +92,10 @@ async def protected_call(
         planes.close()
 
 
-@pytest.mark.parametrize(
-    "mode",
-    [
-        pytest.param(Mode.TUNNEL, id="tunnel"),
-        pytest.param(Mode.TRANSPORT, id="transport"),
-    ],
-)
-def test_rtp_relayed_both_ways_through_the_channel(mode):
+@pytest.mark.parametrize(("mode", "inner"), PATHS)
+def test_rtp_relayed_both_ways_through_the_channel(mode, inner):
     async def scenario():
-        async with protected_call(mode) as call:
+        async with protected_call(mode, inner) as call:
             outbound = [rtp_packet(n, bytes([n]) * 160) for n in range(1, 6)]
             inbound = [rtp_packet(n, bytes([n]) * 160, ssrc=0x55) for n in range(1, 6)]
 

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from channel_helpers import (
+    PATHS,
     TUNNEL_INNER,
     connect_planes,
     new_request,
@@ -15,6 +16,7 @@ from channel_helpers import (
 )
 
 from ipsec.esp import Mode
+from sbc.io.addresses import format_host_port
 from sbc.io.endpoint import SipEndpoint
 from sbc.io.ipsec_channel import ChannelUnavailable
 from sbc.io.settings import ListenSpec, TransportSettings
@@ -24,21 +26,16 @@ from sbc.sip.events import (
     TransportErrorOccurred,
 )
 
-MODES = [
-    pytest.param(Mode.TUNNEL, id="tunnel"),
-    pytest.param(Mode.TRANSPORT, id="transport"),
-]
-
 
 def options_to(address: tuple[str, int], call_id: str = "options-1") -> tuple:
-    host, port = address
-    return new_request("OPTIONS", f"sip:{host}:{port}", call_id=call_id), address
+    uri = f"sip:{format_host_port(*address)}"
+    return new_request("OPTIONS", uri, call_id=call_id), address
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_options_over_protected_listener_answered_inside_ipsec(mode):
+@pytest.mark.parametrize(("mode", "inner"), PATHS)
+def test_options_over_protected_listener_answered_inside_ipsec(mode, inner):
     async def scenario():
-        async with protected_endpoints(mode) as ends:
+        async with protected_endpoints(mode, inner=inner) as ends:
             planes = ends.planes
             request, destination = options_to(ends.uas_address)
 
