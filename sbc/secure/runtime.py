@@ -183,15 +183,18 @@ class SecureTrunks:
         of unchanged connections are left alone.
 
         Raises :class:`RestartRequired` when the node's address or ports
-        change, before anything is touched.
+        change, :class:`NodeSectionMissing` when protected trunks remain
+        without the section, before anything is touched. Without the
+        section and protected trunks, every connection goes and the sockets
+        stay open until :meth:`stop`.
         """
         daemon = self._running()
-        node = config.ipsec
-        if node is None or _sockets(node) != _sockets(self._node):
+        new = _by_name(protected_connections(config))
+        node = config.ipsec or self._node
+        if _sockets(node) != _sockets(self._node):
             raise RestartRequired(
                 "the ipsec section's address or ports changed: restart the node"
             )
-        new = _by_name(protected_connections(config))
         old = self._connections
         self._track(new)
         for name in old.keys() - new.keys():

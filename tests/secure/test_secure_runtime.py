@@ -135,6 +135,9 @@ def test_deleted_trunk_deletes_its_sas_on_both_sides():
             b.secure.initiate("to-a")
             await asyncio.sleep(1.0)
             assert not a.secure.sa_views()
+            # Nothing protected and no ipsec section: nothing to refuse.
+            await a.secure.apply(Config())
+            assert a.secure.trunk_states() == []
 
     run(scenario())
 
