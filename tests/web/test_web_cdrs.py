@@ -102,7 +102,15 @@ def _stored(sessions) -> list[CdrRow]:
 
 
 def test_writer_commits_every_field(sessions):
-    record = _record(1, ipsec={"ike_sa": "0x1/0x2", "child_sa": "c1", "esp": 3})
+    protected_b_leg = {
+        "trunk": "pbx",
+        "ike_sa": "1a2b3c4d5e6f7081_92a3b4c5d6e7f809",
+        "ike_algorithms": ["aes256gcm16", "prfsha384", None, "ecp384"],
+        "child_sa": {"in": 0xC1A0_0001, "out": 0x0000_0B02},
+        "esp_algorithms": ["aes256gcm16", None],
+        "mode": "tunnel",
+    }
+    record = _record(1, ipsec={"b": protected_b_leg})
     writer = DatabaseCdrWriter(sessions, node="node-a")
     writer.write(record)
     assert writer.flush(timeout=30)
@@ -112,7 +120,9 @@ def test_writer_commits_every_field(sessions):
     for name, value in record.to_dict().items():
         assert getattr(row, name) == value, name
     assert row.node == "node-a"
-    assert (row.ike_sa, row.child_sa, row.algorithms) == ("0x1/0x2", "c1", None)
+    assert row.ike_sa == "1a2b3c4d5e6f7081_92a3b4c5d6e7f809"
+    assert row.child_sa == "0xc1a00001/0x00000b02"
+    assert row.algorithms == "esp=aes256gcm16 ike=aes256gcm16-prfsha384-ecp384"
     assert writer.snapshot() == {"committed": 1, "diverted": 0, "queued": 0}
 
 

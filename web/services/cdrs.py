@@ -46,8 +46,10 @@ NUMBER_COLUMNS = (
     "called_e164",
     "called_sent",
 )
-IPSEC_COLUMNS = ("ike_sa", "child_sa", "algorithms")
-"""Keys of a record's ``ipsec`` figures also kept as columns, for queries."""
+IPSEC_SIDES = ("a", "b")
+"""Keys of a record's ``ipsec`` figures, one per protected leg
+(`sbc.secure.records.IpsecCallRecords`); the first present fills the
+``ike_sa``, ``child_sa`` and ``algorithms`` columns."""
 
 _CLOSE = object()
 
@@ -233,11 +235,42 @@ def _refused_as_data(exc: Exception) -> bool:
 def record_row(record: CallRecord, node: str = "") -> CdrRow:
     """The table row of ``record`` (times as they are: Unix seconds)."""
     data = record.to_dict()
-    ipsec = record.ipsec
-    for name in IPSEC_COLUMNS:
-        value = ipsec.get(name)
-        data[name] = None if value is None else str(value)
+    data.update(ipsec_columns(record.ipsec))
     return CdrRow(node=node, **data)
+
+
+def ipsec_columns(ipsec: dict[str, Any]) -> dict[str, str | None]:
+    """``ike_sa``, ``child_sa`` and ``algorithms`` of the first protected leg.
+
+    ``child_sa`` is ``0x<inbound SPI>/0x<outbound SPI>``; ``algorithms`` is
+    ``esp=<cipher>-<integrity> ike=<cipher>-<prf>-<integrity>-<group>``
+    (absent parts left out). The whole figures stay in the ``ipsec`` column.
+    """
+    leg = next((ipsec[s] for s in IPSEC_SIDES if isinstance(ipsec.get(s), dict)), None)
+    if leg is None:
+        return {"ike_sa": None, "child_sa": None, "algorithms": None}
+    child = leg.get("child_sa")
+    child_sa = None
+    if isinstance(child, dict):
+        child_sa = "/".join(_spi(child.get(key)) for key in ("in", "out"))
+    algorithms = " ".join(
+        f"{name}={'-'.join(str(part) for part in parts if part)}"
+        for name, parts in (
+            ("esp", leg.get("esp_algorithms")),
+            ("ike", leg.get("ike_algorithms")),
+        )
+        if isinstance(parts, list) and any(parts)
+    )
+    ike_sa = leg.get("ike_sa")
+    return {
+        "ike_sa": None if ike_sa is None else str(ike_sa),
+        "child_sa": child_sa,
+        "algorithms": algorithms or None,
+    }
+
+
+def _spi(value: object) -> str:
+    return f"0x{value:08x}" if isinstance(value, int) else str(value)
 
 
 def row_record(row: CdrRow) -> dict[str, Any]:
