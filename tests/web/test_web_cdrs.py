@@ -21,7 +21,7 @@ from sqlalchemy import inspect, select, text
 
 from sbc.cdr import CallRecord, CdrWriter, Disposition, HangupSide, read_call_records
 from web.db import CdrRow, User, make_engine, make_sessions, upgrade
-from web.services.cdrs import DatabaseCdrWriter
+from web.services.cdrs import FALLBACK_FILE_NAME, CallRecords, DatabaseCdrWriter
 from web.services.users import Role
 
 API = "/api/v1"
@@ -234,7 +234,7 @@ _KILLED_WRITER = textwrap.dedent(
     import json, sys, time
     from sbc.cdr import CallRecord
     from web.db import make_engine, make_sessions
-    from web.services.cdrs import DatabaseCdrWriter
+    from web.services.cdrs import FALLBACK_FILE_NAME, CallRecords, DatabaseCdrWriter
 
     writer = DatabaseCdrWriter(make_sessions(make_engine(sys.argv[1])))
     latencies = []
@@ -395,3 +395,28 @@ def test_csv_export_of_many_records_streams_them_all(client, role_headers, sessi
     rows = _csv_rows(answer.text)
     assert len(rows) == 2000
     assert rows[0]["call_id"] == "bulk-01999" and rows[-1]["call_id"] == "bulk-00000"
+
+
+# Wiring for sbc serve
+
+
+def test_call_records_sink_counts_commits_and_merges_snapshot(sessions, tmp_path):
+    records = CallRecords(sessions, tmp_path, node="node-a")
+    records.sink.write(_record(1))
+    records.sink.write(_record(2, disposition=Disposition.BUSY, final_status=486,
+                               answer_time=None))  # fmt: skip
+    assert records.writer.flush(timeout=30)
+    node_snapshot = {"calls": {"active": 2, "trunks": {}}, "sip": {"sip": {}}}
+
+    merged = records.snapshot_with(lambda: node_snapshot)()
+    records.close()
+
+    assert merged["calls"]["active"] == 2 and merged["sip"] == {"sip": {}}
+    assert merged["calls"]["outcomes"]["carrier"]["in"] == {"answered": 1, "busy": 1}
+    assert merged["calls"]["final_responses"] == {200: 1, 486: 1}
+    assert merged["cdr"] == {"committed": 2, "diverted": 0, "queued": 0}
+    assert [(row.node, row.call_id) for row in _stored(sessions)] == [
+        ("node-a", "call-1@a.example"),
+        ("node-a", "call-2@a.example"),
+    ]
+    assert (tmp_path / FALLBACK_FILE_NAME).read_bytes() == b""

@@ -21,9 +21,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
@@ -32,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sbc.cdr import CallRecord, CdrWriter
 from web.db import CdrRow
+from web.metrics import CallOutcomes
 
 _log = logging.getLogger("sbc.web.cdrs")
 
@@ -344,3 +346,49 @@ def _unix(instant: datetime) -> float:
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=UTC)
     return instant.timestamp()
+
+
+# Wiring for `sbc serve`
+
+FALLBACK_FILE_NAME = "cdr-fallback.jsonl"
+"""Records the database could not take, in the data directory."""
+
+
+class CallRecords:
+    """The call-record sink of a node: outcome counters, then the database.
+
+    Give :attr:`sink` to the node as its call-record writer, :meth:`close`
+    as its closer, :meth:`snapshot_with` around its snapshot for /metrics,
+    and :attr:`writer`'s ``healthy`` to the health checks.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        data_dir: Path,
+        *,
+        node: str = "",
+        clock_offset: float = 0.0,
+    ) -> None:
+        fallback = CdrWriter(data_dir / FALLBACK_FILE_NAME)
+        self.writer = DatabaseCdrWriter(
+            sessions, node=node, clock_offset=clock_offset, fallback=fallback
+        )
+        self.sink = CallOutcomes(self.writer)
+
+    def close(self) -> None:
+        """Commit what is queued and stop (blocks: call it off the loop)."""
+        self.sink.close()
+
+    def snapshot_with(
+        self, node_snapshot: Callable[[], Mapping[str, Any]]
+    ) -> Callable[[], dict[str, Any]]:
+        """``node_snapshot`` plus the call outcomes and the writer's counts."""
+
+        def snapshot() -> dict[str, Any]:
+            merged = dict(node_snapshot())
+            merged["calls"] = {**merged.get("calls", {}), **self.sink.section()}
+            merged["cdr"] = self.writer.snapshot()
+            return merged
+
+        return snapshot
