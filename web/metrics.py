@@ -16,9 +16,15 @@ with these sections, each optional (a node without IPsec has no ``ipsec``):
     ``"final_responses": {status: n}``.
 ``trunks``
     ``{trunk: {"state": "up" | "down" | ...}}``.
+``trunk_services``
+    ``{event: n}``: registration and keepalive events of every trunk
+    (``registered``, ``registration_failed``, ``trunk_down`` ...).
+``node``
+    ``{"applies": n, "apply_failures": n, "events_published": n,
+    "events_lost": n}``.
 ``ike``
-    ``{"exchanges": {exchange: n}, "failures": {reason: n}, "ike_sas": n,
-    "child_sas": n}``.
+    ``{"ike_sas": n, "established": n, "child_sas": n, "drops": {reason: n},
+    "exchanges": {exchange: n}, "failures": {reason: n}}``.
 ``ipsec``
     `ipsec.dataplane.plane.DataPlane.stats`.
 ``media``
@@ -205,6 +211,22 @@ def _trunks(section: Section) -> Iterator[Metric]:
     yield from (up, state)
 
 
+def _trunk_services(section: Section) -> Iterator[Metric]:
+    events = CounterMetricFamily(
+        "sbc_trunk_service_events",
+        "Registration and keepalive events of all trunks",
+        labels=["event"],
+    )
+    for event, count in section.items():
+        events.add_metric([event], _number(count))
+    yield events
+
+
+def _node(section: Section) -> Iterator[Metric]:
+    for key, value in section.items():
+        yield _counter(f"sbc_node_{key}", f"Node counter {key}", value)
+
+
 # IKE and the IPsec data plane
 
 
@@ -219,8 +241,15 @@ def _ike(section: Section) -> Iterator[Metric]:
     )
     for reason, count in _mapping(section.get("failures")).items():
         failures.add_metric([reason], _number(count))
-    yield from (exchanges, failures)
-    yield _gauge("sbc_ike_sas", "IKE_SAs established", section.get("ike_sas"))
+    drops = CounterMetricFamily(
+        "sbc_ike_drops", "IKE messages dropped unanswered, by reason", labels=["reason"]
+    )
+    for reason, count in _mapping(section.get("drops")).items():
+        drops.add_metric([reason], _number(count))
+    yield from (exchanges, failures, drops)
+    yield _gauge("sbc_ike_sas", "IKE_SAs, established or not", section.get("ike_sas"))
+    established = section.get("established")
+    yield _gauge("sbc_ike_sas_established", "IKE_SAs established", established)
     yield _gauge("sbc_child_sas", "CHILD_SAs installed", section.get("child_sas"))
 
 
@@ -346,6 +375,8 @@ _SECTIONS: dict[str, Callable[[Section], Iterator[Metric]]] = {
     "sip": _sip,
     "calls": _calls,
     "trunks": _trunks,
+    "trunk_services": _trunk_services,
+    "node": _node,
     "ike": _ike,
     "ipsec": _ipsec,
     "media": _media,

@@ -210,7 +210,15 @@ def test_metrics_from_real_engine_snapshots(tmp_path):
             "trunks": {"carrier": {"state": "up"}, "pbx": {"state": "down"}},
             # The IKE daemon keeps no counters yet: this section is the
             # documented shape, filled by hand.
-            "ike": {"exchanges": {"IKE_SA_INIT": 2}, "failures": {}, "ike_sas": 1},
+            "ike": {
+                "exchanges": {"IKE_SA_INIT": 2},
+                "failures": {},
+                "ike_sas": 1,
+                "established": 1,
+                "drops": {"half-open limit": 4},
+            },
+            "trunk_services": {"registered": 3, "trunk_down": 1},
+            "node": {"applies": 2, "apply_failures": 0},
         }
         exposition = generate_latest(metrics_registry(lambda: snapshot))
         await endpoint.close()
@@ -288,6 +296,10 @@ def test_metrics_from_real_engine_snapshots(tmp_path):
     assert _value(samples, "sbc_trunk_up", trunk="pbx") == 0
     assert _value(samples, "sbc_trunk_state", trunk="pbx", state="down") == 1
     assert _value(samples, "sbc_ike_exchanges_total", exchange="IKE_SA_INIT") == 2
+    assert _value(samples, "sbc_ike_drops_total", reason="half-open limit") == 4
+    assert _value(samples, "sbc_ike_sas_established") == 1
+    assert _value(samples, "sbc_trunk_service_events_total", event="registered") == 3
+    assert _value(samples, "sbc_node_applies_total") == 2
     assert ("process_resident_memory_bytes", frozenset()) in samples  # fmt: skip
 
 
