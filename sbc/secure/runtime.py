@@ -214,10 +214,11 @@ class SecureTrunks:
         daemon, plane = self._daemon, self._plane
         if daemon is None or plane is None:
             return
-        self._held.update(self._connections)
+        # Unloaded first: a peer answering our Delete with a new IKE_SA
+        # (its close_action) must find nothing to set up.
         for name in self._connections:
-            self._cancel_retry(name)
-            daemon.terminate(name)
+            self._unload(daemon, name)
+        self._connections = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while daemon.ike_sas() and loop.time() < deadline:
@@ -225,7 +226,6 @@ class SecureTrunks:
         daemon.close()
         plane.close()
         self._daemon = self._plane = None
-        self._connections = {}
 
     # -- the glue's side -------------------------------------------------
 
