@@ -15,6 +15,7 @@ them; this module reads no clock.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -149,6 +150,17 @@ class CallRecord:
         if self.answer_time is None:
             return 0.0
         return self.end_time - self.answer_time
+
+    def shifted(self, offset: float) -> CallRecord:
+        """A copy with every time moved by ``offset`` seconds (an engine's
+        monotonic clock to Unix time: wall clock minus engine clock)."""
+        answer = self.answer_time
+        return dataclasses.replace(
+            self,
+            start_time=self.start_time + offset,
+            end_time=self.end_time + offset,
+            answer_time=None if answer is None else answer + offset,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of this record (``duration`` included)."""

@@ -109,14 +109,7 @@ class ThreadedCdrWriter:
             _log.exception("call record of %s not written", record.call_id)
 
     def _in_unix_time(self, record: CallRecord) -> CallRecord:
-        offset = self._clock_offset
-        answer_time = record.answer_time
-        return dataclasses.replace(
-            record,
-            start_time=record.start_time + offset,
-            end_time=record.end_time + offset,
-            answer_time=None if answer_time is None else answer_time + offset,
-        )
+        return record.shifted(self._clock_offset)
 
 
 def local_endpoints(
@@ -128,12 +121,19 @@ def local_endpoints(
     opens them in that order); the first listener of a transport serves it.
     """
     endpoints: dict[str, LocalEndpoint] = {}
-    for listener, bound in zip(config.listeners, listening, strict=True):
-        transport = listener.transport.upper()
-        endpoints.setdefault(
-            transport, LocalEndpoint(listener.name, bound.host, bound.port, transport)
-        )
+    for endpoint in listener_endpoints(config, listening):
+        endpoints.setdefault(endpoint.transport, endpoint)
     return tuple(endpoints.values())
+
+
+def listener_endpoints(
+    config: Config, listening: Sequence[ListenSpec]
+) -> tuple[LocalEndpoint, ...]:
+    """Every listener's Via/Contact address, with bound ports, in order."""
+    return tuple(
+        LocalEndpoint(listener.name, bound.host, bound.port, bound.transport)
+        for listener, bound in zip(config.listeners, listening, strict=True)
+    )
 
 
 def arrival_listener(
@@ -175,6 +175,7 @@ def attach_call_engine(
     settings = dataclasses.replace(
         B2buaSettings.from_config(config),
         endpoints=local_endpoints(config, endpoint.listening),
+        listener_endpoints=listener_endpoints(config, endpoint.listening),
     )
     if no_answer_timeout is not None:
         settings = dataclasses.replace(settings, no_answer_timeout=no_answer_timeout)

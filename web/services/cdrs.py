@@ -16,7 +16,6 @@ committed goes to the fallback JSON-lines file instead.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
@@ -160,14 +159,7 @@ class DatabaseCdrWriter:
 
     def _unix_times(self, item: object) -> CallRecord:
         assert isinstance(item, CallRecord)
-        offset = self._clock_offset
-        answer = item.answer_time
-        return dataclasses.replace(
-            item,
-            start_time=item.start_time + offset,
-            end_time=item.end_time + offset,
-            answer_time=None if answer is None else answer + offset,
-        )
+        return item.shifted(self._clock_offset)
 
     def _store(self, batch: list[CallRecord]) -> None:
         # Retry while the database is unreachable (or its schema missing);
