@@ -15,7 +15,7 @@ Each mesh peer first becomes a ``peer-sbc`` trunk of its own name
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from ipsec.esp import Mode
@@ -71,9 +71,10 @@ class TrunkConnection:
     peer: IPAddress
     """The peer's IKE address."""
     definition: ConnectionDefinition
-    credentials: tuple[str, ...] = ()
+    credentials: tuple[str, ...] = field(default=(), repr=False)
     """The profile's PEM texts (certificate, key, CAs): they stand for the
-    loaded certificates when two derivations are compared."""
+    loaded certificates when two derivations are compared. Never printed:
+    the key is among them."""
 
 
 def connection_name(trunk: str, peer: IPAddress) -> str:

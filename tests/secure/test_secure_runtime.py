@@ -10,6 +10,7 @@ at the other node's binding.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import signal
@@ -18,6 +19,9 @@ import sys
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from ike.test_certificates import Authority
 from secure_lab import (
     FAST_DPD,
     SIP_PORT,
@@ -33,7 +37,7 @@ from secure_lab import (
 
 from ipsec.ike.daemon import ChildSaInstalled, IkeSaDown
 from sbc.config.model import Config
-from sbc.secure.derive import connection_name
+from sbc.secure.derive import connection_name, protected_connections
 from sbc.secure.state import TrunkState, TrunkStateChanged
 
 
@@ -274,6 +278,69 @@ def test_two_mesh_peers_set_up_one_ike_sa_between_them():
             assert await round_trip(b, a, b"INVITE over the mesh") == (
                 b"INVITE over the mesh"
             )
+        finally:
+            await a.secure.stop()
+            await b.secure.stop()
+
+    run(scenario())
+
+
+def certificate_profile(authority, address: str) -> dict:
+    """Profile ``p`` with a P-256 certificate naming ``address.sbc.test``."""
+    now = datetime.datetime.now(datetime.UTC)
+    day = datetime.timedelta(days=1)
+    certificate, key = authority.end_entity(
+        [x509.DNSName(f"{address}.sbc.test")],
+        not_before=now - day,
+        not_after=now + day,
+    )
+    return {
+        "p": {
+            "auth": "certificate",
+            "psk": None,
+            "certificate": pem(certificate),
+            "private_key": key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ).decode(),
+            "ca_certificates": [pem(authority.certificate)],
+        }
+    }
+
+
+def pem(certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_certificate_profile_authenticates_both_nodes():
+    async def scenario():
+        authority = Authority.root()
+        a_address, b_address = addresses(2)
+        a, b = Node(a_address), Node(b_address)
+        a_profiles = certificate_profile(authority, a_address)
+        b_config = node_config(
+            b_address, {"to-a": a_address}, start="none",
+            profiles=certificate_profile(authority, b_address),
+        )  # fmt: skip
+        await b.secure.start(b_config)
+        await a.secure.start(
+            node_config(a_address, {"to-b": b_address}, profiles=a_profiles)
+        )
+        try:
+            await until(lambda: is_up(a, "to-b") and is_up(b, "to-a"))
+
+            assert await round_trip(a, b, b"signed") == b"signed"
+            key = a_profiles["p"]["private_key"].splitlines()[1]
+            config = node_config(a_address, {"to-b": b_address}, profiles=a_profiles)
+            assert key not in repr(protected_connections(config))
+            # The same certificates again: nothing to renew.
+            spis = a.spis("to-b")
+            await a.secure.apply(
+                node_config(a_address, {"to-b": b_address}, profiles=a_profiles)
+            )
+            await asyncio.sleep(0.3)
+            assert a.spis("to-b") == spis
         finally:
             await a.secure.stop()
             await b.secure.stop()
