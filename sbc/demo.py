@@ -24,8 +24,9 @@ the two configuration files (node A's ``pbx`` trunk, node B's ``carrier``
 trunk), so other files with the same shape run as well.
 
 Needs root (IKE binds UDP 500 and 4500; tcpdump), sipp, tcpdump and tshark.
-``--keylog`` makes node A write its ESP and IKE keys for Wireshark (which
-undoes the protection: for a lab only).
+``--keylog`` makes both nodes write their ESP and IKE keys for Wireshark
+(which undoes the protection: for a lab only). Each node logs the SAs it
+sends with; tshark needs both files to open both directions.
 """
 
 from __future__ import annotations
@@ -565,30 +566,34 @@ def _tshark_rows(pcap: Path, fields: list[str], options: list[str]) -> list[list
     ]
 
 
-def keylog_options(esp_keylog: Path, ike_keylog: Path) -> list[str]:
-    """tshark options that decrypt with node A's key logs."""
+def keylog_options(esp_keylogs: Sequence[Path], ike_keylog: Path) -> list[str]:
+    """tshark options that decrypt with the nodes' key logs."""
+    # One -o per table, its rows one a line, as in a Wireshark profile.
+    rows = [path.read_text().strip() for path in esp_keylogs if path.exists()]
     options = ["-o", "esp.enable_encryption_decode:TRUE"]
-    for line in _lines(esp_keylog):
-        options += ["-o", f"uat:esp_sa:{line}"]
-    for line in _lines(ike_keylog):
-        options += ["-o", f"uat:ikev2_decryption_table:{line}"]
+    options += ["-o", "uat:esp_sa:" + "\n".join(rows)]
+    if ike_keylog.exists():
+        table = ike_keylog.read_text().strip()
+        options += ["-o", f"uat:ikev2_decryption_table:{table}"]
     return options
 
 
-def _lines(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [line for line in path.read_text().splitlines() if line.strip()]
-
-
-def inner_frames(pcap: Path, esp_keylog: Path, ike_keylog: Path) -> list[list[str]]:
-    """Per frame, decrypted with the key logs: protocol stack, SIP method,
-    SIP status, IKE exchange type."""
+def inner_frames(
+    pcap: Path,
+    esp_keylogs: Sequence[Path],
+    ike_keylog: Path,
+    sip_ports: Sequence[int],
+) -> list[list[str]]:
+    """Per frame, decrypted with the key logs (SIP read on ``sip_ports``):
+    protocol stack, SIP method, SIP status, IKE exchange type and the FQDN
+    identities IKE_AUTH carries."""
+    decode_as = [arg for port in sip_ports for arg in ("-d", f"udp.port=={port},sip")]
     return _tshark_rows(
         pcap,
-        ["frame.protocols", "sip.Method", "sip.Status-Code", "isakmp.exchtype"],
-        keylog_options(esp_keylog, ike_keylog),
-    )
+        ["frame.protocols", "sip.Method", "sip.Status-Code",
+         "isakmp.exchangetype", "isakmp.id.data.fqdn"],
+        [*keylog_options(esp_keylogs, ike_keylog), *decode_as],
+    )  # fmt: skip
 
 
 # -- the run ---------------------------------------------------------------
@@ -693,7 +698,9 @@ class TwoNodes:
         self.a = NodeProcess(
             names[0], settings.config_a, work_dir / "node-a", settings.keylog
         )
-        self.b = NodeProcess(names[1], settings.config_b, work_dir / "node-b")
+        self.b = NodeProcess(
+            names[1], settings.config_b, work_dir / "node-b", settings.keylog
+        )
         self.pcap = work_dir / "between-nodes.pcap"
         self.capture: Capture | None = None
         self.dropped = 0
@@ -827,8 +834,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keylog",
         action="store_true",
-        help="node A writes its ESP and IKE keys to its data directory for "
-        "Wireshark (undoes the protection: a lab only)",
+        help="the nodes write their ESP and IKE keys to their data directories "
+        "for Wireshark (undoes the protection: a lab only)",
     )
     args = parser.parse_args(argv)
     settings = DemoSettings(
