@@ -16,7 +16,7 @@ from .runtime import (
     SecureTrunks,
     node_runtime,
 )
-from .state import TrunkState, TrunkStateChanged
+from .state import SecureTrunkStateChanged, TrunkState
 
 __all__ = [
     "ChildSaView",
@@ -27,7 +27,7 @@ __all__ = [
     "SecureTrunks",
     "TrunkConnection",
     "TrunkState",
-    "TrunkStateChanged",
+    "SecureTrunkStateChanged",
     "mesh_trunks",
     "node_runtime",
     "protected_connections",

@@ -39,11 +39,11 @@ from sbc.config.ipsec import IpsecNode
 from sbc.config.model import Config
 
 from .derive import NodeSectionMissing, TrunkConnection, protected_connections
-from .state import ProtectionTracker, TrunkStateChanged
+from .state import ProtectionTracker, SecureTrunkStateChanged
 
 _log = logging.getLogger("sbc.secure")
 
-SecureEvent = TrunkStateChanged | DaemonEvent
+SecureEvent = SecureTrunkStateChanged | DaemonEvent
 """What subscribers receive: trunk states and the daemon's SA events."""
 Subscriber = Callable[[SecureEvent], None]
 
@@ -251,11 +251,11 @@ class SecureTrunks:
         self._tracker.on_keepalive_event(event)
         self._flush_soon()
 
-    def trunk_state(self, trunk: str) -> TrunkStateChanged | None:
+    def trunk_state(self, trunk: str) -> SecureTrunkStateChanged | None:
         """A protected trunk's state; None when the trunk is not protected."""
         return self._tracker.state(trunk)
 
-    def trunk_states(self) -> list[TrunkStateChanged]:
+    def trunk_states(self) -> list[SecureTrunkStateChanged]:
         names = dict.fromkeys(c.trunk for c in self._connections.values())
         return [s for name in names if (s := self._tracker.state(name)) is not None]
 

@@ -47,7 +47,7 @@ class TrunkState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class TrunkStateChanged:
+class SecureTrunkStateChanged:
     """A protected trunk's combined state or its reason changed."""
 
     trunk: str
@@ -88,7 +88,7 @@ class ProtectionTracker:
     def __init__(self) -> None:
         self._trunks: dict[str, _Trunk] = {}
         self._trunk_of: dict[str, str] = {}
-        self._published: dict[str, TrunkStateChanged] = {}
+        self._published: dict[str, SecureTrunkStateChanged] = {}
         self.unprotected: set[str] = set()
         """Trunks with no CHILD_SA at all, updated in place after every
         input: the call engine holds this very set and routing skips them."""
@@ -154,12 +154,12 @@ class ProtectionTracker:
 
     # -- outputs ---------------------------------------------------------
 
-    def state(self, trunk: str) -> TrunkStateChanged | None:
+    def state(self, trunk: str) -> SecureTrunkStateChanged | None:
         """The trunk's state now; None for a trunk that is not protected."""
         entry = self._trunks.get(trunk)
         return None if entry is None else _combined(trunk, entry)
 
-    def changes(self) -> list[TrunkStateChanged]:
+    def changes(self) -> list[SecureTrunkStateChanged]:
         """States that differ from the last ones returned (first call: all)."""
         changed = []
         for trunk, entry in self._trunks.items():
@@ -189,20 +189,22 @@ def _ike_sa_down_reason(event: IkeSaDown) -> str:
     return f"IKE_SA down: {event.reason}"
 
 
-def _combined(trunk: str, entry: _Trunk) -> TrunkStateChanged:
+def _combined(trunk: str, entry: _Trunk) -> SecureTrunkStateChanged:
     peerings = entry.peerings
     missing = [name for name, p in peerings.items() if not p.children]
     protected = len(missing) < len(peerings)
     if not protected:
         reason = peerings[missing[0]].reason if missing else "no IKE peer"
-        return TrunkStateChanged(trunk, TrunkState.DOWN, reason, False)
+        return SecureTrunkStateChanged(trunk, TrunkState.DOWN, reason, False)
     if entry.keepalive_down:
         reason = "no answer to OPTIONS"
-        return TrunkStateChanged(trunk, TrunkState.DOWN, reason, True)
+        return SecureTrunkStateChanged(trunk, TrunkState.DOWN, reason, True)
     problems = [f"{name}: {peerings[name].reason}" for name in missing]
     problems += [
         f"{target} not answering OPTIONS" for target in sorted(entry.targets_down)
     ]
     if problems:
-        return TrunkStateChanged(trunk, TrunkState.DEGRADED, "; ".join(problems), True)
-    return TrunkStateChanged(trunk, TrunkState.UP, "", True)
+        return SecureTrunkStateChanged(
+            trunk, TrunkState.DEGRADED, "; ".join(problems), True
+        )
+    return SecureTrunkStateChanged(trunk, TrunkState.UP, "", True)

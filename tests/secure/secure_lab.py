@@ -12,7 +12,7 @@ from conftest import require_root
 
 from sbc.config.model import Config
 from sbc.secure.runtime import SecureTrunks
-from sbc.secure.state import TrunkState, TrunkStateChanged
+from sbc.secure.state import SecureTrunkStateChanged, TrunkState
 
 PSK = "loopback secure trunk"
 SIP_PORT = 5060
@@ -72,11 +72,11 @@ class Node:
         self.events: list[object] = []
         self.secure.subscribe(self.events.append)
 
-    def states(self, trunk: str) -> list[TrunkStateChanged]:
+    def states(self, trunk: str) -> list[SecureTrunkStateChanged]:
         return [
             e
             for e in self.events
-            if isinstance(e, TrunkStateChanged) and e.trunk == trunk
+            if isinstance(e, SecureTrunkStateChanged) and e.trunk == trunk
         ]
 
     def of(self, kind: type) -> list:

@@ -38,7 +38,7 @@ from secure_lab import (
 from ipsec.ike.daemon import ChildSaInstalled, IkeSaDown
 from sbc.config.model import Config
 from sbc.secure.derive import connection_name, protected_connections
-from sbc.secure.state import TrunkState, TrunkStateChanged
+from sbc.secure.state import SecureTrunkStateChanged, TrunkState
 
 
 def test_trunks_come_up_from_configs_and_carry_udp():
@@ -66,7 +66,7 @@ def test_trunks_come_up_from_configs_and_carry_udp():
             assert a_child.rekey_due is not None and a_sa.rekey_due is not None
             assert a.secure.unprotected == set()
             assert a.states("to-b")[0].state is TrunkState.DOWN
-            assert a.states("to-b")[-1] == TrunkStateChanged(
+            assert a.states("to-b")[-1] == SecureTrunkStateChanged(
                 "to-b", TrunkState.UP, "", True
             )
 

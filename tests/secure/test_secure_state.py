@@ -12,7 +12,7 @@ from ipsec.ike.daemon import (
 )
 from sbc.b2bua.keepalive import TargetCameUp, TargetWentDown, TrunkWentDown
 from sbc.routing import TargetKey
-from sbc.secure.state import ProtectionTracker, TrunkState, TrunkStateChanged
+from sbc.secure.state import ProtectionTracker, SecureTrunkStateChanged, TrunkState
 
 SPIS = (bytes(8), bytes(8))
 
@@ -34,13 +34,15 @@ def test_new_trunk_is_down_until_a_child_sa_is_installed():
     states = tracker(("carrier", "carrier@a"))
 
     assert states.changes() == [
-        TrunkStateChanged("carrier", TrunkState.DOWN, "no IKE_SA yet", False)
+        SecureTrunkStateChanged("carrier", TrunkState.DOWN, "no IKE_SA yet", False)
     ]
     assert states.unprotected == {"carrier"}
 
     states.on_daemon_event(installed("carrier@a", 0x100))
 
-    assert states.changes() == [TrunkStateChanged("carrier", TrunkState.UP, "", True)]
+    assert states.changes() == [
+        SecureTrunkStateChanged("carrier", TrunkState.UP, "", True)
+    ]
     assert states.unprotected == set()
     assert states.changes() == []
 
@@ -72,7 +74,7 @@ def test_peer_dead_is_the_reason_after_the_sas_go():
     states.on_daemon_event(PeerDead("carrier@a", *SPIS))
 
     assert states.changes() == [
-        TrunkStateChanged("carrier", TrunkState.DOWN, "peer dead (DPD)", False)
+        SecureTrunkStateChanged("carrier", TrunkState.DOWN, "peer dead (DPD)", False)
     ]
     assert "carrier" in states.unprotected
 
@@ -95,7 +97,7 @@ def test_one_of_two_peers_without_child_sa_degrades_the_trunk():
 
     state = states.state("carrier")
 
-    assert state == TrunkStateChanged(
+    assert state == SecureTrunkStateChanged(
         "carrier", TrunkState.DEGRADED, "carrier@b: no IKE_SA yet", True
     )
     assert states.unprotected == set()
