@@ -145,11 +145,14 @@ class Latch:
 
 
 class Leg:
-    """One side of one stream: its peer, its keys, its payload numbering."""
+    """One side of one stream: its peer, its keys, its payload numbering.
 
-    # A relayed packet reads its own leg and the peer leg only: everything
-    # the per-packet path needs (latch, counters, statistics, clock rate per
-    # payload type, the renumbering toward this leg) hangs off these slots.
+    What arrives on the leg's ports from its peer is relayed here toward the
+    other leg (``peer``). A relayed packet reads its own leg and the peer leg
+    only: the latch, counters, statistics, the clock rate per payload type
+    and the renumbering toward the peer all hang off these slots.
+    """
+
     __slots__ = (
         "side",
         "rtp",
@@ -163,9 +166,12 @@ class Leg:
         "rate_by_type",
         "peer",
         "translation",
+        "last_rtp",
+        "plain_in",
+        "plain_out",
     )
 
-    def __init__(self, side: Side, latch_any_source: bool) -> None:
+    def __init__(self, side: Side, latch_any_source: bool, now: float) -> None:
         self.side = side
         self.rtp = Latch(latch_any_source)
         self.rtcp = Latch(latch_any_source)
@@ -181,6 +187,12 @@ class Leg:
         """The other leg of the stream; StreamCore links the two."""
         self.translation: Translation | None = None
         """Renumbers packets sent toward this leg; None when both legs agree."""
+        self.last_rtp = now
+        """When this leg's peer last sent RTP that was accepted."""
+        self.plain_in = True
+        """What arrives is plain RTP alone: no SRTP, no RTCP muxed in."""
+        self.plain_out = True
+        """What is sent here goes as it came: no SRTP, no renumbering."""
 
     @property
     def remote_known(self) -> bool:
@@ -211,61 +223,35 @@ class Leg:
         self.rate_by_type = clock_rate_table(self.rates)
         self.counters.clock_rate = next(iter(self.rates.values()), DEFAULT_CLOCK_RATE)
 
-
-class StreamCore:
-    """One m-line of a call: two legs and the relay rules between them."""
-
-    __slots__ = ("legs", "last_rtp", "_latch_any_source")
-
-    def __init__(self, now: float, latch_any_source: bool = False) -> None:
-        self._latch_any_source = latch_any_source
-        a, b = Leg(Side.A, latch_any_source), Leg(Side.B, latch_any_source)
-        a.peer, b.peer = b, a
-        self.legs = (a, b)
-        self.last_rtp = now
-
-    def update_leg(self, side: Side, remote: RemoteMedia) -> None:
-        """Apply a completed offer/answer for one leg (initial or re-INVITE)."""
-        self.legs[side].update(remote, self._latch_any_source)
-        a, b = self.legs
-        b.translation = payload_type_translation(a.payload_types, b.payload_types)
-        a.translation = payload_type_translation(b.payload_types, a.payload_types)
-        _log.debug("media: leg %s now %s", side.name, remote)
-
-    def rtp_received(
-        self, side: int, packet: bytes, source: Any, now: float
-    ) -> Forward | None:
-        """A datagram on ``side``'s RTP port; what to send, or None if dropped."""
-        # The per-packet path: one function, locals, and the two legs' slots.
-        # Anything unusual (short, bad version, muxed RTCP, SRTP) leaves it.
-        leg = self.legs[side]
-        size = len(packet)
+    def rtp_received(self, packet: bytes, source: Any, now: float) -> Forward | None:
+        """A datagram on this leg's RTP port; what to send, or None if dropped."""
+        # The per-packet path is this one function: plain RTP with a sound
+        # header from the latched source passes the first test and runs
+        # straight through. Anything else (latching, short, bad version,
+        # muxed RTCP, SRTP) is sorted out first, in protocol order.
         if (
-            size < RTP_HEADER_SIZE
+            source != self.rtp.source
+            or not self.plain_in
+            or len(packet) < RTP_HEADER_SIZE
             or packet[0] & 0xC0 != 0x80
-            or (leg.rtcp_mux and is_rtcp_on_rtp_port(packet[1]))
         ):
-            return self._unusual_received(side, packet, source, now)
-        latch = leg.rtp
-        # The latched source is the common case: compare before any call.
-        if source != latch.source and not latch.accepts(source):
-            return _drop(leg, _WRONG_SOURCE)
-        if leg.srtp is not None:
-            plain = leg.srtp.unprotect(packet)
-            if plain is None:
-                return _drop(leg, _UNPROTECT)
-            packet = plain
-            size = len(packet)
+            if self._is_muxed_rtcp(packet):
+                return self.rtcp_received(packet, source, now)
+            admitted = self._admit_rtp(packet, source)
+            if admitted is None:
+                return None
+            packet = admitted
 
-        counters = leg.counters
+        size = len(packet)
+        counters = self.counters
         counters.packets_received += 1
         counters.bytes_received += size
         self.last_rtp = now
 
         # RFC 3550 A.1: count cycles when the sequence number wraps in order.
         seq, timestamp, ssrc = _read_seq_timestamp_ssrc(packet, 2)
-        transit = int(now * leg.rate_by_type[packet[1] & 0x7F]) - timestamp
-        statistics = leg.statistics
+        transit = int(now * self.rate_by_type[packet[1] & 0x7F]) - timestamp
+        statistics = self.statistics
         max_seq = statistics.max_seq
         if ssrc != statistics.ssrc:
             statistics.restart(ssrc, seq, transit)
@@ -285,70 +271,114 @@ class StreamCore:
         statistics.jitter += (delta - statistics.jitter) * 0.0625
         statistics.transit = transit
 
-        out = leg.peer
+        out = self.peer
         destination = out.rtp.destination
         if destination is None:
             return _drop(out, _NO_DESTINATION)
-        if out.translation is not None:
-            packet = rewrite_payload_type(packet, out.translation)
-        if out.srtp is not None:
-            protected = out.srtp.protect(packet)
-            if protected is None:
+        if not out.plain_out:
+            transformed = _rtp_toward(out, packet)
+            if transformed is None:
                 return _drop(out, _PROTECT)
-            packet = protected
+            packet = transformed
             size = len(packet)
         counters = out.counters
         counters.packets_sent += 1
         counters.bytes_sent += size
         return packet, destination, RTP_SOCKET
 
+    def rtcp_received(self, packet: bytes, source: Any, now: float) -> Forward | None:
+        """A datagram on this leg's RTCP port (or muxed on its RTP port)."""
+        if len(packet) < RTCP_HEADER_SIZE:
+            return _drop(self, _SHORT)
+        if packet[0] >> 6 != 2:
+            return _drop(self, _BAD_VERSION)
+        if not self.rtcp.accepts(source):
+            return _drop(self, _WRONG_SOURCE)
+        if self.srtp is not None:
+            plain = self.srtp.unprotect_rtcp(packet)
+            if plain is None:
+                return _drop(self, _UNPROTECT)
+            packet = plain
+
+        self.counters.rtcp_received += 1
+        _read_receiver_reports(self, packet)
+        return _rtcp_toward(self.peer, packet)
+
+    def _is_muxed_rtcp(self, packet: bytes) -> bool:
+        # RFC 5761 §4: with rtcp-mux, RTCP shares the RTP port.
+        return (
+            self.rtcp_mux
+            and len(packet) >= RTP_HEADER_SIZE
+            and packet[0] >> 6 == 2
+            and is_rtcp_on_rtp_port(packet[1])
+        )
+
+    def _admit_rtp(self, packet: bytes, source: Any) -> bytes | None:
+        """The plain RTP packet to relay, or None once its drop is counted."""
+        if len(packet) < RTP_HEADER_SIZE:
+            reason = _SHORT
+        elif packet[0] >> 6 != 2:
+            reason = _BAD_VERSION
+        elif not self.rtp.accepts(source):
+            reason = _WRONG_SOURCE
+        elif self.srtp is None:
+            return packet
+        else:
+            plain = self.srtp.unprotect(packet)
+            if plain is not None:
+                return plain
+            reason = _UNPROTECT
+        self.counters.drops[reason] += 1
+        return None
+
+
+class StreamCore:
+    """One m-line of a call: two legs and the relay rules between them."""
+
+    __slots__ = ("legs", "_latch_any_source")
+
+    def __init__(self, now: float, latch_any_source: bool = False) -> None:
+        self._latch_any_source = latch_any_source
+        a = Leg(Side.A, latch_any_source, now)
+        b = Leg(Side.B, latch_any_source, now)
+        a.peer, b.peer = b, a
+        self.legs = (a, b)
+
+    @property
+    def last_rtp(self) -> float:
+        """When either leg's peer last sent RTP that was accepted."""
+        a, b = self.legs
+        return max(a.last_rtp, b.last_rtp)
+
+    def restart_clock(self, now: float) -> None:
+        for leg in self.legs:
+            leg.last_rtp = max(leg.last_rtp, now)
+
+    def update_leg(self, side: Side, remote: RemoteMedia) -> None:
+        """Apply a completed offer/answer for one leg (initial or re-INVITE)."""
+        self.legs[side].update(remote, self._latch_any_source)
+        a, b = self.legs
+        b.translation = payload_type_translation(a.payload_types, b.payload_types)
+        a.translation = payload_type_translation(b.payload_types, a.payload_types)
+        for leg in self.legs:
+            leg.plain_in = not leg.rtcp_mux and leg.srtp is None
+            leg.plain_out = leg.translation is None and leg.srtp is None
+        _log.debug("media: leg %s now %s", side.name, remote)
+
+    def rtp_received(
+        self, side: int, packet: bytes, source: Any, now: float
+    ) -> Forward | None:
+        """A datagram on ``side``'s RTP port; what to send, or None if dropped."""
+        return self.legs[side].rtp_received(packet, source, now)
+
     def rtcp_received(
         self, side: int, packet: bytes, source: Any, now: float
     ) -> Forward | None:
         """A datagram on ``side``'s RTCP port (or muxed on its RTP port)."""
-        leg = self.legs[side]
-        if len(packet) < RTCP_HEADER_SIZE:
-            return _drop(leg, _SHORT)
-        if packet[0] >> 6 != 2:
-            return _drop(leg, _BAD_VERSION)
-        if not leg.rtcp.accepts(source):
-            return _drop(leg, _WRONG_SOURCE)
-        if leg.srtp is not None:
-            plain = leg.srtp.unprotect_rtcp(packet)
-            if plain is None:
-                return _drop(leg, _UNPROTECT)
-            packet = plain
-
-        leg.counters.rtcp_received += 1
-        _read_receiver_reports(leg, packet)
-        return self._rtcp_toward(leg.peer, packet)
+        return self.legs[side].rtcp_received(packet, source, now)
 
     def timed_out(self, now: float, timeout: float) -> bool:
         return now - self.last_rtp >= timeout
-
-    def _unusual_received(
-        self, side: int, packet: bytes, source: Any, now: float
-    ) -> Forward | None:
-        leg = self.legs[side]
-        if len(packet) < RTP_HEADER_SIZE:
-            return _drop(leg, _SHORT)
-        if packet[0] >> 6 != 2:
-            return _drop(leg, _BAD_VERSION)
-        # RFC 5761 §4: with rtcp-mux, RTCP shares the RTP port.
-        return self.rtcp_received(side, packet, source, now)
-
-    def _rtcp_toward(self, out: Leg, packet: bytes) -> Forward | None:
-        latch = out.rtp if out.rtcp_mux else out.rtcp
-        destination = latch.destination
-        if destination is None:
-            return _drop(out, _NO_DESTINATION)
-        if out.srtp is not None:
-            protected = out.srtp.protect_rtcp(packet)
-            if protected is None:
-                return _drop(out, _PROTECT)
-            packet = protected
-        out.counters.rtcp_sent += 1
-        return packet, destination, RTP_SOCKET if out.rtcp_mux else RTCP_SOCKET
 
 
 class SessionCore:
@@ -385,12 +415,35 @@ class SessionCore:
         self.media_timeout = timeout
         self._reported = False
         for stream in self.streams:
-            stream.last_rtp = max(stream.last_rtp, now)
+            stream.restart_clock(now)
 
 
 def _drop(leg: Leg, reason: MediaDropReason) -> Forward | None:
     leg.counters.drops[reason] += 1
     return None
+
+
+def _rtp_toward(out: Leg, packet: bytes) -> bytes | None:
+    """The packet renumbered and protected for ``out``; None if SRTP failed."""
+    if out.translation is not None:
+        packet = rewrite_payload_type(packet, out.translation)
+    if out.srtp is not None:
+        return out.srtp.protect(packet)
+    return packet
+
+
+def _rtcp_toward(out: Leg, packet: bytes) -> Forward | None:
+    latch = out.rtp if out.rtcp_mux else out.rtcp
+    destination = latch.destination
+    if destination is None:
+        return _drop(out, _NO_DESTINATION)
+    if out.srtp is not None:
+        protected = out.srtp.protect_rtcp(packet)
+        if protected is None:
+            return _drop(out, _PROTECT)
+        packet = protected
+    out.counters.rtcp_sent += 1
+    return packet, destination, RTP_SOCKET if out.rtcp_mux else RTCP_SOCKET
 
 
 def _read_receiver_reports(leg: Leg, packet: bytes) -> None:

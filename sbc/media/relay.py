@@ -39,7 +39,8 @@ _log = logging.getLogger(MEDIA_LOGGER)
 _BIND_ATTEMPTS = 64
 """Pairs tried before giving up when other programs hold ports in the range."""
 
-_Receive = Callable[[int, bytes, Any, float], Forward | None]
+_Receive = Callable[[bytes, Any, float], Forward | None]
+"""A Leg's rtp_received or rtcp_received."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +55,15 @@ class LocalMedia:
 class _Port(asyncio.DatagramProtocol):
     """One bound media socket; the hot path of the relay."""
 
-    __slots__ = ("_receive", "_side", "_time", "outputs", "transport", "counters")
+    __slots__ = ("_receive", "_time", "outputs", "transport", "counters")
 
     def __init__(
         self,
         receive: _Receive,
-        side: int,
         time: Callable[[], float],
         counters: StreamCounters,
     ) -> None:
         self._receive = receive
-        self._side = side
         self._time = time
         self.counters = counters
         self.outputs: list[asyncio.DatagramTransport] = []
@@ -75,7 +74,7 @@ class _Port(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        forward = self._receive(self._side, data, addr, self._time())
+        forward = self._receive(data, addr, self._time())
         if forward is not None:
             datagram, destination, output = forward
             self.outputs[output].sendto(datagram, destination)
@@ -348,14 +347,14 @@ async def _bind_pair(
 ) -> tuple[_Port, _Port]:
     host = session.hosts[side]
     loop = asyncio.get_running_loop()
-    counters = stream.legs[side].counters
+    leg = stream.legs[side]
     channel = session.channels[side]
     if channel is not None:
         return _channel_pair(stream, side, host, channel, allocator)
     for _ in range(min(_BIND_ATTEMPTS, allocator.available)):
         port = allocator.take()
-        rtp = _Port(stream.rtp_received, side, loop.time, counters)
-        rtcp = _Port(stream.rtcp_received, side, loop.time, counters)
+        rtp = _Port(leg.rtp_received, loop.time, leg.counters)
+        rtcp = _Port(leg.rtcp_received, loop.time, leg.counters)
         try:
             rtp_socket = _bound_socket(host, port, settings.receive_buffer)
         except OSError as exc:
@@ -382,9 +381,9 @@ def _channel_pair(
 ) -> tuple[_Port, _Port]:
     """A pair bound in ``channel``: nothing in the kernel, nothing busy."""
     time = asyncio.get_running_loop().time
-    counters = stream.legs[side].counters
-    rtp = _Port(stream.rtp_received, side, time, counters)
-    rtcp = _Port(stream.rtcp_received, side, time, counters)
+    leg = stream.legs[side]
+    rtp = _Port(leg.rtp_received, time, leg.counters)
+    rtcp = _Port(leg.rtcp_received, time, leg.counters)
     open_channel_pair(channel, host, allocator.take(), (rtp, rtcp))
     return rtp, rtcp
 

@@ -117,6 +117,20 @@ def test_jitter_follows_rfc3550_estimator_on_random_delays() -> None:
     )
 
 
+def test_jitter_stays_zero_across_timestamp_wrap() -> None:
+    stream = connected_stream()
+    # Timestamps (seq * 160) wrap 32 bits at seq 26,843,546, mid-stream.
+    first = 26_843_546 - 300
+    for n in range(600):
+        seq = first + n
+        stream.rtp_received(Side.A, rtp_packet(seq), CALLER, 7.0 + n * 0.02)
+
+    statistics = stream.legs[Side.A].counters.statistics
+    assert statistics.jitter == pytest.approx(0, abs=1)
+    assert statistics.lost == 0
+    assert statistics.expected == 600
+
+
 def test_media_timeout_with_fake_clock_reported_once() -> None:
     session = SessionCore("c1@example.com", 2, now=100.0, media_timeout=30.0)
     for side in Side:
