@@ -130,8 +130,19 @@ LIST_HEADERS = frozenset(
 
 def header_key(name: str) -> str:
     """The look-up key of a header name: lower case, compact form expanded."""
-    lname = name.lower()
-    return COMPACT_FORMS.get(lname, lname)
+    key = _KEYS.get(name)
+    if key is None:
+        lname = name.lower()
+        key = COMPACT_FORMS.get(lname, lname)
+        if len(_KEYS) < _KEYS_LIMIT:
+            _KEYS[name] = key
+    return key
+
+
+# The keys of names already seen: a B2BUA adds and reads the same few dozen
+# names on every message. Bounded, so that invented names cannot grow it.
+_KEYS: dict[str, str] = {}
+_KEYS_LIMIT = 4096
 
 
 class Headers:
@@ -300,6 +311,8 @@ class Headers:
         return f"Headers({list(self)!r})"
 
 
+# Cache entries of From and To checked by the full grammar (see _Message).
+_CHECKED_KEYS = {"from": "\0checked-from", "to": "\0checked-to"}
 # Cache entries read from a header besides its own typed value (see
 # _Message): dropped with it when the header changes.
 _DERIVED_VALUES = {
@@ -426,23 +439,22 @@ class _Message:
 
     @property
     def from_tag(self) -> str | None:
-        return self._tag("from", "From")
+        return self._tag("from", "From", "\0tag-from")
 
     @property
     def to_tag(self) -> str | None:
-        return self._tag("to", "To")
+        return self._tag("to", "To", "\0tag-to")
 
     def _name_addr(self, key: str, display: str) -> NameAddr:
         checked = self._checked_name_addr(key, display)
         if isinstance(checked, NameAddr):
             return checked
         name_addr = name_addr_from_parts(checked)
-        self.headers._parsed["\0checked-" + key] = name_addr
+        self.headers._parsed[_CHECKED_KEYS[key]] = name_addr
         return name_addr
 
-    def _tag(self, key: str, display: str) -> str | None:
+    def _tag(self, key: str, display: str, tag_key: str) -> str | None:
         parsed = self.headers._parsed
-        tag_key = "\0tag-" + key
         if tag_key in parsed:
             cached: str | None = parsed[tag_key]
             return cached
@@ -462,7 +474,7 @@ class _Message:
         readers of From and To want only the tag.
         """
         parsed = self.headers._parsed
-        checked_key = "\0checked-" + key
+        checked_key = _CHECKED_KEYS[key]
         checked: NameAddr | NameAddrParts | None = parsed.get(checked_key)
         if checked is not None:
             return checked
@@ -766,20 +778,16 @@ def make_response(
     """Build a response per RFC 3261 §8.2.6: copy Via (all, in order), From,
     To (adding ``to_tag`` when it has none), Call-ID, CSeq, and Timestamp for
     a 100."""
-    fields: list[tuple[str, str, str]] = []
-    source = request.headers._fields
-    for key, _, value in source:
-        if key == "via":
-            fields.append(("via", "Via", value))
+    headers = request.headers
+    source = headers._fields
+    fields = [("via", "Via", value) for key, _, value in source if key == "via"]
+    add_tag = to_tag is not None and request.to_tag is None
     for key, name in _COPIED_HEADERS:
-        copied = request.headers.get(key)
+        copied = headers.first(key)
         if copied is not None:
+            if add_tag and key == "to":
+                copied = f"{copied};tag={to_tag}"
             fields.append((key, name, copied))
-    if to_tag is not None and request.to_tag is None:
-        fields = [
-            (key, name, f"{value};tag={to_tag}" if key == "to" else value)
-            for key, name, value in fields
-        ]
     if status == 100:
         fields.extend(field for field in source if field[0] == "timestamp")
     return Response(
