@@ -147,19 +147,23 @@ class SecureTrunks:
         Raises :class:`NodeSectionMissing` without an ``ipsec`` section,
         OSError when a socket cannot be bound.
         """
+        if self._daemon is not None:
+            raise RuntimeError("SecureTrunks is started already")
         node = config.ipsec
         if node is None:
             raise NodeSectionMissing(
                 "IPsec profiles need the ipsec section (this node's IKE address)"
             )
         connections = _by_name(protected_connections(config))
-        loop = asyncio.get_running_loop()
-        plane = DataPlane(loop)
+        plane = DataPlane(asyncio.get_running_loop())
         settings = DaemonSettings(
             str(node.address), ike_port=node.ike_port, nat_t_port=node.nat_t_port
         )
         daemon = IkeDaemon(plane, settings, random_bytes=self._random_bytes)
         daemon.subscribe(self._on_daemon_event)
+        # In place before the daemon starts: its first events may come at once.
+        self._plane, self._daemon, self._node = plane, daemon, node
+        self._connections = connections
         self._track(connections)
         for connection in connections.values():
             daemon.load(connection.definition)
@@ -168,9 +172,9 @@ class SecureTrunks:
         except BaseException:
             daemon.close()
             plane.close()
+            self._plane = self._daemon = self._node = None
+            self._connections = {}
             raise
-        self._plane, self._daemon, self._node = plane, daemon, node
-        self._connections = connections
         _log.info(
             "IPsec on %s (IKE %d, NAT-T %d): %d connections",
             node.address, daemon.ike_port, daemon.nat_t_port, len(connections),

@@ -14,11 +14,13 @@ import datetime
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from ipaddress import IPv4Address
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from ike.test_certificates import Authority
@@ -38,6 +40,7 @@ from secure_lab import (
 from ipsec.ike.daemon import ChildSaInstalled, IkeSaDown
 from sbc.config.model import Config
 from sbc.secure.derive import connection_name, protected_connections
+from sbc.secure.runtime import SecureTrunks
 from sbc.secure.state import SecureTrunkStateChanged, TrunkState
 
 
@@ -344,5 +347,22 @@ def test_certificate_profile_authenticates_both_nodes():
         finally:
             await a.secure.stop()
             await b.secure.stop()
+
+    run(scenario())
+
+
+def test_start_on_a_taken_port_raises_and_can_be_retried():
+    async def scenario():
+        [address] = addresses(1)
+        secure = SecureTrunks()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blocker:
+            blocker.bind((address, 500))
+            with pytest.raises(OSError):
+                await secure.start(node_config(address, {}))
+            with pytest.raises(RuntimeError):
+                secure.data_plane  # noqa: B018 - the property raises
+
+        await secure.start(node_config(address, {}))
+        await secure.stop()
 
     run(scenario())
