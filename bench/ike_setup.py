@@ -84,8 +84,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.esp_charon import CHARON, PLUGINS, Charon
-from bench.esp_lab import OUTER_A, OUTER_B, Helper, Lab, lab, read_line, stop
+from bench import esp_charon
+from bench.esp_lab import OUTER_A, OUTER_B, Helper, Lab, lab, stop
 
 RESPONDER_CPU, GENERATOR_CPU = 1, 0
 INITIATOR_ID, RESPONDER_ID = "initiators.bench.example", "responder.bench.example"
@@ -381,26 +381,14 @@ def responder_settings(psk: str, directory: Path) -> dict[str, Any]:
     }
 
 
-def start_ours(lab: Lab, config: Path, errors: Path) -> subprocess.Popen[Any]:
+def start_ours(lab: Lab, config: Path) -> subprocess.Popen[Any]:
     """Our daemon in B; it runs until its stdin closes or it is stopped."""
-    with errors.open("a") as stderr:
-        process = lab.b.spawn(
-            [sys.executable, "-m", "bench.ike_setup", "--responder", str(config)],
-            cpu=RESPONDER_CPU, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=stderr, text=True,
-        )  # fmt: skip
-    if process.stdout is None:
-        raise RuntimeError("responder started without a stdout pipe")
-    ready = read_line(process, process.stdout, 30.0)
-    if ready != "ready":
-        raise RuntimeError(f"our responder said {ready!r} instead of ready")
-    return process
+    module, argv = "bench.ike_setup", ("--responder", str(config))
+    return lab.b.python(module, *argv, cpu=RESPONDER_CPU).process
 
 
-STRONGSWAN_CONF = """\
-charon {{
-  load_modular = no
-  load = {plugins}
+# The bench's strongswan.conf with DoS protection off and no routes (see above).
+RESPONDER_TUNING = """\
   install_routes = no
   dos_protection = no
   cookie_threshold = 1000000
@@ -409,25 +397,13 @@ charon {{
   init_limit_job_load = 0
   ikesa_table_size = 4096
   ikesa_table_segments = 16
-  filelog {{
-    bench {{
-      path = {directory}/charon.log
-      default = 1
-      time_format = %T
-    }}
-  }}
-  syslog {{
-  }}
-  plugins {{
-    vici {{
-      socket = unix://{directory}/charon.vici
-    }}
-  }}
-}}
-swanctl {{
-  socket = unix://{directory}/charon.vici
-}}
 """
+STRONGSWAN_CONF = esp_charon.STRONGSWAN_CONF.replace(
+    "  install_routes = yes\n", RESPONDER_TUNING
+)
+if RESPONDER_TUNING not in STRONGSWAN_CONF:
+    raise RuntimeError("bench.esp_charon's strongswan.conf changed shape")
+
 
 SWANCTL_CONF = """\
 connections {{
@@ -471,8 +447,8 @@ secrets {{
 
 def start_charon(lab: Lab, psk: str, directory: Path) -> subprocess.Popen[Any]:
     directory.mkdir(parents=True, exist_ok=True)
-    conf = directory / "strongswan.conf"
-    conf.write_text(STRONGSWAN_CONF.format(plugins=PLUGINS, directory=directory))
+    conf = STRONGSWAN_CONF.format(plugins=esp_charon.PLUGINS, directory=directory)
+    (directory / "strongswan.conf").write_text(conf)
     swanctl = write_private(
         directory / "swanctl.conf",
         SWANCTL_CONF.format(
@@ -482,20 +458,15 @@ def start_charon(lab: Lab, psk: str, directory: Path) -> subprocess.Popen[Any]:
         ),
     )  # fmt: skip
     (directory / "charon.vici").unlink(missing_ok=True)
-    process = lab.b.spawn(
-        ["sh", "-c", f"mount -t tmpfs bench /run && STRONGSWAN_CONF={conf} exec {CHARON}"],
-        cpu=RESPONDER_CPU, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    charon = Charon(lab.b, directory, process)
-    deadline = time.monotonic() + 5.0
-    while not (directory / "charon.vici").exists():
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise RuntimeError(f"charon did not start; see {directory}")
-        time.sleep(0.02)
+    charon = esp_charon.start(lab.b, directory)
+    # Every thread so far; threads started later inherit the mask.
+    pid = str(charon.process.pid)
+    subprocess.run(["taskset", "-a", "-p", "-c", str(RESPONDER_CPU), pid],
+                   check=True, capture_output=True)  # fmt: skip
     loaded = charon.swanctl("--load-all", "--file", str(swanctl))
     if loaded.returncode:
         raise RuntimeError(f"swanctl --load-all: {loaded.stdout}{loaded.stderr}")
-    return process
+    return charon.process
 
 
 # -- our responder, run in its own process ----------------------------------------
@@ -652,7 +623,7 @@ def starter(
     settings = responder_settings(psk, directory)
     settings["profile"] = str(profile) if profile else None
     config = write_private(directory / "ours.json", json.dumps(settings))
-    return lambda: start_ours(the_lab, config, directory / "ours.err")
+    return lambda: start_ours(the_lab, config)
 
 
 def measure(arguments: argparse.Namespace) -> dict[str, list[Result]]:
@@ -837,8 +808,8 @@ def check_prerequisites() -> None:
     for tool in ("taskset", "swanctl", "ip"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found")
-    if not Path(CHARON).exists():
-        sys.exit(f"{CHARON} not found (Debian package strongswan-charon)")
+    if not Path(esp_charon.CHARON).exists():
+        sys.exit(f"{esp_charon.CHARON} not found (Debian package strongswan-charon)")
 
 
 def main() -> None:
