@@ -218,6 +218,7 @@ class B2bua:
         self._rules: dict[str, TrunkRules] = {}
         self._allowed: dict[str, frozenset[str]] = {}
         self._endpoints = {e.transport.upper(): e for e in settings.endpoints}
+        self._trunk_endpoints = _trunk_endpoints(config, settings)
         self._legs: dict[tuple[str, str], Leg] = {}
         self._invites: dict[ServerTransactionKey, Call] = {}
         self._merged: dict[tuple[str, str | None, int], ServerTransactionKey] = {}
@@ -312,6 +313,7 @@ class B2bua:
         """
         self._settings = settings
         self._endpoints = {e.transport.upper(): e for e in settings.endpoints}
+        self._trunk_endpoints = _trunk_endpoints(config, settings)
         self._router = CallRouter(config)
         self._admission.reconfigure({t.name: t.limits for t in config.trunks})
         self._take_trunks(config)
@@ -628,7 +630,7 @@ class B2bua:
     def _b_leg(self, call: Call, candidate: Candidate, interval: int) -> Leg:
         target = candidate.target
         transport = target.transport.upper()
-        endpoint = self._endpoint(transport)
+        endpoint = self._endpoint(transport, candidate.trunk)
         rules = self._rules[candidate.trunk]
         call.calling_sent = rules.outbound_numbers.apply(call.calling_e164 or "")
         call.called_sent = rules.outbound_numbers.apply(call.called_e164 or "")
@@ -779,7 +781,7 @@ class B2bua:
         # §8.1.3.5: the same request on a new branch with CSeq one higher.
         old = leg.invite
         headers = old.headers.copy()
-        headers.set("Via", self._via(self._endpoint(leg.transport)))
+        headers.set("Via", self._via(self._endpoint(leg.transport, leg.trunk)))
         headers.set("CSeq", f"{old.cseq.number + 1} INVITE")
         value = answer_challenge(
             challenge,
@@ -823,7 +825,7 @@ class B2bua:
 
     def _send_prack(self, leg: Leg, dialog: Dialog, rseq: int, now: float) -> None:
         request = dialog.build_request(
-            "PRACK", self._via(self._endpoint(leg.transport))
+            "PRACK", self._via(self._endpoint(leg.transport, leg.trunk))
         )
         request.headers.add("RAck", f"{rseq} {leg.invite.cseq.number} INVITE")
         self._send_request(leg, request, Purpose.PRACK, now)
@@ -882,7 +884,9 @@ class B2bua:
             return
         dialog = Dialog.as_uac(leg.invite, response)
         self._send_ack(leg, dialog, leg.invite.cseq.number, b"", "", now)
-        bye = dialog.build_request("BYE", self._via(self._endpoint(leg.transport)))
+        bye = dialog.build_request(
+            "BYE", self._via(self._endpoint(leg.transport, leg.trunk))
+        )
         self._send_request(leg, bye, Purpose.FORK_BYE, now)
         if leg.dialog is None:
             leg.closed = True
@@ -939,7 +943,9 @@ class B2bua:
         reason = b_response.reason if b_response is not None and not status else None
         response = make_response(a.invite, code, reason, to_tag=a.local_tag)
         if code < 300:
-            response.headers.add("Contact", _contact(self._endpoint(a.transport)))
+            response.headers.add(
+                "Contact", _contact(self._endpoint(a.transport, a.trunk))
+            )
         if b_response is not None and call.b is not None:
             copy_allowed_headers(
                 b_response.headers, response.headers, self._allowed[a.trunk]
@@ -991,7 +997,7 @@ class B2bua:
 
     def _ensure_a_dialog(self, a: Leg, response: Response) -> None:
         if a.dialog is None:
-            contact = _contact(self._endpoint(a.transport))
+            contact = _contact(self._endpoint(a.transport, a.trunk))
             a.dialog = Dialog.as_uas(a.invite, a.local_tag, contact, early=True)
         if 200 <= response.status < 300:
             a.dialog.state = DialogState.CONFIRMED
@@ -1097,7 +1103,7 @@ class B2bua:
         now: float,
     ) -> Request:
         ack = dialog.build_request(
-            "ACK", self._via(self._endpoint(leg.transport)), cseq=cseq
+            "ACK", self._via(self._endpoint(leg.transport, leg.trunk)), cseq=cseq
         )
         if body:
             ack.headers.add("Content-Type", content_type or "application/sdp")
@@ -1275,7 +1281,9 @@ class B2bua:
             return
         leg.closed = True
         leg.cancel_timers()
-        bye = leg.dialog.build_request("BYE", self._via(self._endpoint(leg.transport)))
+        bye = leg.dialog.build_request(
+            "BYE", self._via(self._endpoint(leg.transport, leg.trunk))
+        )
         reason = leg.call.end_reason
         if reason is not None:
             # RFC 3326 §2: why the SBC, not a party, ended the session.
@@ -1321,7 +1329,9 @@ class B2bua:
     ) -> None:
         request = event.request
         response = make_response(request, 200)
-        response.headers.add("Contact", _contact(self._endpoint(leg.transport)))
+        response.headers.add(
+            "Contact", _contact(self._endpoint(leg.transport, leg.trunk))
+        )
         response.headers.add("Supported", ", ".join(SUPPORTED))
         if request.method == "INVITE" and leg.last_body_sent:
             response.headers.add("Content-Type", leg.last_content_type)
@@ -1347,7 +1357,7 @@ class B2bua:
         if other is None or other.closed or dialog is None:
             raise RequestPending("Request Pending")
         relayed = dialog.build_request(
-            request.method, self._via(self._endpoint(other.transport))
+            request.method, self._via(self._endpoint(other.transport, other.trunk))
         )
         copy_allowed_headers(
             request.headers, relayed.headers, self._allowed[other.trunk]
@@ -1420,7 +1430,7 @@ class B2bua:
             return False
         pending.last_rseq = rseq
         prack = dialog.build_request(
-            "PRACK", self._via(self._endpoint(pending.leg.transport))
+            "PRACK", self._via(self._endpoint(pending.leg.transport, pending.leg.trunk))
         )
         prack.headers.add("RAck", f"{rseq} {pending.request.cseq.number} INVITE")
         self._send_request(pending.leg, prack, Purpose.PRACK, now)
@@ -1460,7 +1470,9 @@ class B2bua:
         headers = relayed.headers
         success = 200 <= response.status < 300
         if success and request.method in ("INVITE", "UPDATE"):
-            headers.add("Contact", _contact(self._endpoint(source.transport)))
+            headers.add(
+                "Contact", _contact(self._endpoint(source.transport, source.trunk))
+            )
             headers.add("Supported", ", ".join(SUPPORTED))
             self._add_session_headers(source, relayed)
         copy_allowed_headers(response.headers, headers, self._allowed[source.trunk])
@@ -1514,7 +1526,9 @@ class B2bua:
         # An UPDATE without body refreshes without touching the media; a
         # peer without UPDATE gets a re-INVITE repeating our last offer.
         method = "UPDATE" if leg.peer_allows_update else "INVITE"
-        request = dialog.build_request(method, self._via(self._endpoint(leg.transport)))
+        request = dialog.build_request(
+            method, self._via(self._endpoint(leg.transport, leg.trunk))
+        )
         headers = request.headers
         headers.add("Supported", ", ".join(SUPPORTED))
         headers.add("Session-Expires", f"{interval or session.interval};refresher=uac")
@@ -1731,7 +1745,13 @@ class B2bua:
         if self._on_route is not None:
             self._on_route(call_id, side, trunk)
 
-    def _endpoint(self, transport: str) -> LocalEndpoint:
+    def _endpoint(self, transport: str, trunk: str | None = None) -> LocalEndpoint:
+        """Our Via/Contact address toward ``trunk``: its own listener of that
+        transport (an IPsec listener names the address inside the SA), else
+        the first listener of the transport."""
+        own = self._trunk_endpoints.get((trunk or "", transport.upper()))
+        if own is not None:
+            return own
         endpoint = self._endpoints.get(transport.upper())
         if endpoint is None:
             raise SipError("Service Unavailable: no listener", status_code=503)
@@ -1851,3 +1871,17 @@ def _call_record(call: Call, now: float) -> CallRecord:
         hangup_side=call.hangup_side,
         end_reason=call.end_reason,
     )
+
+
+def _trunk_endpoints(
+    config: Config, settings: B2buaSettings
+) -> dict[tuple[str, str], LocalEndpoint]:
+    """(trunk, transport) -> the trunk's first listener of that transport."""
+    by_listener = {e.listener: e for e in settings.listener_endpoints}
+    chosen: dict[tuple[str, str], LocalEndpoint] = {}
+    for trunk in config.trunks:
+        for name in trunk.listeners:
+            endpoint = by_listener.get(name)
+            if endpoint is not None:
+                chosen.setdefault((trunk.name, endpoint.transport.upper()), endpoint)
+    return chosen

@@ -83,18 +83,23 @@ class B2buaSettings:
     """Seconds a B-leg INVITE may go without a provisional or final response
     before it is cancelled (Timer C, RFC 3261 §16.6: more than 3 minutes
     is asked of proxies; 180 s is this SBC's default)."""
+    listener_endpoints: tuple[LocalEndpoint, ...] = ()
+    """Every listener's; a trunk's legs use its own listener's (the first of
+    the leg's transport), so a protected trunk's Via and Contact name the
+    address inside its SAs. Empty: ``endpoints`` serve every trunk."""
 
     @classmethod
     def from_config(cls, config: Config) -> B2buaSettings:
-        endpoints: dict[str, LocalEndpoint] = {}
-        for listener in config.listeners:
-            endpoints.setdefault(
-                listener.transport,
-                LocalEndpoint(
-                    listener.name,
-                    str(listener.address),
-                    listener.port,
-                    listener.transport.upper(),
-                ),
+        every = tuple(
+            LocalEndpoint(
+                listener.name,
+                str(listener.address),
+                listener.port,
+                listener.transport.upper(),
             )
-        return cls(tuple(endpoints.values()))
+            for listener in config.listeners
+        )
+        endpoints: dict[str, LocalEndpoint] = {}
+        for endpoint in every:
+            endpoints.setdefault(endpoint.transport, endpoint)
+        return cls(tuple(endpoints.values()), listener_endpoints=every)

@@ -121,12 +121,19 @@ def local_endpoints(
     opens them in that order); the first listener of a transport serves it.
     """
     endpoints: dict[str, LocalEndpoint] = {}
-    for listener, bound in zip(config.listeners, listening, strict=True):
-        transport = listener.transport.upper()
-        endpoints.setdefault(
-            transport, LocalEndpoint(listener.name, bound.host, bound.port, transport)
-        )
+    for endpoint in listener_endpoints(config, listening):
+        endpoints.setdefault(endpoint.transport, endpoint)
     return tuple(endpoints.values())
+
+
+def listener_endpoints(
+    config: Config, listening: Sequence[ListenSpec]
+) -> tuple[LocalEndpoint, ...]:
+    """Every listener's Via/Contact address, with bound ports, in order."""
+    return tuple(
+        LocalEndpoint(listener.name, bound.host, bound.port, bound.transport)
+        for listener, bound in zip(config.listeners, listening, strict=True)
+    )
 
 
 def arrival_listener(
@@ -168,6 +175,7 @@ def attach_call_engine(
     settings = dataclasses.replace(
         B2buaSettings.from_config(config),
         endpoints=local_endpoints(config, endpoint.listening),
+        listener_endpoints=listener_endpoints(config, endpoint.listening),
     )
     if no_answer_timeout is not None:
         settings = dataclasses.replace(settings, no_answer_timeout=no_answer_timeout)

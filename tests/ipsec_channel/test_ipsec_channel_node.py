@@ -35,7 +35,7 @@ from sbc.sdp import SessionDescription
 from sbc.secure import node_runtime
 from sbc.secure.runtime import SecureTrunks
 from sbc.sip.events import AckReceived, RequestReceived
-from sbc.sip.message import Response
+from sbc.sip.message import Headers, Request, Response, make_response
 from sbc.sip.parser import parse_message
 
 PSK = "loopback protected trunk"
@@ -63,13 +63,12 @@ def protected_side(me: str, peer: str, **extra: Any) -> dict[str, Any]:
 def sbc_config(me: str, peer: str, pbx_port: int) -> Config:
     """The protected side plus a PBX in clear whose calls go to the peer.
 
-    The IPsec listener comes first: the engine's Via and Contact name the
-    first UDP listener whatever the trunk (docs/sip-transport.md, known
-    limits), so the caller here sends ACK and BYE to the socket it used.
+    The clear listener comes first, so it is the first UDP listener: each
+    leg's Via and Contact must still name its own trunk's listener.
     """
     document = protected_side(me, peer)
-    document["listeners"].append(
-        {"name": "lo", "transport": "udp", "address": me, "port": pbx_port}
+    document["listeners"].insert(
+        0, {"name": "lo", "transport": "udp", "address": me, "port": pbx_port}
     )
     document["trunks"].append(
         {"name": "pbx", "kind": "pbx", "listeners": ["lo"],
@@ -126,6 +125,15 @@ async def final_response(caller: RtpPeer) -> Response:
             return message
 
 
+async def request_from(caller: RtpPeer, method: str) -> Request:
+    """The next ``method`` request the caller receives (responses skipped)."""
+    while True:
+        data, _ = await caller.receive()
+        message = parse_message(data)
+        if isinstance(message, Request) and message.method == method:
+            return message
+
+
 async def until(predicate: Any, timeout: float = 15.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
@@ -169,7 +177,7 @@ def test_call_to_protected_trunk_carries_sip_and_rtp_inside_its_sas():
             secure = node.secure
             assert secure is not None
             await until(lambda: secure.trunk_protection() == {"peer-trunk": "up"})
-            await _call(node, uas_user, far, caller, caller_rtp, (me, pbx_port))
+            await _call(node, uas, far, caller, caller_rtp, (me, pbx_port))
             await until(lambda: records.records)
             [record] = records.records
             assert record.ipsec, "the record names the SAs of the protected leg"
@@ -183,7 +191,8 @@ def test_call_to_protected_trunk_carries_sip_and_rtp_inside_its_sas():
     asyncio.run(asyncio.wait_for(scenario(), 90))
 
 
-async def _call(node, uas_user, far, caller, caller_rtp, sbc) -> None:
+async def _call(node, uas, far, caller, caller_rtp, sbc) -> None:
+    uas_user = uas.user
     offer = sdp(LOOPBACK, caller_rtp.address[1]).decode()
     caller.send(
         caller_request("INVITE", sbc, caller.address, branch="z9hG4bKn1", cseq="1",
@@ -194,9 +203,12 @@ async def _call(node, uas_user, far, caller, caller_rtp, sbc) -> None:
     # The B-leg INVITE arrived inside, offering relay ports in the channel.
     invite = (await uas_user.next(RequestReceived)).request
     offered = SessionDescription.parse(invite.body).media[0].port
-    assert invite.top_via.host == sbc[0] and invite.top_via.port == SIP_PORT
+    inside = f"{sbc[0]}:{SIP_PORT}"
+    assert f"{invite.top_via.host}:{invite.top_via.port}" == inside
+    assert invite.headers.get("Contact") == f"<sip:{inside}>"
     ok = await final_response(caller)
     assert ok.status == 200
+    assert ok.headers.get("Contact") == f"<sip:{sbc[0]}:{sbc[1]}>"
     a_port = SessionDescription.parse(ok.body).media[0].port
     to_tag = f";tag={ok.to_tag}"
     caller.send(
@@ -218,10 +230,15 @@ async def _call(node, uas_user, far, caller, caller_rtp, sbc) -> None:
     assert session.channels[Side.B] is not None and session.channels[Side.A] is None
     assert session.counters(Side.B).packets_sent == RTP_PACKETS
 
-    caller.send(
-        caller_request("BYE", sbc, caller.address, branch="z9hG4bKn3", cseq="2",
-                       to_tag=to_tag),
-        sbc,
-    )  # fmt: skip
-    assert (await uas_user.next(RequestReceived)).request.method == "BYE"
-    assert (await final_response(caller)).status == 200
+    # The far end hangs up toward the Contact it was given: inside the SA.
+    bye = Request("BYE", f"sip:{inside}", Headers([
+        ("Max-Forwards", "70"),
+        ("From", f"{invite.headers.get('To')};tag=uas1"),
+        ("To", str(invite.headers.get("From"))),
+        ("Call-ID", invite.call_id),
+        ("CSeq", "1 BYE"),
+    ]))  # fmt: skip
+    await uas.send_request(bye, (sbc[0], SIP_PORT), "UDP")
+    relayed = await request_from(caller, "BYE")
+    caller.send(make_response(relayed, 200).to_bytes(), sbc)
+    assert (await uas_user.final_response()).status == 200
