@@ -89,13 +89,19 @@ async def peer_again(a: Node, b: Node) -> Node:
     return again
 
 
+@contextlib.asynccontextmanager
+async def call_under_way() -> AsyncIterator[tuple[Node, Node, Call]]:
+    """Two nodes and a call whose first RTP from B reached A's clear side."""
+    async with trunk_pair() as (a, b), call_through(a, b) as call:
+        await until(lambda: is_up(a, "to-b"))
+        call.rtp_from(b, 1)
+        await call.heard(1)
+        yield a, b, call
+
+
 def test_call_outlives_a_short_sa_loss_and_its_media_resumes():
     async def scenario():
-        async with trunk_pair() as (a, b), call_through(a, b) as call:
-            await until(lambda: is_up(a, "to-b"))
-            call.rtp_from(b, 1)
-            await call.heard(1)
-
+        async with call_under_way() as (a, b, call):
             await b.secure.stop()
             await until(lambda: "to-b" in a.secure.unprotected)
             again = await peer_again(a, b)
@@ -113,11 +119,7 @@ def test_call_outlives_a_short_sa_loss_and_its_media_resumes():
 
 def test_call_silent_past_media_timeout_is_reported():
     async def scenario():
-        async with trunk_pair() as (a, b), call_through(a, b) as call:
-            await until(lambda: is_up(a, "to-b"))
-            call.rtp_from(b, 1)
-            await call.heard(1)
-
+        async with call_under_way() as (a, b, call):
             await b.secure.stop()
             await until(lambda: call.events, timeout=MEDIA_TIMEOUT + 3)
 
