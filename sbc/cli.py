@@ -8,12 +8,8 @@ command (the admin API, configuration checks) means adding one entry.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import logging
-import signal
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from sbc import __version__
 from sbc.io.settings import (
     DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_LISTEN,
     ListenSpec,
     ListenSpecError,
     TransportSettings,
@@ -32,8 +27,6 @@ from sbc.log import CLI_LOGGER, setup_logging
 
 if TYPE_CHECKING:
     from sbc.config.model import Config
-    from sbc.io.calls import ThreadedCdrWriter
-    from sbc.node import Node
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:8080"
@@ -111,10 +104,10 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         type=_listen_spec,
         metavar="TRANSPORT:HOST:PORT",
-        help="a static SIP listener besides those of the configuration: udp:, "
-        "tcp: or tls: then an IP address (IPv6 in brackets) and a port (0 picks "
-        "a free one; default 5060, 5061 for tls). Repeat for more. Without any "
-        "and without listeners in the configuration no SIP socket is opened.",
+        help="a static SIP listener besides those stored in the database (not "
+        "with --config): udp:, tcp: or tls: then an IP address (IPv6 in "
+        "brackets) and a port (0 picks a free one; default 5060, 5061 for "
+        "tls). Repeat for more. Without any, only stored listeners are opened.",
     )
     parser.add_argument(
         "--admin-listen",
@@ -215,6 +208,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         return 2
     config = None
     if args.config is not None:
+        if args.listen:
+            # Trunks know listeners by their names in the file.
+            sys.stderr.write("sbc serve: --listen cannot be used with --config\n")
+            return 2
         config = _load_config(args.config)
         if config is None:
             return 2
@@ -479,7 +476,7 @@ def _non_negative_float(text: str) -> float:
 COMMANDS: tuple[Command, ...] = (
     Command(
         "serve",
-        "run the node (SIP, media, IPsec) and the admin API until SIGINT or SIGTERM",
+        "run SIP, media, IPsec and the admin API until stopped",
         _serve_arguments,
         _run_serve,
     ),

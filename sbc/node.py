@@ -49,7 +49,7 @@ from sbc.b2bua.media import LegHome, MediaAnchor
 from sbc.b2bua.registration import Registered, RegistrationFailed, Unregistered
 from sbc.cdr import CallRecord
 from sbc.config.model import Config, Listener, Trunk
-from sbc.io.calls import listener_endpoints, local_endpoints
+from sbc.io.calls import local_endpoints
 from sbc.io.endpoint import SipEndpoint
 from sbc.io.ipsec_channel import ipsec_peers
 from sbc.io.media_glue import (
@@ -182,12 +182,13 @@ class NodeSettings:
     """Timer C of the call engine (None: the engine's default)."""
 
 
-_SocketKey = tuple[str, str, int, bool, Path | None, Path | None]
+_SocketKey = tuple[str, str, int, bool, Path | None, Path | None, str]
 
 
 def _socket_key(listener: Listener) -> _SocketKey:
     # Any change here means another socket; other fields (media address,
-    # SRTP) change only what the engines do with its calls.
+    # SRTP) change only what the engines do with its calls. Each listener
+    # asking for port 0 gets a socket of its own.
     return (
         listener.transport.upper(),
         str(listener.address),
@@ -195,6 +196,7 @@ def _socket_key(listener: Listener) -> _SocketKey:
         listener.ipsec,
         listener.tls_cert,
         listener.tls_key,
+        listener.name if listener.port == 0 else "",
     )
 
 
@@ -247,7 +249,6 @@ class Node:
         self._services: dict[str, TrunkServices] = {}
         self._status: dict[str, _TrunkStatus] = {}
         self._endpoints: tuple[LocalEndpoint, ...] = ()
-        self._listener_endpoints: tuple[LocalEndpoint, ...] = ()
         self._leg_setup: Callable[[str | None], LegSetup] | None = None
         self._leg_homes: LegHome | None = None
         self._trunk_policy = trunk_policy(self.config)
@@ -289,6 +290,7 @@ class Node:
             user = self.endpoint.user
             if isinstance(user, MediaFirstUser):
                 await user.close()
+                _log.info("media relay closed")
             if self.secure is not None:
                 await self.secure.stop()
             if self._close_cdr is not None:
@@ -429,9 +431,9 @@ class Node:
         }
         self._bound = plan.bound
         self._names = {spec: name for name, spec in plan.bound.items()}
-        listening = [plan.bound[item.name] for item in config.listeners]
-        self._endpoints = local_endpoints(config, listening)
-        self._listener_endpoints = listener_endpoints(config, listening)
+        self._endpoints = local_endpoints(
+            config, [plan.bound[item.name] for item in config.listeners]
+        )
         # Mesh peers run in the engines as the trunks derived from them.
         engines = with_mesh(config)
         self._trunk_policy = trunk_policy(engines)
@@ -463,9 +465,7 @@ class Node:
 
     def _engine_settings(self, config: Config) -> B2buaSettings:
         settings = dataclasses.replace(
-            B2buaSettings.from_config(config),
-            endpoints=self._endpoints,
-            listener_endpoints=self._listener_endpoints,
+            B2buaSettings.from_config(config), endpoints=self._endpoints
         )
         timeout = self.settings.no_answer_timeout
         if timeout is not None:

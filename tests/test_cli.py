@@ -66,6 +66,11 @@ def test_serve_help_documents_every_option():
         "--no-route-delay",
         "--data-dir",
         "--log-level",
+        "--no-answer-timeout",
+        "--admin-listen",
+        "--db",
+        "--node-name",
+        "--reconcile-interval",
     ):
         assert option in result.stdout
 
@@ -149,7 +154,7 @@ def test_serve_answers_then_stops_cleanly_on_signal(tmp_path, signum):
 
 def test_serve_default_data_dir_is_created_in_working_directory(tmp_path):
     process = subprocess.Popen(
-        [str(SBC), "serve", "--listen", "udp:127.0.0.1:0"],
+        [str(SBC), "serve", "--listen", "udp:127.0.0.1:0", "--admin-listen", "off"],
         cwd=tmp_path,
         stderr=subprocess.PIPE,
         text=True,

@@ -2,8 +2,10 @@
 
 The process logs ``listening on udp:127.0.0.1:40123`` for each listener; the
 helper waits for those lines and the ``serving`` line, so tests learn the
-ports without racing for them. Stopping sends SIGTERM and waits; a process
-that does not exit is killed, always.
+ports without racing for them. The admin API listens on an ephemeral port
+unless the test names ``--admin-listen``; its URL and the one-time admin
+password printed at first start are kept. Stopping sends SIGTERM and waits;
+a process that does not exit is killed, always.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from sbc.io.settings import ListenSpec, parse_listen_spec
 
 SBC = Path(sys.executable).with_name("sbc")
 _LISTENING = re.compile(r"listening on (\S+)")
+_ADMIN_API = re.compile(r"admin API on (http://\S+)/api/v1/docs")
+_PASSWORD = re.compile(r"one-time password .*: (\S+)$")
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 
@@ -33,6 +37,10 @@ class SbcProcess:
         self.data_dir = data_dir
         self.arguments = arguments
         self.listening: list[ListenSpec] = []
+        self.admin_url: str | None = None
+        """``http://127.0.0.1:PORT`` once the admin API listens."""
+        self.admin_password: str | None = None
+        """The one-time password of ``admin``, when this start created it."""
         self.lines: list[str] = []
         self.returncode: int | None = None
         self._process: subprocess.Popen[str] | None = None
@@ -47,6 +55,8 @@ class SbcProcess:
 
     def start(self) -> None:
         argv = [str(SBC), "serve", "--data-dir", str(self.data_dir), *self.arguments]
+        if "--admin-listen" not in self.arguments:
+            argv += ["--admin-listen", "127.0.0.1:0"]
         self._process = subprocess.Popen(
             argv,
             stdout=subprocess.DEVNULL,
@@ -72,6 +82,10 @@ class SbcProcess:
             match = _LISTENING.search(line)
             if match:
                 self.listening.append(parse_listen_spec(match.group(1)))
+            if found := _ADMIN_API.search(line):
+                self.admin_url = found.group(1)
+            if found := _PASSWORD.search(line.rstrip()):
+                self.admin_password = found.group(1)
             if text in line:
                 return line
         raise TimeoutError(
