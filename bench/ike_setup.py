@@ -86,9 +86,11 @@ if __package__ in (None, ""):
 
 from bench import esp_charon
 from bench.esp_lab import OUTER_A, OUTER_B, Helper, Lab, lab, stop
+from bench.esp_udp import check_prerequisites, cpu_model
 
 RESPONDER_CPU, GENERATOR_CPU = 1, 0
-INITIATOR_ID, RESPONDER_ID = "initiators.bench.example", "responder.bench.example"
+# The identities bench.esp_charon's PSK entry names.
+INITIATOR_ID, RESPONDER_ID = "a.bench.example", "b.bench.example"
 IKE_PROPOSAL, ESP_PROPOSAL = "aes128gcm16-prfsha256-x25519", "aes128gcm16"
 RESPONDER_TS, INITIATOR_NET = "10.2.0.0/24", "10.64.0.0/10"
 INITIATOR_BASE, INITIATOR_COUNT = "10.64.0.1", 4_000_000
@@ -405,58 +407,24 @@ if RESPONDER_TUNING not in STRONGSWAN_CONF:
     raise RuntimeError("bench.esp_charon's strongswan.conf changed shape")
 
 
-SWANCTL_CONF = """\
-connections {{
-  bench {{
-    version = 2
-    local_addrs = {local}
-    remote_addrs = %any
-    encap = yes
-    proposals = {ike}
-    local {{
-      auth = psk
-      id = {local_id}
-    }}
-    remote {{
-      auth = psk
-      id = {remote_id}
-    }}
-    children {{
-      net {{
-        local_ts = {local_ts}
-        remote_ts = {remote_ts}
-        mode = tunnel
-        esp_proposals = {esp}
-        rekey_time = 1h
-        life_time = 2h
-        rand_time = 0
-        start_action = none
-      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-bench {{
-    id-a = {local_id}
-    id-b = {remote_id}
-    secret = 0x{psk}
-  }}
-}}
-"""
+def swanctl_conf(psk: str) -> str:
+    """bench.esp_charon's connection, as a responder to anyone with our suite."""
+    text = esp_charon.SWANCTL_CONF.format(
+        local=OUTER_B, remote="%any", local_id=RESPONDER_ID, remote_id=INITIATOR_ID,
+        local_ts=RESPONDER_TS, remote_ts=INITIATOR_NET,
+        esp=esp_charon.ESP_PROPOSALS["AES_GCM_16_128"], psk=psk,
+    )  # fmt: skip
+    proposals = "proposals = aes128gcm16-prfsha256-ecp256"
+    if proposals not in text:
+        raise RuntimeError("bench.esp_charon's swanctl.conf changed shape")
+    return text.replace(proposals, f"proposals = {IKE_PROPOSAL}")
 
 
 def start_charon(lab: Lab, psk: str, directory: Path) -> subprocess.Popen[Any]:
     directory.mkdir(parents=True, exist_ok=True)
     conf = STRONGSWAN_CONF.format(plugins=esp_charon.PLUGINS, directory=directory)
     (directory / "strongswan.conf").write_text(conf)
-    swanctl = write_private(
-        directory / "swanctl.conf",
-        SWANCTL_CONF.format(
-            local=OUTER_B, ike=IKE_PROPOSAL, esp=ESP_PROPOSAL,
-            local_id=RESPONDER_ID, remote_id=INITIATOR_ID,
-            local_ts=RESPONDER_TS, remote_ts=INITIATOR_NET, psk=psk,
-        ),
-    )  # fmt: skip
+    swanctl = write_private(directory / "swanctl.conf", swanctl_conf(psk))
     (directory / "charon.vici").unlink(missing_ok=True)
     charon = esp_charon.start(lab.b, directory)
     # Every thread so far; threads started later inherit the mask.
@@ -671,13 +639,6 @@ LABELS = {
 }
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def best(rounds: list[Result]) -> Result:
     """The highest rate, a confirmed one if any round has one."""
     return max(rounds, key=lambda result: (result.confirmed, result.rate))
@@ -800,16 +761,6 @@ def scale(seconds: float | None) -> float | None:
 
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
-
-def check_prerequisites() -> None:
-    if os.geteuid() != 0:
-        sys.exit("needs root (network namespaces, charon)")
-    for tool in ("taskset", "swanctl", "ip"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} not found")
-    if not Path(esp_charon.CHARON).exists():
-        sys.exit(f"{esp_charon.CHARON} not found (Debian package strongswan-charon)")
 
 
 def main() -> None:
