@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import pylibsrtp
 import pytest
 from channel_helpers import (
     LOOPBACK,
@@ -34,6 +36,8 @@ from sbc.media import (
     MediaTimedOut,
     RemoteMedia,
     Side,
+    SrtpParameters,
+    SrtpSuite,
 )
 
 QUIET = 0.3
@@ -263,5 +267,34 @@ def test_b_leg_moved_inside_ipsec_and_back_to_its_sockets():
         clear_a.close()
         clear_b.close()
         planes.close()
+
+    run(scenario())
+
+
+def test_srtp_caller_bridged_to_plain_rtp_inside_ipsec():
+    # SDES on the clear leg, plain RTP inside the SA: the relay converts.
+    suite = SrtpSuite.AES_CM_128_HMAC_SHA1_80
+    caller_key, relay_key = os.urandom(30), os.urandom(30)
+    profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    caller_out = pylibsrtp.Session(
+        pylibsrtp.Policy(caller_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, profile)
+    )
+    caller_in = pylibsrtp.Session(
+        pylibsrtp.Policy(relay_key, pylibsrtp.Policy.SSRC_ANY_INBOUND, profile)
+    )
+
+    async def scenario():
+        async with protected_call() as call:
+            keys = SrtpParameters(suite, send_key=relay_key, receive_key=caller_key)
+            remote = RemoteMedia(LOOPBACK, call.clear.address[1], srtp=keys)
+            call.session.update_leg(Side.A, remote)
+
+            for n in range(10):
+                plain = rtp_packet(n, os.urandom(160))
+                call.clear.send(caller_out.protect(plain), call.a_port())
+                assert (await call.protected.receive())[0] == plain
+                reply = rtp_packet(n, os.urandom(160), ssrc=0x77)
+                call.protected.send(reply, call.b_port())
+                assert caller_in.unprotect((await call.clear.receive())[0]) == reply
 
     run(scenario())
