@@ -14,19 +14,15 @@ transactions to that destination at once, as for an unreachable host.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Protocol
 
 from sbc.io.addresses import Address
 from sbc.io.settings import ListenSpec
-from sbc.log import TRANSPORT_LOGGER
 
 if TYPE_CHECKING:
     from ipsec.dataplane import DataPlane
     from sbc.config.model import Config
-
-_log = logging.getLogger(TRANSPORT_LOGGER)
 
 _IPPROTO_UDP = 17
 

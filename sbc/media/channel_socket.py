@@ -52,6 +52,7 @@ class ChannelTransport(asyncio.DatagramTransport):
 
     def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
         if self._closing:
+            self._protocol.error_received(ChannelSendDropped("closed"))
             return
         drop = self._plane.send(
             self._host, addr[0], _IPPROTO_UDP, self._port, addr[1], bytes(data)
