@@ -290,9 +290,16 @@ class NodeProcess:
     """One ``sbc serve --config`` with its data directory and admin API."""
 
     def __init__(
-        self, name: str, config: Path, data_dir: Path, keylog: bool = False
+        self,
+        name: str,
+        config: Path,
+        data_dir: Path,
+        keylog: bool = False,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.name = name
+        self.wrapper = tuple(wrapper)
+        """A command the node runs under, e.g. ``ip netns exec NAME``."""
         self.config = config
         self.data_dir = data_dir
         self.admin = ("127.0.0.1", free_port())
@@ -327,17 +334,22 @@ class NodeProcess:
                 "SBC_IPSEC_KEYLOG": str(self.esp_keylog),
                 "SBC_IKE_KEYLOG": str(self.ike_keylog),
             }
-        argv = _sbc(
+        argv = [*self.wrapper, *_sbc(
             "serve", "--config", str(self.config), "--data-dir", str(self.data_dir),
             "--admin-listen", f"{self.admin[0]}:{self.admin[1]}",
             "--node-name", self.name,
-        )  # fmt: skip
+        )]  # fmt: skip
         with self.stderr.open("wb") as stderr:
             self.process = subprocess.Popen(
                 argv, stdout=subprocess.DEVNULL, stderr=stderr,
                 env=_child_environment(extra),
             )  # fmt: skip
-        _wait_for_text(self.stderr, " serving;", self.process)
+        self.wait_for(" serving;")
+
+    def wait_for(self, text: str) -> None:
+        """Until the node has logged ``text`` (DemoError after a while)."""
+        assert self.process is not None
+        _wait_for_text(self.stderr, text, self.process)
 
     def stop(self, signum: int = signal.SIGTERM) -> int | None:
         if self.process is None:
