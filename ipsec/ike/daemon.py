@@ -492,6 +492,37 @@ class IkeDaemon:
             self._after_step(sa, None)
         return affected
 
+    def unload(self, name: str) -> int:
+        """Forget connection ``name``: its traps go, its IKE_SAs are deleted
+        as :meth:`terminate` deletes them, and nothing starts it again.
+        Returns how many IKE_SAs were affected."""
+        self.uninstall_trap(name)
+        self.connections.pop(name, None)
+        return self.terminate(name)
+
+    def rekey(self, name: str, *, ike: bool = False) -> int:
+        """Rekey connection ``name`` now: its established IKE_SAs (``ike``,
+        RFC 7296 §1.3.2) or their CHILD_SAs (§1.3.3), make-before-break as
+        timed rekeys are. Returns how many rekeys started."""
+        started = 0
+        now = self.loop.time()
+        for sa in self.ike_sas(name):
+            if sa.engine.state is not IkeSaState.ESTABLISHED:
+                continue
+            spis = [None] if ike else [c.inbound_spi for c in sa.children]
+            for spi in spis:
+                try:
+                    if spi is None:
+                        sa.engine.rekey_ike_sa(now)
+                    else:
+                        sa.engine.rekey_child_sa(spi.to_bytes(4, "big"), now)
+                except RuntimeError as state:
+                    logger.debug("%s: cannot rekey now: %s", sa.label, state)
+                    continue
+                started += 1
+            self._after_step(sa, None)
+        return started
+
     def ike_sas(self, name: str | None = None) -> list[ManagedIkeSa]:
         """The live IKE_SAs, of one connection or of all."""
         return [sa for sa in self.manager if name in (None, sa.connection.name)]
