@@ -33,9 +33,10 @@ from sbc import __version__
 from sbc.config.model import Config
 from sbc.log import CLI_LOGGER
 from sbc.node import Node, NodeSettings
+from sbc.secure import node_runtime
 
 if TYPE_CHECKING:
-    from sbc.io.calls import ThreadedCdrWriter
+    from sbc.cdr import CallRecord
     from web.app import AdminState
     from web.reconciler import Reconciler
 
@@ -106,8 +107,12 @@ async def serve(options: ServeOptions, state: AdminState) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    records = _call_records(options.data_dir)
-    node = _new_node(options, records)
+    records = _CallRecords(options, state)
+    node = Node(
+        options.node, records, secure_runtime=node_runtime, close_cdr=records.close
+    )
+    state.health_checks = {"cdr_writer": records.database.writer.healthy}
+    state.snapshot = records.database.snapshot_with(node.snapshot)
     try:
         reconciler = await _start_node(options, state, node)
         async with _admin_api(options, state) as api:
@@ -130,22 +135,31 @@ async def serve(options: ServeOptions, state: AdminState) -> int:
     return 0
 
 
-def _call_records(data_dir: Path) -> ThreadedCdrWriter:
-    """Finished calls to ``DATA_DIR/cdr.jsonl``, fsynced off the loop."""
-    from sbc.cdr import CdrWriter
-    from sbc.io.calls import ThreadedCdrWriter
+class _CallRecords:
+    """Each finished call to the database (`web.services.cdrs`, counted for
+    the metrics) and to ``DATA_DIR/cdr.jsonl``; both write off the loop."""
 
-    # Records are stamped with the loop's clock; the file gets Unix times.
-    offset = time.time() - asyncio.get_running_loop().time()
-    return ThreadedCdrWriter(CdrWriter.in_data_dir(data_dir), offset)
+    def __init__(self, options: ServeOptions, state: AdminState) -> None:
+        from sbc.cdr import CdrWriter
+        from sbc.io.calls import ThreadedCdrWriter
+        from web.services.cdrs import CallRecords
 
+        # Records are stamped with the loop's clock; stored as Unix times.
+        offset = time.time() - asyncio.get_running_loop().time()
+        self.database = CallRecords(
+            state.sessions, options.data_dir, node=options.node_name,
+            clock_offset=offset,
+        )  # fmt: skip
+        self.file = ThreadedCdrWriter(CdrWriter.in_data_dir(options.data_dir), offset)
 
-def _new_node(options: ServeOptions, records: ThreadedCdrWriter) -> Node:
-    from sbc.secure import node_runtime
+    def write(self, record: CallRecord) -> None:
+        self.database.sink.write(record)
+        self.file.write(record)
 
-    return Node(
-        options.node, records, secure_runtime=node_runtime, close_cdr=records.close
-    )
+    def close(self) -> None:
+        """Wait for both to store what is queued (blocks: off the loop)."""
+        self.database.close()
+        self.file.close()
 
 
 async def _start_node(
@@ -159,7 +173,6 @@ async def _start_node(
     except OSError as exc:
         raise ServeError(f"cannot listen: {exc}") from None
     state.runtime = node
-    state.snapshot = node.snapshot
     reconciler = Reconciler(
         node, state.sessions, state.box, node_name=options.node_name,
         base=options.config, interval=options.reconcile_interval,
