@@ -209,8 +209,16 @@ def database_url(data_dir: Path, url: str | None = None) -> str:
     return f"sqlite:///{(data_dir / 'sbc.db').resolve()}"
 
 
+CONNECT_TIMEOUT = 10
+"""Seconds a PostgreSQL connection attempt may take: a database host that
+drops packets must fail the health check and the CDR commit, not hang them."""
+
+
 def make_engine(url: str) -> Engine:
-    engine = create_engine(url, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         _sqlite_foreign_keys(engine)
     return engine
