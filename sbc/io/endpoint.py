@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sbc.io.addresses import Address, format_host_port, is_ip_literal
 from sbc.io.counters import DropReason, SipCounters, TransportCounters
-from sbc.io.ipsec_channel import ChannelCounters, ChannelListener, ChannelUnavailable
+from sbc.io.ipsec_channel import (
+    NOT_UDP,
+    ChannelCounters,
+    ChannelListener,
+    ChannelUnavailable,
+)
 from sbc.io.routing import (
     client_via,
     request_transport,
@@ -227,6 +232,8 @@ class SipEndpoint:
         chosen = request_transport(size, transport)
         if destination[0] in self._channel_by_host:
             # Only UDP is carried inside IPsec; IP fragments the large ones.
+            if transport != "UDP":
+                raise OSError(f"{transport} to {destination[0]}: only UDP inside IPsec")
             chosen = transport
         connection_local = None
         if chosen in _STREAMS:
@@ -497,6 +504,10 @@ class SipEndpoint:
         self._messages.sent(data, destination, transport)
         if transport == "UDP":
             self._send_udp(data, destination)
+        elif destination[0] in self._channel_by_host:
+            # A stream to a host reached inside IPsec would cross in clear.
+            self.ipsec_counters.drops[NOT_UDP] += 1
+            self._transport_failed(destination, transport, "only UDP inside IPsec")
         elif transport in _STREAMS:
             self._send_stream(data, destination, transport)
         else:

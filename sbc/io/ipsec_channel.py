@@ -28,6 +28,8 @@ _IPPROTO_UDP = 17
 
 LISTENER_CLOSED = "listener_closed"
 """The drop reason of a send through an IPsec listener closed meanwhile."""
+NOT_UDP = "not_udp"
+"""The drop reason of a TCP or TLS message for a host reached inside IPsec."""
 
 
 class ChannelUnavailable(OSError):

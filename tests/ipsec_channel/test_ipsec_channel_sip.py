@@ -282,3 +282,28 @@ def test_ipsec_peers_replaced_while_serving():
             assert answered.call_id == "options-3" and answered.status == 200
 
     run(scenario())
+
+
+def test_stream_to_protected_host_refused_never_connected():
+    # A target configured with tcp on a protected trunk must not open a
+    # clear connection (transport mode: a leak would reach lo).
+    async def scenario():
+        async with protected_endpoints(Mode.TRANSPORT) as ends:
+            request, destination = options_to(ends.uas_address)
+
+            with pytest.raises(OSError, match="only UDP inside IPsec"):
+                await ends.sbc.send_request(request, destination, "TCP")
+
+            request, destination = options_to(ends.uas_address, "options-2")
+            host, port = ends.sbc_address
+            request.headers.prepend(
+                "Via", f"SIP/2.0/TCP {host}:{port};branch=z9hG4bKt1"
+            )
+            loop = asyncio.get_running_loop()
+            ends.sbc.transactions.send_request(request, destination, "TCP", loop.time())
+            ends.sbc.wake()
+            await ends.sbc_user.next(TransportErrorOccurred, timeout=1.0)
+            assert ends.sbc.snapshot()["ipsec"]["drop.not_udp"] == 1
+            assert ends.sbc.open_connections == 0
+
+    run(scenario())
