@@ -288,10 +288,15 @@ class SecureTrunks:
     def renew(self, trunk: str) -> int:
         """New keys for every SA of ``trunk``, make-before-break: each IKE_SA
         is reauthenticated (new IKE_SA and CHILD_SA, then the old ones
-        deleted). The daemon has no on-demand CREATE_CHILD_SA rekey, and
-        this renews more than one would. Returns how many started."""
+        deleted). Returns how many started."""
         daemon = self._running()
         return sum(daemon.reauthenticate(name) for name in self._names_of(trunk))
+
+    def rekey(self, trunk: str, *, ike: bool = False) -> int:
+        """Rekey the CHILD_SAs of ``trunk`` now (or, with ``ike``, its
+        IKE_SAs), make-before-break. Returns how many rekeys started."""
+        daemon = self._running()
+        return sum(daemon.rekey(name, ike=ike) for name in self._names_of(trunk))
 
     # -- views -----------------------------------------------------------
 
@@ -353,13 +358,14 @@ class SecureTrunks:
         return {"ike": ike, "ipsec": plane.stats()}
 
     async def tunnel_action(self, name: str, action: str) -> None:
-        """``initiate``, ``terminate`` or ``rekey`` (:meth:`renew`) the
-        IPsec of trunk or mesh peer ``name``; LookupError for an
-        unprotected name, ValueError for another action."""
+        """``initiate``, ``terminate`` or ``rekey`` (its CHILD_SAs, with a
+        CREATE_CHILD_SA exchange each) the IPsec of trunk or mesh peer
+        ``name``; LookupError for an unprotected name, ValueError for
+        another action."""
         actions: dict[str, Callable[[str], int]] = {
             "initiate": self.initiate,
             "terminate": self.terminate,
-            "rekey": self.renew,
+            "rekey": self.rekey,
         }
         if action not in actions:
             raise ValueError(f"unknown tunnel action {action!r}")
@@ -532,12 +538,9 @@ class SecureTrunks:
         self._tracker.configure((c.trunk, name) for name, c in connections.items())
 
     def _unload(self, daemon: IkeDaemon, name: str) -> None:
-        # Dropped from the daemon's table first, so that neither a peer's
-        # IKE_SA_INIT nor a DPD restart brings it back.
-        daemon.connections.pop(name, None)
         self._cancel_retry(name)
         self._held.discard(name)
-        daemon.terminate(name)
+        daemon.unload(name)
 
     def _renew(self, daemon: IkeDaemon, definition: ConnectionDefinition) -> None:
         """Run a changed definition. On the side that starts the connection,

@@ -366,3 +366,32 @@ def test_start_on_a_taken_port_raises_and_can_be_retried():
         await secure.stop()
 
     run(scenario())
+
+
+def test_rekey_action_replaces_the_child_sa_and_keeps_the_ike_sa():
+    async def scenario():
+        async with trunk_pair() as (a, b):
+            await until(lambda: is_up(a, "to-b") and is_up(b, "to-a"))
+            [before] = a.secure.sa_views("to-b")
+            [old_child] = before.children
+
+            await a.secure.tunnel_action("to-b", "rekey")
+
+            def rekeyed():
+                views = a.secure.sa_views("to-b")
+                return (
+                    len(views) == 1
+                    and [c.inbound_spi for c in views[0].children]
+                    not in ([], [old_child.inbound_spi])
+                    and len(views[0].children) == 1
+                )
+
+            await until(rekeyed)
+            echoed = await round_trip(a, b, b"after the rekey action")
+
+            [after] = a.secure.sa_views("to-b")
+            assert (after.spi_i, after.spi_r) == (before.spi_i, before.spi_r)
+            assert echoed == b"after the rekey action"
+            assert is_up(a, "to-b")
+
+    run(scenario())
