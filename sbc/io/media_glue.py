@@ -280,9 +280,10 @@ class MediaFirstUser:
                 streams=_stream_count(request.body),
                 ipsec=setup.ipsec,
             )
-        except (PortsExhausted, OSError) as exc:
-            # No ports (or a media address not on this host): 503 lets the
-            # caller try another SBC (RFC 3261 §21.5.4).
+        except (PortsExhausted, OSError, ValueError) as exc:
+            # No ports, a media address not on this host, or a leg inside
+            # IPsec with no data plane: 503 lets the caller try another SBC
+            # (RFC 3261 §21.5.4).
             self._held.discard(request.call_id)
             self._arrival.forget(event)
             _log.warning("call %s: no media ports: %s", request.call_id, exc)

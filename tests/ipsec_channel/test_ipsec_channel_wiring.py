@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -19,10 +20,13 @@ from sbc.b2bua.call import Side as CallSide
 from sbc.b2bua.media import MediaAnchor
 from sbc.config.loader import parse_config
 from sbc.io.ipsec_channel import ipsec_peers
-from sbc.io.media_glue import leg_homes
+from sbc.io.media_glue import ArrivalMemo, LegSetup, MediaFirstUser, leg_homes
 from sbc.media import MediaRelay, MediaSettings, Side
 from sbc.sdp import LegPolicy, SessionDescription
 from sbc.sip.errors import SipError
+from sbc.sip.parser import parse_message
+from sbc.sip.timers import TimerValues
+from sbc.sip.transaction import TransactionLayer
 
 CONFIG = """\
 ipsec:
@@ -134,3 +138,47 @@ def test_b_leg_without_ports_inside_refuses_the_trunk_with_503():
         planes.close()
 
     run(scenario())
+
+
+INVITE = (
+    b"INVITE sip:+15550100@192.0.2.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 198.51.100.7:5060;received=198.51.100.7;branch=z9hG4bKw1\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"From: <sip:+15550101@carrier.test>;tag=c1\r\n"
+    b"To: <sip:+15550100@sbc.test>\r\n"
+    b"Call-ID: wiring-1\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def test_call_on_ipsec_listener_without_data_plane_refused_503():
+    # The relay cannot carry the A-leg inside IPsec: the call is refused
+    # (503, try another SBC) rather than held or relayed in clear.
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        layer = TransactionLayer(TimerValues())
+        request = parse_message(INVITE)
+        layer.receive_request(request, ("198.51.100.7", 5060), "UDP", loop.time())
+        event = layer.next_event()
+        relay = relay_for_nothing()
+        policies = (LegPolicy(), LegPolicy())
+        user = MediaFirstUser(
+            None, layer, MediaAnchor(os.urandom), relay,  # type: ignore[arg-type]
+            lambda name: LegSetup((LOOPBACK, LOOPBACK), policies, (True, False)),
+            ArrivalMemo(lambda event: "sec"), wake=lambda: None,
+        )  # fmt: skip
+
+        user.handle_event(event, loop.time())
+        await asyncio.sleep(0.1)
+
+        sent = [t.data.split(b"\r\n", 1)[0] for t in layer.datagrams_to_send()]
+        assert b"SIP/2.0 503 Service Unavailable" in sent
+        assert relay.sessions == {}
+
+    run(scenario())
+
+
+def relay_for_nothing() -> MediaRelay:
+    low, high = worker_port_range()
+    return MediaRelay(MediaSettings(port_min=low, port_max=high))
