@@ -157,6 +157,8 @@ class Call:
     attempts: list[Leg] = field(default_factory=list)
     """Every B-leg tried, the current one last."""
     finished: bool = False
+    merge_key: tuple[str, str | None, int] | None = None
+    """Call-ID, From tag and CSeq of the A-leg INVITE (RFC 3261 §8.2.2.2)."""
 
     @property
     def legs(self) -> tuple[Leg, ...]:

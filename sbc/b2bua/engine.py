@@ -581,7 +581,8 @@ class B2bua:
         call.a = a
         self._legs[(a.call_id, a.local_tag)] = a
         self._invites[event.key] = call
-        self._merged[_merge_key(request)] = event.key
+        call.merge_key = _merge_key(request)
+        self._merged[call.merge_key] = event.key
         self._calls.add(call)
         _log.debug("call %s from trunk %s: %s", a.call_id, trunk, call.called_e164)
 
@@ -1646,8 +1647,8 @@ class B2bua:
         self._relays.pop(key, None)
         call = self._invites.pop(key, None)
         if call is not None:
-            merge = _merge_key(call.a.invite)
-            if self._merged.get(merge) == key:
+            merge = call.merge_key
+            if merge is not None and self._merged.get(merge) == key:
                 del self._merged[merge]
 
     def _maybe_finish(self, call: Call, now: float) -> None:
@@ -1656,6 +1657,9 @@ class B2bua:
         call.finished = True
         for leg in call.legs:
             leg.cancel_timers()
+            # Kept 64*T1 for late requests and retransmissions, which rarely
+            # come: their typed headers are parsed again if one does.
+            leg.invite.headers.forget_typed()
         # The legs stay findable for 64*T1, so that a BYE crossing ours still
         # gets 200 and a late request gets 481 rather than a new call.
         linger = now + 64 * self._layer.timers.t1

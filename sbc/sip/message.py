@@ -290,6 +290,15 @@ class Headers:
     def copy(self) -> Headers:
         return Headers._from_parsed(list(self._fields))
 
+    def forget_typed(self) -> None:
+        """Drop the typed values read so far; a later read parses again.
+
+        For a message kept long after its last reading (a finished call's
+        INVITE waits out 64*T1): the raw fields are all it needs meanwhile,
+        and the garbage collector need not walk its parsed values.
+        """
+        self._parsed.clear()
+
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False

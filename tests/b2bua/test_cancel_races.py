@@ -163,3 +163,24 @@ def test_retransmitted_2xx_is_acked_again_with_the_same_ack():
     assert len(lab.callee.acks) == 2
     assert lab.callee.acks[0].to_bytes() == lab.callee.acks[1].to_bytes()
     assert lab.requests_between(SBC, CALLEE, "BYE") == []
+
+
+def test_c12_fork_2xx_after_the_call_ended_is_acked_and_byed():
+    # The finished call's INVITEs have dropped their typed headers while
+    # they wait out 64*T1; a late fork's 2xx makes the engine read them again.
+    lab = Lab()
+    call = answer_call(lab)
+    invite = lab.callee.last("INVITE")
+    lab.caller.send_in_dialog(next(iter(call.dialogs.values())), "BYE")
+    lab.run()
+    assert lab.engine.active_calls == 0
+
+    lab.callee.respond(invite, 200, tag="late", body=ANSWER)
+    lab.run()
+
+    assert [ack.to_tag for ack in lab.callee.acks][-1] == "late"
+    byes = [e.request for e in lab.callee.requests if e.request.method == "BYE"]
+    assert byes[-1].to_tag == "late"
+    assert byes[-1].call_id == invite.request.call_id
+    assert lab.caller.methods() == []
+    lab.assert_clean()
