@@ -45,7 +45,7 @@ confirming trial; and setup latency (IKE_SA_INIT sent to IKE_AUTH
 answered, as the generator sees it) at MODEST_RATE and at the top rate.
 Last, a fresh responder gets setups at STEADY_RATE that are left
 established, and its resident memory growth per IKE_SA + CHILD_SA held is
-reported.
+reported, then its CPU per setup at STEADY_RATE while it holds them.
 The generator may itself be the limit: then the figure is marked, and the
 table gives its share of CPU 0 at the top rate.
 
@@ -54,7 +54,8 @@ much less). Each responder is measured in every round (two by default),
 in alternating order; every round is printed, and the comparison takes
 each responder's best round and its least disturbed modest-rate latency.
 ``--profile-rate R`` instead runs one trial against our responder under
-cProfile and prints where its time goes.
+cProfile and prints where its time goes (``--profile-held N``: after
+leaving N IKE_SAs established).
 """
 
 from __future__ import annotations
@@ -250,7 +251,10 @@ class Rig:
     generator: Helper
     responder: Responder
 
-    def trial(self, rate: float, seconds: float, *, hold: bool = False) -> Trial:
+    def trial(
+        self, rate: float, seconds: float, *, hold: bool = False, keep: bool = False
+    ) -> Trial:
+        """One trial; an unclean one restarts the responder unless ``keep``."""
         cpu_before = self.responder.cpu()
         generator_before = process_cpu(self.generator.process.pid)
         command = f"run {rate} {seconds}{' hold' if hold else ''}"
@@ -269,7 +273,7 @@ class Rig:
             self.responder.resident_kib(),
         )
         log(trial.describe())
-        if not trial.clean:
+        if not trial.clean and not keep:
             self.responder.restart()
         time.sleep(0.3)  # let the last Deletes settle
         return trial
@@ -295,6 +299,8 @@ class Result:
     """Setups at STEADY_RATE left established on a fresh responder."""
     held_kib: float | None = None
     """The responder's resident memory growth per held IKE_SA + CHILD_SA."""
+    crowded: Trial | None = None
+    """Like ``steady``, but with the ``held`` IKE_SAs still in place."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -304,6 +310,10 @@ class Result:
     @property
     def steady_cpu_per_setup(self) -> float | None:
         return per_setup(self.steady, "cpu_seconds")
+
+    @property
+    def crowded_cpu_per_setup(self) -> float | None:
+        return per_setup(self.crowded, "cpu_seconds")
 
     @property
     def generator_cpu_per_setup(self) -> float | None:
@@ -554,7 +564,16 @@ def measure_one(rig: Rig, arguments: argparse.Namespace, start_rate: float) -> R
     result = search(rig, start_rate, arguments.seconds, arguments.confirm_seconds)
     result.modest, result.steady = modest, steady
     log(f"  held, not deleted, at {STEADY_RATE:.0f}/s")
-    result.held, result.held_kib = hold(rig, arguments.confirm_seconds)
+    result.held, result.held_kib = hold(rig, 2 * arguments.confirm_seconds)
+    log(f"  CPU per setup at {STEADY_RATE:.0f}/s while those are held")
+    result.crowded = rig.trial(STEADY_RATE, arguments.confirm_seconds, keep=True)
+    for label, trial in (("holding", result.held), ("while held", result.crowded)):
+        if not trial.clean:
+            outcome = trial.outcome
+            result.notes.append(
+                f"{label}: {outcome['completed']} of {outcome['started']} set up, "
+                f"p95 {ms(outcome['p95'])} ms"
+            )
     return result
 
 
@@ -563,7 +582,7 @@ def hold(rig: Rig, seconds: float) -> tuple[Trial, float | None]:
     rig.responder.restart()
     time.sleep(0.5)
     before = rig.responder.resident_kib()
-    trial = rig.trial(STEADY_RATE, seconds, hold=True)
+    trial = rig.trial(STEADY_RATE, seconds, hold=True, keep=True)
     after = trial.resident_kib
     if before is None or after is None or not trial.outcome["completed"]:
         return trial, None
@@ -616,26 +635,36 @@ def measure(arguments: argparse.Namespace) -> dict[str, list[Result]]:
     return results
 
 
-def profile_ours(rate: float, seconds: float, keep: Path | None) -> None:
-    """One trial against our responder under cProfile; the top functions."""
+def profile_ours(arguments: argparse.Namespace) -> None:
+    """One trial against our responder under cProfile; the top functions.
+
+    With ``--profile-held N``, N setups are first left established (and
+    profiled too), to show what grows with the number of IKE_SAs held.
+    """
+    rate, seconds, held = arguments.profile_rate, arguments.confirm_seconds, 0
     with bench_lab() as (the_lab, load, psk, directory):
         profile = directory / "responder.prof"
         responder = Responder(starter("ours", the_lab, psk, directory, profile))
+        rig = Rig(load, responder)
         try:
-            trial = Rig(load, responder).trial(rate, seconds)
+            if arguments.profile_held:
+                held_seconds = arguments.profile_held / STEADY_RATE
+                trial = rig.trial(STEADY_RATE, held_seconds, hold=True, keep=True)
+                held = trial.outcome["completed"]
+            trial = rig.trial(rate, seconds, keep=True)
         finally:
             stop(responder.process)  # SIGTERM: the responder writes its profile
-        if keep is not None:
-            shutil.copy(profile, keep)
+        if arguments.profile_output is not None:
+            shutil.copy(profile, arguments.profile_output)
         statistics = pstats.Stats(str(profile))
-        print(f"{trial.started} setups at {rate:.0f}/s under cProfile")
+        print(f"{trial.started} setups at {rate:.0f}/s, {held} held, under cProfile")
         statistics.sort_stats("tottime").print_stats(35)
         statistics.sort_stats("cumulative").print_stats(45)
 
 
 LABELS = {
-    "ours": "ours (IkeDaemon + DataPlane, uvloop)",
-    "strongswan": "strongSwan charon 5.9 (kernel-libipsec)",
+    "ours": "ours: IkeDaemon + DataPlane",
+    "strongswan": "strongSwan 5.9 charon",
 }
 
 
@@ -658,10 +687,10 @@ def steady_cpu(rounds: list[Result]) -> float | None:
 
 
 HEADER = (
-    f"{'responder (a row per round)':<40} {'setups/s':>9} "
+    f"{'responder (a row per round)':<28} {'setups/s':>9} "
     f"{f'CPU ms @{STEADY_RATE:.0f}/s':>13} {'CPU ms @top':>11} "
     f"{f'lat@{MODEST_RATE:.0f}/s med/p95':>18} {'lat@top med/p95':>16} "
-    f"{'RSS MiB':>7} {'KiB/held':>8} {'gen busy':>8}"
+    f"{'RSS MiB':>7} {'KiB/held':>8} {'CPU ms held':>11} {'gen busy':>8}"
 )
 
 
@@ -675,6 +704,7 @@ def report(
     print(f"suite: {IKE_PROPOSAL} (IKE), {ESP_PROPOSAL} (ESP), PSK; Delete after setup")
     print("CPU: the responder's user + system time per setup; latencies in ms;")
     print("KiB/held: resident memory growth per IKE_SA + CHILD_SA left established;")
+    print(f"CPU ms held: CPU per setup at {STEADY_RATE:.0f}/s while those are held;")
     print("* = the highest clean search rate, not confirmed by a longer trial")
     print()
     print(HEADER)
@@ -718,10 +748,11 @@ def row(name: str, result: Result) -> str:
     rate = f"{result.rate:.0f}{'' if result.confirmed else '*'}"
     notes = f"  ({', '.join(result.notes)})" if result.notes else ""
     return (
-        f"{LABELS[name]:<40} {rate:>9} {cpu(result.steady_cpu_per_setup):>13} "
+        f"{LABELS[name]:<28} {rate:>9} {cpu(result.steady_cpu_per_setup):>13} "
         f"{cpu(result.cpu_per_setup):>11} {latency(result.modest):>18} "
         f"{latency(top):>16} {'-' if rss is None else f'{rss / 1024:.0f}':>7} "
         f"{'-' if held is None else f'{held:.1f}':>8} "
+        f"{cpu(result.crowded_cpu_per_setup):>11} "
         f"{percent(top.generator_busy if top else None):>8}{notes}"
     )
 
@@ -745,6 +776,8 @@ def as_json(result: Result) -> dict[str, Any]:
         "latency_top": latency(top),
         "resident_kib": top.resident_kib if top else None,
         "held_setups": result.held.outcome["completed"] if result.held else None,
+        "cpu_ms_per_setup_while_held": scale(result.crowded_cpu_per_setup),
+        "crowded_trial_clean": result.crowded.clean if result.crowded else None,
         "resident_kib_per_held_setup": round(result.held_kib, 2)
         if result.held_kib is not None
         else None,
@@ -779,6 +812,9 @@ def main() -> None:
         type=float,
         help="instead: profile our responder in one trial at this rate",
     )
+    parser.add_argument(
+        "--profile-held", type=int, default=0, help="with --profile-rate: hold first"
+    )
     parser.add_argument("--profile-output", type=Path, help="keep the pstats file")
     parser.add_argument("--responder", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -795,9 +831,7 @@ def main() -> None:
     )
     check_prerequisites()
     if arguments.profile_rate:
-        profile_ours(
-            arguments.profile_rate, arguments.confirm_seconds, arguments.profile_output
-        )
+        profile_ours(arguments)
         return
     load_before = uptime()
     began = time.strftime("%Y-%m-%d %H:%M:%S %Z")
