@@ -41,7 +41,6 @@ from web.schemas import (
     UserUpdate,
 )
 from web.services import audit, config, users
-from web.services.runtime import NodeRuntime
 from web.services.errors import (
     Forbidden,
     Invalid,
@@ -49,6 +48,7 @@ from web.services.errors import (
     ServiceError,
     Unauthorized,
 )
+from web.services.runtime import NodeRuntime
 from web.services.users import Role
 
 API_PREFIX = "/api/v1"
