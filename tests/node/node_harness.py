@@ -114,6 +114,24 @@ async def start_sipp(argv: list[str], workdir: Path) -> asyncio.subprocess.Proce
     )
 
 
+async def start_call(
+    sipp: str, lab: Lab, workdir: Path, hold_ms: int
+) -> tuple[asyncio.subprocess.Process, asyncio.subprocess.Process]:
+    """A SIPp UAS on the callee's port, then one call from a SIPp UAC that
+    hangs up ``hold_ms`` after the answer; (callee, caller)."""
+    callee = await start_sipp(
+        sipp_argv(sipp, "uas", lab.callee_port, "-m", "1"), workdir / "uas"
+    )
+    caller = await start_sipp(
+        sipp_argv(
+            sipp, "uac", lab.caller_port, "-m", "1", "-d", str(hold_ms),
+            "-s", "15550100", f"{HOST}:{lab.sbc_port}",
+        ),
+        workdir / "uac",
+    )  # fmt: skip
+    return callee, caller
+
+
 async def finish_sipp(process: asyncio.subprocess.Process) -> tuple[int, str]:
     """Wait for SIPp within the deadline (killed past it); code and output."""
     try:

@@ -22,8 +22,7 @@ from node_harness import (
     invite_status,
     new_node,
     request_status,
-    sipp_argv,
-    start_sipp,
+    start_call,
     wait_until,
 )
 
@@ -56,16 +55,7 @@ def test_apply_live_adds_changes_and_deletes_trunks_while_a_call_continues(tmp_p
         node = new_node(records)
         events = node.subscribe()
         await node.start(config_of(first))
-        callee = await start_sipp(
-            sipp_argv(sipp, "uas", lab.callee_port, "-m", "1"), tmp_path / "uas"
-        )
-        caller = await start_sipp(
-            sipp_argv(
-                sipp, "uac", lab.caller_port, "-m", "1", "-d", "3000",
-                "-s", "15550100", f"{HOST}:{lab.sbc_port}",
-            ),
-            tmp_path / "uac",
-        )  # fmt: skip
+        callee, caller = await start_call(sipp, lab, tmp_path, 3000)
         await wait_until(lambda: [c.state for c in node.calls()] == ["Answered"])
         call_before = node.calls()[0]
 
@@ -139,16 +129,7 @@ def test_failed_apply_leaves_listeners_trunks_and_calls_as_they_were(tmp_path):
         after = (node.config, list(node.endpoint.listening), node.trunks())
 
         # The engines still route as before the refused change.
-        callee = await start_sipp(
-            sipp_argv(sipp, "uas", lab.callee_port, "-m", "1"), tmp_path / "uas"
-        )
-        caller = await start_sipp(
-            sipp_argv(
-                sipp, "uac", lab.caller_port, "-m", "1", "-d", "100",
-                "-s", "15550100", f"{HOST}:{lab.sbc_port}",
-            ),
-            tmp_path / "uac",
-        )  # fmt: skip
+        callee, caller = await start_call(sipp, lab, tmp_path, 100)
         caller_result = await finish_sipp(caller)
         await finish_sipp(callee)
         await node.stop()
@@ -208,16 +189,7 @@ def test_disabled_trunk_gets_503_and_draining_waits_for_its_last_call(tmp_path):
         refused = await invite_status(lab.sbc_port, "disabled-1")
         node.set_trunk_mode("caller", TrunkMode.ENABLED)
 
-        callee = await start_sipp(
-            sipp_argv(sipp, "uas", lab.callee_port, "-m", "1"), tmp_path / "uas"
-        )
-        caller = await start_sipp(
-            sipp_argv(
-                sipp, "uac", lab.caller_port, "-m", "1", "-d", "2000",
-                "-s", "15550100", f"{HOST}:{lab.sbc_port}",
-            ),
-            tmp_path / "uac",
-        )  # fmt: skip
+        callee, caller = await start_call(sipp, lab, tmp_path, 2000)
         await wait_until(lambda: [c.state for c in node.calls()] == ["Answered"])
         draining = node.set_trunk_mode("caller", TrunkMode.DRAINING)
         refused_while_draining = await invite_status(lab.sbc_port, "draining-1")
@@ -254,16 +226,7 @@ def test_hang_up_ends_an_answered_call_on_both_legs(tmp_path):
     async def scenario():
         node = new_node(records)
         await node.start(config_of(lab.document()))
-        callee = await start_sipp(
-            sipp_argv(sipp, "uas", lab.callee_port, "-m", "1"), tmp_path / "uas"
-        )
-        caller = await start_sipp(
-            sipp_argv(
-                sipp, "uac", lab.caller_port, "-m", "1", "-d", "20000",
-                "-s", "15550100", f"{HOST}:{lab.sbc_port}",
-            ),
-            tmp_path / "uac",
-        )  # fmt: skip
+        callee, caller = await start_call(sipp, lab, tmp_path, 20000)
         await wait_until(lambda: [c.state for c in node.calls()] == ["Answered"])
         [call] = node.calls()
         ended = node.hang_up(call.call_id)
