@@ -176,7 +176,7 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=_non_negative_float,
         default=0.0,
         metavar="SECONDS",
-        help="while no trunk is configured: hold an INVITE this long before "
+        help="until a trunk is first configured: hold an INVITE this long before "
         "answering 480 (no route); a CANCEL in that time gets 487 "
         "(default: %(default)s)",
     )

@@ -82,10 +82,11 @@ def poll(check, timeout: float = 15.0) -> Any:
 
 
 def test_serve_runs_the_api_applies_changes_streams_events_and_stops(
-    tmp_path: Path,
+    tmp_path: Path, database_url: str
 ) -> None:
     data_dir = tmp_path / "data"
-    with SbcProcess(data_dir, "--listen", "udp:127.0.0.1:0") as sbc:
+    arguments = ("--listen", "udp:127.0.0.1:0", "--db", database_url)
+    with SbcProcess(data_dir, *arguments) as sbc:
         assert sbc.admin_url is not None and sbc.admin_password is not None
         api = httpx.Client(base_url=f"{sbc.admin_url}/api/v1", timeout=10)
         login = api.post(
