@@ -1,10 +1,12 @@
 """Instructions per relayed packet, counted by callgrind: stable under load.
 
-Run: ``.venv/bin/python bench/media_callgrind.py [--baseline DIR]``. The
-relay server (bench/media_relay_server.py) runs under valgrind's callgrind
-with instrumentation off; once its calls are set up, counting is switched on, the
-packets are played closed-loop (a batch goes out, the next waits for its
-echo), then switched off. Only user-space instructions count, so the kernel's
+Run: ``.venv/bin/python bench/media_callgrind.py [--baseline DIR]
+[--compiled]``; ``--compiled`` also counts this relay with its core compiled
+by mypyc (bench/media_compiled.py). The relay server
+(bench/media_relay_server.py) runs under valgrind's callgrind with
+instrumentation off; once its calls are set up, counting is switched on,
+the packets are played closed-loop (a batch goes out, the next waits for
+its echo), then switched off. Only user-space instructions count, so the kernel's
 share of each send and receive (equal for any relay) is left out, and other
 programs on the machine change nothing. Needs valgrind.
 """
@@ -23,6 +25,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from media_compiled import build_compiled  # noqa: E402
 
 HOST = "127.0.0.1"
 PORTS = (30000, 30999)
@@ -35,21 +42,28 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--baseline", type=Path, help="checkout holding sbc/")
     parser.add_argument(
+        "--compiled", action="store_true", help="also the core compiled by mypyc"
+    )
+    parser.add_argument(
         "--keep", type=Path, help="copy the callgrind files here (callgrind_annotate)"
     )
     options = parser.parse_args()
 
-    roots = {"ours": Path(__file__).resolve().parent.parent}
+    this_checkout = Path(__file__).resolve().parent.parent
+    roots = {"ours": this_checkout}
     if options.baseline is not None:
         roots["baseline"] = options.baseline.resolve()
-    for name, root in roots.items():
-        keep = None if options.keep is None else options.keep / name
-        instructions, packets = measure(root, options.calls, options.batches, keep)
-        print(
-            f"{name}: {instructions / packets:,.0f} instructions per relayed packet"
-            f" ({packets} packets, {options.calls} calls)",
-            flush=True,
-        )
+    with tempfile.TemporaryDirectory() as scratch:
+        if options.compiled:
+            roots["compiled"] = build_compiled(this_checkout, Path(scratch))
+        for name, root in roots.items():
+            keep = None if options.keep is None else options.keep / name
+            instructions, packets = measure(root, options.calls, options.batches, keep)
+            print(
+                f"{name}: {instructions / packets:,.0f} instructions per relayed"
+                f" packet ({packets} packets, {options.calls} calls)",
+                flush=True,
+            )
 
 
 def measure(
@@ -148,7 +162,7 @@ def _send(process: subprocess.Popen[bytes], value: object) -> None:
         process.stdin.flush()
 
 
-def _receive(process: subprocess.Popen[bytes]) -> object:
+def _receive(process: subprocess.Popen[bytes]) -> Any:
     if process.stdout is None:
         raise RuntimeError("no pipe to the relay")
     line = process.stdout.readline()

@@ -3,10 +3,11 @@
 Run: ``.venv/bin/python bench/media_relay.py`` (as root, so rtpengine can
 raise its file limit); ``--calls 400,800`` picks the steps, ``--seconds`` the
 length of each; ``--relays ours,rtpengine,bare`` adds the floor, a uvloop
-forwarder that does no per-packet work; ``--baseline DIR --relays
-ours,baseline`` adds this relay as checked out in DIR (``git archive`` of an
-older commit), to compare two versions under the same load. Needs rtpengine
-from Debian's rtpengine-daemon.
+forwarder that does no per-packet work; ``compiled`` adds this relay with
+its core compiled by mypyc (bench/media_compiled.py builds it in a scratch
+copy first); ``--baseline DIR --relays ours,baseline`` adds this relay as
+checked out in DIR (``git archive`` of an older commit), to compare two
+versions under the same load. Needs rtpengine from Debian's rtpengine-daemon.
 
 Each step sets up N calls on the relay under test (pinned to CPU 0), then two
 traffic processes (pinned to CPU 1) play every caller and every callee: each
@@ -31,6 +32,7 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from media_compiled import build_compiled  # noqa: E402
 from media_rtpengine import NgClient, start_rtpengine  # noqa: E402
 from media_traffic import run_traffic  # noqa: E402
 
@@ -47,6 +50,7 @@ LOSS_LIMIT = 0.001
 HOST = "127.0.0.1"
 OURS_PORTS = (20000, 29999)
 RTPENGINE_PORTS = (50000, 59999)
+_THIS_CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
@@ -71,15 +75,18 @@ def main() -> None:
     os.nice(options.nice - os.nice(0))
 
     print(_machine())
+    relays = options.relays.split(",")
     results: list[dict[str, Any]] = []
-    for calls in (int(n) for n in options.calls.split(",")):
-        # Relays alternate within a step, so both see the same machine load.
-        for trial in range(options.trials):
-            for relay in options.relays.split(","):
-                result = measure(relay, calls, options.seconds, options.baseline)
-                result["trial"] = trial
-                results.append(result)
-                print(_row(result), flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        roots = _code_roots(relays, options.baseline, Path(scratch))
+        for calls in (int(n) for n in options.calls.split(",")):
+            # Relays alternate within a step, so all see the same machine load.
+            for trial in range(options.trials):
+                for relay in relays:
+                    result = measure(relay, calls, options.seconds, roots.get(relay))
+                    result["trial"] = trial
+                    results.append(result)
+                    print(_row(result), flush=True)
     print(_summary(results))
     if options.json:
         options.json.write_text(
@@ -88,15 +95,18 @@ def main() -> None:
 
 
 def measure(
-    relay: str, calls: int, seconds: float, baseline: Path | None = None
+    relay: str, calls: int, seconds: float, root: Path | None = None
 ) -> dict[str, Any]:
-    """One step: set up ``calls`` calls, play the traffic, tear down."""
+    """One step: set up ``calls`` calls, play the traffic, tear down.
+
+    ``root`` holds the ``sbc/`` our relay runs from (this checkout if None).
+    """
     load = os.getloadavg()
     caller, callee = _peer_socket(), _peer_socket()
     if relay == "rtpengine":
         process, allocate = _start_rtpengine()
     else:
-        process, allocate = _start_ours(relay == "bare", _code_root(relay, baseline))
+        process, allocate = _start_ours(relay == "bare", root or _THIS_CHECKOUT)
     try:
         rss_before = _rss(process.pid)
         ports = allocate(calls, caller.getsockname(), callee.getsockname())
@@ -171,12 +181,17 @@ def _play(
     }
 
 
-def _code_root(relay: str, baseline: Path | None) -> Path:
-    if relay != "baseline":
-        return Path(__file__).resolve().parent.parent
-    if baseline is None:
-        raise SystemExit("--relays baseline needs --baseline DIR")
-    return baseline.resolve()
+def _code_roots(
+    relays: list[str], baseline: Path | None, scratch: Path
+) -> dict[str, Path]:
+    roots: dict[str, Path] = {}
+    if "baseline" in relays:
+        if baseline is None:
+            raise SystemExit("--relays baseline needs --baseline DIR")
+        roots["baseline"] = baseline.resolve()
+    if "compiled" in relays:
+        roots["compiled"] = build_compiled(_THIS_CHECKOUT, scratch)
+    return roots
 
 
 def _start_ours(bare: bool, root: Path) -> tuple[subprocess.Popen[bytes], Any]:

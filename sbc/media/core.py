@@ -249,6 +249,9 @@ class Leg:
         self.last_rtp = now
 
         # RFC 3550 A.1: count cycles when the sequence number wraps in order.
+        seq: int
+        timestamp: int
+        ssrc: int
         seq, timestamp, ssrc = _read_seq_timestamp_ssrc(packet, 2)
         transit = int(now * self.rate_by_type[packet[1] & 0x7F]) - timestamp
         statistics = self.statistics
