@@ -49,7 +49,7 @@ from sbc.b2bua.media import LegHome, MediaAnchor
 from sbc.b2bua.registration import Registered, RegistrationFailed, Unregistered
 from sbc.cdr import CallRecord
 from sbc.config.model import Config, Listener, Trunk
-from sbc.io.calls import local_endpoints
+from sbc.io.calls import listener_endpoints, local_endpoints
 from sbc.io.endpoint import SipEndpoint
 from sbc.io.ipsec_channel import ipsec_peers
 from sbc.io.media_glue import (
@@ -249,6 +249,7 @@ class Node:
         self._services: dict[str, TrunkServices] = {}
         self._status: dict[str, _TrunkStatus] = {}
         self._endpoints: tuple[LocalEndpoint, ...] = ()
+        self._listener_endpoints: tuple[LocalEndpoint, ...] = ()
         self._leg_setup: Callable[[str | None], LegSetup] | None = None
         self._leg_homes: LegHome | None = None
         self._trunk_policy = trunk_policy(self.config)
@@ -434,9 +435,9 @@ class Node:
         }
         self._bound = plan.bound
         self._names = {spec: name for name, spec in plan.bound.items()}
-        self._endpoints = local_endpoints(
-            config, [plan.bound[item.name] for item in config.listeners]
-        )
+        listening = [plan.bound[item.name] for item in config.listeners]
+        self._endpoints = local_endpoints(config, listening)
+        self._listener_endpoints = listener_endpoints(config, listening)
         # Mesh peers run in the engines as the trunks derived from them.
         engines = with_mesh(config)
         self._trunk_policy = trunk_policy(engines)
@@ -468,7 +469,9 @@ class Node:
 
     def _engine_settings(self, config: Config) -> B2buaSettings:
         settings = dataclasses.replace(
-            B2buaSettings.from_config(config), endpoints=self._endpoints
+            B2buaSettings.from_config(config),
+            endpoints=self._endpoints,
+            listener_endpoints=self._listener_endpoints,
         )
         timeout = self.settings.no_answer_timeout
         if timeout is not None:
