@@ -9,7 +9,8 @@ falls short, then bisected, then confirmed by a longer trial; each trial
 starts the middle process afresh. A rate is good only when every call
 succeeded, at that rate, with almost no retransmission. CPU per call is the
 middle box's own CPU time (utime + stime from /proc, children included) over
-the confirming trial. Memory per established call: 10,000 calls held up (the UAC pauses
+the confirming trial; for the sbc also that of its first thread alone, the
+event loop (call records are written on threads of their own). Memory per established call: 10,000 calls held up (the UAC pauses
 60 s before BYE) and the sbc's RSS before and at the plateau.
 """
 
@@ -41,6 +42,7 @@ from bench.b2bua_peers import (
     start_sipp,
     stop,
     stop_sipp,
+    thread_cpu_seconds,
 )
 
 FIRST_RATE = 250
@@ -75,6 +77,8 @@ class Trial:
     result: SippResult
     seconds: float
     middle_cpu: float
+    loop_cpu: float = 0.0
+    """The middle's first thread only (sbc: the event loop)."""
 
     @property
     def clean(self) -> bool:
@@ -122,6 +126,7 @@ def _calls(
     uas = start_sipp(uas_argv, uas_dir)
     time.sleep(0.2)
     cpu_before = cpu_seconds(middle.pid) if middle is not None else 0.0
+    loop_before = thread_cpu_seconds(middle.pid) if middle is not None else 0.0
     caller_port = free_port(CALLER_HOST)
     argv = sipp_argv(uac_dir, CALLER_HOST, caller_port, "-sn", "uac", "-s", DIALLED)
     argv += ["-r", str(rate), "-m", str(calls), "-l", str(max(1000, rate * 4))]
@@ -131,8 +136,9 @@ def _calls(
     returncode = stop_sipp(uac, seconds + 25)
     elapsed = time.monotonic() - started
     cpu = cpu_seconds(middle.pid) - cpu_before if middle is not None else 0.0
+    loop = thread_cpu_seconds(middle.pid) - loop_before if middle is not None else 0.0
     stop_sipp(uas, 0.1)
-    return Trial(rate, calls, sipp_result(uac_dir, returncode), elapsed, cpu)
+    return Trial(rate, calls, sipp_result(uac_dir, returncode), elapsed, cpu, loop)
 
 
 def find_rate(
@@ -261,16 +267,20 @@ def _current_calls(workdir: Path) -> int:
 
 def print_table(results: dict[str, Trial | None]) -> None:
     kamailio = results.get("kamailio")
-    print(f"\n{'path':10} {'calls/s':>8} {'CPU µs/call':>12} {'vs kamailio':>12}")
+    print(
+        f"\n{'path':10} {'calls/s':>8} {'CPU µs/call':>12} {'first thread':>12}"
+        f" {'vs kamailio':>12}"
+    )
     for name, found in results.items():
         if found is None:
             print(f"{name:10} {'none':>8}")
             continue
         cpu = f"{found.middle_cpu / found.calls * 1e6:.0f}" if found.middle_cpu else "-"
+        loop = f"{found.loop_cpu / found.calls * 1e6:.0f}" if found.loop_cpu else "-"
         ratio = f"{found.rate / kamailio.rate:.2f}" if kamailio else "-"
         # At the ceiling the figure is SIPp's, not the path's.
         rate = f"{'>=' if found.rate >= CEILING else ''}{found.rate}"
-        print(f"{name:10} {rate:>8} {cpu:>12} {ratio:>12}")
+        print(f"{name:10} {rate:>8} {cpu:>12} {loop:>12} {ratio:>12}")
 
 
 def main() -> int:

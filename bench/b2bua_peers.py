@@ -78,6 +78,14 @@ def cpu_seconds(pid: int) -> float:
     return total / CLOCK_TICKS
 
 
+def thread_cpu_seconds(pid: int) -> float:
+    """User plus system CPU of the first thread of ``pid`` (the event loop's
+    in ``sbc serve``; the call-record writers run on threads of their own)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1]
+    utime, stime = fields.split()[11:13]
+    return (int(utime) + int(stime)) / CLOCK_TICKS
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
