@@ -303,7 +303,7 @@ class Node:
 
     async def _apply(self, config: Config) -> dict[ObjectKey, Outcome]:
         changed = set(_changed_keys(self.config, config))
-        if not changed and self.counters["applies"]:
+        if config == self.config and self.counters["applies"]:
             # The reconciler's polls: what runs is what is asked for.
             return {key: Outcome(True) for key in _keys(config)}
         try:
