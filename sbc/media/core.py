@@ -9,12 +9,11 @@ time; it returns what to send and where, and never touches a socket or clock.
 from __future__ import annotations
 
 import logging
-import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from sbc.media.counters import MediaDropReason, StreamCounters
+from sbc.media.counters import SAMPLE_EVERY, MediaDropReason, StreamCounters
 from sbc.media.events import MediaTimedOut
 from sbc.media.rtcp import read_reports
 from sbc.media.rtp import (
@@ -42,8 +41,8 @@ RTCP_SOCKET = 1
 Forward = tuple[bytes, Address, int]
 """(datagram, destination, RTP_SOCKET or RTCP_SOCKET of the other leg)."""
 
-_read_seq_timestamp_ssrc = struct.Struct("!HII").unpack_from
-"""Sequence number, timestamp and SSRC at offsets 2, 4 and 8 (RFC 3550 §5.1)."""
+_UNSAMPLED = SAMPLE_EVERY - 1
+"""Mask of the received count: non-zero for the packets kept unread."""
 
 _UNSPECIFIED = frozenset({"0.0.0.0", "::"})
 
@@ -248,31 +247,16 @@ class Leg:
         counters.bytes_received += size
         self.last_rtp = now
 
-        # RFC 3550 A.1: count cycles when the sequence number wraps in order.
-        seq: int
-        timestamp: int
-        ssrc: int
-        seq, timestamp, ssrc = _read_seq_timestamp_ssrc(packet, 2)
-        transit = int(now * self.rate_by_type[packet[1] & 0x7F]) - timestamp
+        # RFC 3550 statistics, read lazily (ReceiveStatistics): most packets
+        # are counted and kept; one in SAMPLE_EVERY, and any whose SSRC
+        # changed, has its header read.
         statistics = self.statistics
-        max_seq = statistics.max_seq
-        if ssrc != statistics.ssrc:
-            statistics.restart(ssrc, seq, transit)
-        elif 0 < (seq - max_seq) & 0xFFFF < 0x8000:
-            if seq < max_seq:
-                statistics.cycles += 0x10000
-            statistics.max_seq = seq
         statistics.received += 1
-
-        # RFC 3550 A.8 jitter, gain 1/16 (times 0.0625: the same float, and a
-        # cheaper operation); a 32-bit timestamp wrap takes the shorter distance.
-        delta = transit - statistics.transit
-        if delta < 0:
-            delta = -delta
-        if delta > 0x7FFFFFFF:
-            delta = abs(delta - 0x100000000)
-        statistics.jitter += (delta - statistics.jitter) * 0.0625
-        statistics.transit = transit
+        if statistics.received & _UNSAMPLED and packet[8:12] == statistics.ssrc_bytes:
+            statistics.last = packet
+            statistics.last_arrival = now
+        else:
+            statistics.sample(packet, now, self.rate_by_type)
 
         out = self.peer
         destination = out.rtp.destination

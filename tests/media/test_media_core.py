@@ -17,6 +17,7 @@ from sbc.media import (
     StreamCore,
 )
 from sbc.media.core import RTCP_SOCKET, RTP_SOCKET
+from sbc.media.counters import SAMPLE_EVERY
 from sbc.media.errors import BadSrtpParameters
 from sbc.media.srtp import SrtpParameters, SrtpSuite
 
@@ -96,18 +97,19 @@ def test_jitter_zero_when_arrival_matches_timestamps() -> None:
     assert stream.legs[Side.A].counters.statistics.jitter == pytest.approx(0, abs=1)
 
 
-def test_jitter_follows_rfc3550_estimator_on_random_delays() -> None:
+def test_jitter_follows_rfc3550_estimator_on_sampled_pairs() -> None:
     rng = random.Random(7)
     stream = connected_stream(payload_types={"PCMU/8000": 0})
-    delays = [rng.uniform(0, 0.03) for _ in range(200)]
+    delays = [rng.uniform(0, 0.03) for _ in range(400)]
 
-    # An independent estimate from the definition (RFC 3550 §6.4.1).
-    expected, previous = 0.0, None
+    # The estimator of RFC 3550 §6.4.1, computed from its definition, fed
+    # the pairs the relay reads: the 8th packet and the one before, etc.
+    expected, previous = 0.0, 0
     for seq, delay in enumerate(delays):
         arrival = 1.0 + seq * 0.02 + delay
         stream.rtp_received(Side.A, rtp_packet(seq), CALLER, arrival)
         transit = int(arrival * 8000) - seq * 160
-        if previous is not None:
+        if (seq + 1) % SAMPLE_EVERY == 0:
             expected += (abs(transit - previous) - expected) / 16
         previous = transit
 
@@ -115,6 +117,40 @@ def test_jitter_follows_rfc3550_estimator_on_random_delays() -> None:
     assert stream.legs[Side.A].counters.snapshot()["jitter_ms"] == pytest.approx(
         expected / 8
     )
+
+
+def test_sampled_jitter_settles_at_the_mean_transit_difference() -> None:
+    rng = random.Random(11)
+    stream = connected_stream(payload_types={"PCMU/8000": 0})
+    transits = []
+    for seq in range(6000):
+        arrival = 1.0 + seq * 0.02 + rng.uniform(0, 0.03)
+        stream.rtp_received(Side.A, rtp_packet(seq), CALLER, arrival)
+        transits.append(int(arrival * 8000) - seq * 160)
+
+    # What the full estimator tracks: the mean |D| over every pair (§6.4.1).
+    steps = [abs(b - a) for a, b in zip(transits, transits[1:], strict=False)]
+    mean = sum(steps) / len(steps)
+    assert mean == pytest.approx(80, rel=0.1)
+    jitter = stream.legs[Side.A].counters.statistics.jitter
+    assert jitter == pytest.approx(mean, rel=0.3)
+
+
+def test_new_ssrc_restarts_loss_counting_between_samples() -> None:
+    stream = connected_stream()
+    for seq in range(13):
+        stream.rtp_received(Side.A, rtp_packet(seq), CALLER, seq * 0.02)
+    # A new source mid-way between two sampled packets, from seq 500,
+    # missing 503 and 507.
+    for seq in [500, 501, 502, 504, 505, 506, 508]:
+        packet = rtp_packet(seq, ssrc=0xC0FFEE)
+        stream.rtp_received(Side.A, packet, CALLER, seq * 0.02)
+
+    statistics = stream.legs[Side.A].counters.statistics
+    assert statistics.ssrc == 0xC0FFEE
+    assert statistics.received == 7
+    assert statistics.expected == 9
+    assert statistics.lost == 2
 
 
 def test_jitter_stays_zero_across_timestamp_wrap() -> None:
