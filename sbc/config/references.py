@@ -47,6 +47,7 @@ def reference_problems(config: Config) -> list[Problem]:
         _ambiguous_sources,
         _digest_only_trunks,
         _protected_trunks,
+        _channel_ports,
         _mesh_peers,
         _ike_peers,
     )
@@ -262,6 +263,27 @@ def _protected_trunks(config: Config) -> Iterator[Problem]:
             yield from _transport_trunk(config, where, trunk, by_name)
         else:
             yield from _tunnel_trunk(where, trunk)
+
+
+def _channel_ports(config: Config) -> Iterator[Problem]:
+    """An ipsec listener's port lies outside the media relay's range on its
+    address: both bind in the same data plane, where a relay port taken
+    for a call would silently replace the SIP binding."""
+    media = config.media
+    if media.address is None:
+        return
+    for index, listener in enumerate(config.listeners):
+        relay_address = listener.media_address or listener.address
+        if (
+            listener.ipsec
+            and relay_address == listener.address
+            and media.port_min <= listener.port <= media.port_max
+        ):
+            yield Problem(
+                ("listeners", index, "port"),
+                f"port {listener.port} is in the media port range "
+                f"{media.port_min}-{media.port_max} on the same address",
+            )
 
 
 def _unprotected_fields(where: Path, trunk: Trunk) -> Iterator[Problem]:

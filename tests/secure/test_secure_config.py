@@ -154,3 +154,15 @@ def test_null_encryption_is_refused():
     )
 
     assert any("esp_proposals[0].encryption" in p for p in problems(text))
+
+
+def test_ipsec_listener_port_outside_the_media_range():
+    text = BASE.replace("    ipsec: true", "    port: 20010\n    ipsec: true")
+    text += "media:\n  address: 192.0.2.1\n  port_min: 20000\n  port_max: 20100\n"
+
+    assert problems(text) == [
+        "sbc.yaml:8: listeners[0].port: port 20010 is in the media port range "
+        "20000-20100 on the same address"
+    ]
+    moved = text.replace("port: 20010", "port: 5060")
+    assert parse_config(moved).listeners[0].port == 5060
