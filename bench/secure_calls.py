@@ -24,9 +24,12 @@ the peer share CPU 1. The node's CPU comes from /proc; CPU per call is its
 CPU share divided by the calls. Both subjects take turns at each step, in
 the same run and under the same machine load.
 
-Known shortcoming: the composed anchor the targets compare with (strongSwan
-kernel-libipsec tunnel plus rtpengine) is not run here; docs/benchmarks.md
-gives its figures from bench.esp_udp and bench.media_relay, measured apart.
+The third subject, ``composed``, is the anchor the targets compare with:
+rtpengine (userspace, one thread) behind strongSwan's charon with
+kernel-libipsec (tunnel mode, ESP in UDP), both pinned to CPU 0 in network
+namespace A; the callees sit behind a second charon in namespace B (CPU 1),
+the callers on namespace A's LAN address. Its CPU is rtpengine's plus charon
+A's.
 """
 
 from __future__ import annotations
@@ -113,6 +116,10 @@ async def serve_node(me: str, peer: str, secure: bool) -> None:
         command = json.loads(line)
         if "quit" in command:
             break
+        if "counters" in command:
+            plane = None if trunks is None else trunks.data_plane
+            _reply(_node_counters(relay, plane))
+            continue
         ports = []
         a_host, a_port = command["a"]
         for n in range(command["allocate"]):
@@ -128,6 +135,23 @@ async def serve_node(me: str, peer: str, secure: bool) -> None:
     await relay.close()
     if trunks is not None:
         await trunks.stop()
+
+
+def _node_counters(relay: Any, plane: Any) -> dict[str, Any]:
+    """Where the node dropped packets: the relay's drop reasons summed over
+    the calls, and the data plane's paths and SAs (secure)."""
+    drops: dict[str, int] = {}
+    for session in relay.sessions.values():
+        for numbers in session.snapshot().values():
+            for key, value in numbers.items():
+                if key.startswith("drop.") and value:
+                    drops[key] = drops.get(key, 0) + int(value)
+    if plane is None:
+        return {"relay": drops}
+    stats = plane.stats()
+    sas = [*stats["inbound"].values(), *stats["outbound"].values()]
+    return {"relay": drops, "paths": stats["paths"], "before_sa": stats["before_sa"],
+            "sa_drops": [{k: v for k, v in sa.items() if "drop" in k and v} for sa in sas]}  # fmt: skip
 
 
 # -- the peer node (secure): callees inside its channel --------------------
@@ -242,7 +266,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", default="200,400,600,800")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--trunks", default="secure,plain")
+    parser.add_argument("--trunks", default="secure,plain,composed")
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--nice", type=int, default=-15)
@@ -256,7 +280,10 @@ def main() -> None:
     for calls in (int(n) for n in options.calls.split(",")):
         for trial in range(options.trials):
             for trunk in options.trunks.split(","):
-                result = measure(trunk == "secure", calls, options.seconds)
+                if trunk == "composed":
+                    result = measure_composed(calls, options.seconds)
+                else:
+                    result = measure(trunk == "secure", calls, options.seconds)
                 result["trial"] = trial
                 results.append(result)
                 print(_row(result), flush=True)
@@ -282,14 +309,24 @@ def measure(secure: bool, calls: int, seconds: float) -> dict[str, Any]:
         traffic = _play(
             node.pid, caller, peer, (node_address, peer_address), ports, seconds
         )
+        _write_json(node, {"counters": True})
+        traffic["node_counters"] = _read_json(node)
     finally:
         for process in (node, peer):
             if process is not None:
                 _quit(process)
         caller.close()
+    return _step("secure" if secure else "plain", calls, seconds, load, traffic)
+
+
+def _step(
+    trunk: str, calls: int, seconds: float, load: list[float], traffic: dict[str, Any]
+) -> dict[str, Any]:
+    """One step's row: the subject's CPU share and cost per call beside the
+    traffic's counts."""
     node_cpu = traffic.pop("node_cpu_seconds") / seconds
     return {
-        "trunk": "secure" if secure else "plain",
+        "trunk": trunk,
         "calls": calls,
         "offered_pps": calls * 100,
         "load_before": load,
@@ -336,11 +373,18 @@ def _play(
         if peer is not None:
             results.append(_read_json(peer))
         node_cpu_seconds = _cpu_seconds(node_pid) - cpu_before
+    return {**_totals(results, seconds), "node_cpu_seconds": node_cpu_seconds}
+
+
+def _totals(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Both directions' counts, loss, delay and the generators' CPU."""
     sent = sum(r["sent"] for r in results)
     received = sum(r["received"] for r in results)
     late = sum(r["late"] for r in results)
     delays = sorted(d for r in results for d in r["delays"])
     return {
+        # Per generator (PBX side first): sent, received, late.
+        "sides": [[r["sent"], r["received"], r["late"]] for r in results],
         "sent": sent,
         "received": received,
         "loss": (sent - received + late) / sent if sent else 1.0,
@@ -349,10 +393,118 @@ def _play(
         "delay_p99_ms": round(1000 * delays[int(0.99 * (len(delays) - 1))], 2)
         if delays
         else None,
-        "node_cpu_seconds": node_cpu_seconds,
         # The PBX side, the callee side and (secure) the peer's ESP, on CPU 1.
         "rig_cpu": round(sum(r["cpu_seconds"] for r in results) / seconds, 3),
     }
+
+
+# -- the composed anchor: charon (kernel-libipsec) + rtpengine ---------------
+
+COMPOSED_PORTS = (30000, 39999)
+PBX_PORT = 7100
+NG_SCRIPT = """
+import json, sys, time
+from bench.media_rtpengine import NgClient
+calls, a, b = int(sys.argv[1]), (sys.argv[2], int(sys.argv[3])), (sys.argv[4], int(sys.argv[5]))
+client = NgClient()
+for attempt in range(100):
+    try:
+        client.command({"command": "ping"}, timeout=0.2)
+        break
+    except (TimeoutError, ConnectionRefusedError):
+        time.sleep(0.1)
+print(json.dumps([client.call(f"bench-{n}", a, b) for n in range(calls)]))
+"""
+
+
+def measure_composed(calls: int, seconds: float) -> dict[str, Any]:
+    """One step through rtpengine behind a charon tunnel (see the docstring)."""
+    import tempfile
+
+    from bench.esp_charon import start_pair, stop_pair
+    from bench.esp_lab import LAN_A, LAN_B, lab
+
+    load = _load()
+    with lab() as namespaces, tempfile.TemporaryDirectory() as directory:
+        charons = start_pair(
+            namespaces.a, namespaces.b, Path(directory), "AES_GCM_16_128"
+        )
+        try:
+            _pin(charons[0].process.pid, NODE_CPU)
+            _pin(charons[1].process.pid, TRAFFIC_CPU)
+            rtpengine = namespaces.a.spawn(
+                ["rtpengine", "--config-file=none", "--table=-1",
+                 f"--interface={LAN_A}", "--listen-ng=127.0.0.1:22223",
+                 "--foreground", "--log-stderr", "--log-level=3", "--num-threads=1",
+                 f"--port-min={COMPOSED_PORTS[0]}", f"--port-max={COMPOSED_PORTS[1]}"],
+                cpu=NODE_CPU, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            ng = namespaces.a.spawn(
+                [sys.executable, "-c", NG_SCRIPT, str(calls), LAN_A, str(PBX_PORT),
+                 LAN_B, str(PEER_PORT)],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            output, _ = ng.communicate(timeout=120)
+            ports = json.loads(output)
+            pids = (rtpengine.pid, charons[0].process.pid)
+            traffic = _play_composed(namespaces, pids, ports, seconds)
+        finally:
+            stop_pair(charons)
+    return _step("composed", calls, seconds, load, traffic)
+
+
+def _play_composed(
+    namespaces: Any, pids: tuple[int, ...], ports: list[list[int]], seconds: float
+) -> dict[str, Any]:
+    from bench.esp_lab import LAN_A, LAN_B
+
+    start_at = time.monotonic() + 1.0
+    sides = (
+        (namespaces.a, LAN_A, PBX_PORT, [[LAN_A, pair[0]] for pair in ports]),
+        (namespaces.b, LAN_B, PEER_PORT, [[LAN_A, pair[1]] for pair in ports]),
+    )
+    before = sum(_cpu_seconds(pid) for pid in pids)
+    players = [
+        namespace.spawn(
+            [
+                sys.executable,
+                "-m",
+                "bench.secure_calls",
+                "--role",
+                "traffic",
+                "--me",
+                f"{address}:{port}",
+                "--other",
+                json.dumps(destinations),
+                "--start-at",
+                repr(start_at),
+                "--seconds",
+                repr(seconds),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for namespace, address, port, destinations in sides
+    ]
+    results = [
+        json.loads(player.communicate(timeout=seconds + 60)[0]) for player in players
+    ]
+    node_cpu_seconds = sum(_cpu_seconds(pid) for pid in pids) - before
+    return {**_totals(results, seconds), "node_cpu_seconds": node_cpu_seconds}
+
+
+def play_traffic(me: str, destinations: str, start_at: float, seconds: float) -> None:
+    """The ``traffic`` role: one side's streams from ``me`` (host:port)."""
+    host, port = me.rsplit(":", 1)
+    sock = _bound_socket(host, int(port))
+    targets = [(str(h), int(p)) for h, p in json.loads(destinations)]
+    result = run_traffic(sock, targets, start_at, seconds, TRAFFIC_CPU)
+    print(json.dumps(_as_dict(result)), flush=True)
+
+
+def _pin(pid: int, cpu: int) -> None:
+    subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)],
+                   check=True, capture_output=True)  # fmt: skip
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
@@ -439,12 +591,16 @@ def _role() -> None:
     import uvloop
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--role", choices=("node", "peer"))
+    parser.add_argument("--role", choices=("node", "peer", "traffic"))
     parser.add_argument("--me")
     parser.add_argument("--other")
     parser.add_argument("--secure", action="store_true")
+    parser.add_argument("--start-at", type=float)
+    parser.add_argument("--seconds", type=float)
     options = parser.parse_args()
-    if options.role == "node":
+    if options.role == "traffic":
+        play_traffic(options.me, options.other, options.start_at, options.seconds)
+    elif options.role == "node":
         uvloop.run(serve_node(options.me, options.other, options.secure))
     else:
         uvloop.run(serve_peer(options.me, options.other))
