@@ -57,7 +57,7 @@ SOCKETS = 64
 
 @dataclass
 class Setup:
-    """One IKE_SA being set up and then deleted."""
+    """One IKE_SA being set up, then deleted or left in place."""
 
     engine: IkeSa
     sock: socket.socket
