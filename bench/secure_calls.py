@@ -463,7 +463,7 @@ def _play_composed(
         (namespaces.a, LAN_A, PBX_PORT, [[LAN_A, pair[0]] for pair in ports]),
         (namespaces.b, LAN_B, PEER_PORT, [[LAN_A, pair[1]] for pair in ports]),
     )
-    before = sum(_cpu_seconds(pid) for pid in pids)
+    before = [_cpu_seconds(pid) for pid in pids]
     players = [
         namespace.spawn(
             [
@@ -489,8 +489,13 @@ def _play_composed(
     results = [
         json.loads(player.communicate(timeout=seconds + 60)[0]) for player in players
     ]
-    node_cpu_seconds = sum(_cpu_seconds(pid) for pid in pids) - before
-    return {**_totals(results, seconds), "node_cpu_seconds": node_cpu_seconds}
+    spent = [_cpu_seconds(pid) - start for pid, start in zip(pids, before, strict=True)]
+    return {
+        **_totals(results, seconds),
+        "node_cpu_seconds": sum(spent),
+        # rtpengine's share, then charon's (kernel-libipsec's ESP threads).
+        "anchor_cpu_split": [round(cpu / seconds, 3) for cpu in spent],
+    }
 
 
 def play_traffic(me: str, destinations: str, start_at: float, seconds: float) -> None:
