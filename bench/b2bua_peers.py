@@ -296,7 +296,7 @@ def start_sbc(
     )
     argv = [
         str(SBC), "serve", "--config", str(config), "--data-dir",
-        str(workdir / "data"),
+        str(workdir / "data"), "--admin-listen", "off",
     ]  # fmt: skip
     log = workdir / "stderr"
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
