@@ -111,6 +111,7 @@ async def serve(options: ServeOptions, state: AdminState) -> int:
     node = Node(
         options.node, records, secure_runtime=node_runtime, close_cdr=records.close
     )
+    state.node_name = options.node_name
     state.health_checks = {"cdr_writer": records.database.writer.healthy}
     state.snapshot = records.database.snapshot_with(node.snapshot)
     try:

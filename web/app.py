@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sbc.config import REVEAL_SECRETS, DialPlan, Listener, Trunk
-from sbc.config.ipsec import IpsecProfile, MeshPeer
+from sbc.config.ipsec import IpsecNode, IpsecProfile, MeshPeer
 from web.crypto import SecretBox
 from web.db import Token, User
 from web.schemas import (
@@ -84,6 +84,8 @@ class AdminState:
     """Named checks /api/v1/health runs besides the database's (True: passing)."""
     runtime: NodeRuntime | None = None
     """The node running in this process, for live views and actions."""
+    node_name: str = ""
+    """This node's name (``--node-name``): its own sections are stored under it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ def create_app(state: AdminState) -> FastAPI:
     _auth_routes(router)
     for segment, kind, model in RESOURCES:
         _config_routes(router, segment, kind, model)
+    _node_section_routes(router)
     _user_routes(router)
     _token_routes(router)
     _audit_routes(router)
@@ -348,6 +351,45 @@ def _config_routes(
         operation_id=f"delete_{kind}", summary=f"Delete a {kind}",
         responses={404: {}, 422: {}},
     )  # fmt: skip
+
+
+def _node_section_routes(router: APIRouter) -> None:
+    """This node's own ``ipsec`` section, stored under its node name."""
+    path, tag = "/node/ipsec", "node"
+
+    @router.get(path, tags=[tag], dependencies=[VIEWER], responses={404: {}})
+    def get_ipsec_node(request: Request, session: SessionDep) -> ObjectPublic:
+        view = config.get_ipsec_node(session, _admin(request).node_name)
+        return _object_public(view)
+
+    @router.put(path, tags=[tag], responses={201: {}, 422: {}})
+    def put_ipsec_node(
+        body: IpsecNode,
+        request: Request,
+        response: Response,
+        caller: Admin,
+        session: SessionDep,
+    ) -> ObjectPublic:
+        """Create or replace it; it replaces a ``--config`` file's section."""
+        view, created = config.put_ipsec_node(
+            session,
+            _admin(request).box,
+            actor=caller.user.username,
+            node=_admin(request).node_name,
+            data=body.model_dump(mode="json"),
+            now=_admin(request).clock(),
+        )
+        response.status_code = 201 if created else 200
+        return _object_public(view)
+
+    @router.delete(path, tags=[tag], status_code=204, responses={404: {}})
+    def delete_ipsec_node(request: Request, caller: Admin, session: SessionDep) -> None:
+        config.delete_ipsec_node(
+            session,
+            actor=caller.user.username,
+            node=_admin(request).node_name,
+            now=_admin(request).clock(),
+        )
 
 
 def _update_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -144,14 +144,14 @@ class Reconciler:
             # Each change was checked whole when made; a set that no longer
             # holds together (edits racing on two nodes) runs nothing new.
             reason = f"the stored configuration does not hold together: {exc}"
-            refused = _Refused(False, reason)
+            refused = _Outcome(False, reason)
             outcomes: Mapping[tuple[str, str], OutcomeLike] = {
                 (stored.kind, stored.name): refused
                 for stored in objects
                 if _pending(stored)
             }
         else:
-            outcomes = await self._node.apply(config)
+            outcomes = _with_node_sections(objects, await self._node.apply(config))
         self.failures = {
             key: outcome.reason
             for key, outcome in outcomes.items()
@@ -210,7 +210,30 @@ def _differs(stored: StoredObject, outcome: OutcomeLike) -> bool:
     return stored.state != "failed" or stored.reason != outcome.reason
 
 
+def _with_node_sections(
+    objects: list[StoredObject], outcomes: Mapping[tuple[str, str], OutcomeLike]
+) -> Mapping[tuple[str, str], OutcomeLike]:
+    """Outcomes with one for a stored ``ipsec`` section, which the node does
+    not name: it applies a configuration whole, so a changed section runs
+    when nothing was refused and does not when anything was."""
+    sections = [item for item in objects if item.kind == config_service.IPSEC_NODE]
+    if not sections:
+        return outcomes
+    refused = [
+        f"{kind} {name!r}: {outcome.reason}"
+        for (kind, name), outcome in outcomes.items()
+        if not outcome.applied
+    ]
+    refused.sort(key=lambda text: ": not applied" in text)  # the cause first
+    with_sections = dict(outcomes)
+    for stored in sections:
+        running = not refused or not _pending(stored)
+        reason = "" if running else f"not applied: {refused[0]}"
+        with_sections[(stored.kind, stored.name)] = _Outcome(running, reason)
+    return with_sections
+
+
 @dataclass(frozen=True, slots=True)
-class _Refused:
+class _Outcome:
     applied: bool
     reason: str

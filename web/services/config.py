@@ -26,7 +26,7 @@ from sbc.config import (
     Trunk,
     reference_problems,
 )
-from sbc.config.ipsec import IpsecProfile, MeshPeer
+from sbc.config.ipsec import IpsecNode, IpsecProfile, MeshPeer
 from web.crypto import Sealed, SecretBox
 from web.db import ConfigObject, SecretValue
 
@@ -39,8 +39,10 @@ KINDS: dict[str, type[BaseModel]] = {
     "dial_plan": DialPlan,
     "ipsec_profile": IpsecProfile,
     "mesh_peer": MeshPeer,
+    "ipsec_node": IpsecNode,
 }
-"""Resource kinds and their models, in the order a configuration lists them."""
+"""Stored kinds and their models: the configuration's lists in their order,
+then the node's own ``ipsec`` section."""
 
 SECTIONS = {
     "listener": "listeners",
@@ -50,6 +52,11 @@ SECTIONS = {
     "mesh_peer": "mesh_peers",
 }
 """The :class:`Config` field holding each kind."""
+
+IPSEC_NODE = "ipsec_node"
+"""Kind of a node's own ``ipsec`` section: one row per node, named
+:data:`IPSEC_NODE_NAME` and stored under the node's name (node-local)."""
+IPSEC_NODE_NAME = "ipsec"
 
 SHARED_NODE = ""
 
@@ -166,6 +173,63 @@ def delete_object(
     )
 
 
+def get_ipsec_node(session: Session, node: str) -> ObjectView:
+    """The ``ipsec`` section stored for ``node``; NotFound when none is."""
+    row = _find(session, IPSEC_NODE, IPSEC_NODE_NAME, node)
+    if row is None:
+        raise NotFound(f"no ipsec section stored for node {node!r}")
+    return _view(session, row)
+
+
+def put_ipsec_node(
+    session: Session,
+    box: SecretBox,
+    *,
+    actor: str,
+    node: str,
+    data: dict[str, Any],
+    now: datetime,
+) -> tuple[ObjectView, bool]:
+    """Store ``node``'s ``ipsec`` section whole; the view and whether it is new.
+
+    Checked by its model only: what it must agree with (the address of
+    transport-mode listeners, the mesh listener) is checked by the node when
+    it applies, and a refusal shows as this object's ``failed`` state.
+    """
+    item = _validated(IPSEC_NODE, data)
+    row = _find(session, IPSEC_NODE, IPSEC_NODE_NAME, node)
+    before = None if row is None else _view(session, row).document
+    if row is None:
+        row = ConfigObject(
+            kind=IPSEC_NODE, name=IPSEC_NODE_NAME, node=node, updated_at=now
+        )
+    _store(session, box, row, item, now)
+    view = _view(session, row)
+    audit.record(
+        session, actor=actor, action="create" if before is None else "update",
+        kind=IPSEC_NODE, name=IPSEC_NODE_NAME, now=now, before=before,
+        after=view.document,
+    )  # fmt: skip
+    return view, before is None
+
+
+def delete_ipsec_node(
+    session: Session, *, actor: str, node: str, now: datetime
+) -> None:
+    """Forget ``node``'s stored ``ipsec`` section (the ``--config`` file's, if
+    any, applies again); NotFound when none is stored."""
+    row = _find(session, IPSEC_NODE, IPSEC_NODE_NAME, node)
+    if row is None:
+        raise NotFound(f"no ipsec section stored for node {node!r}")
+    before = _view(session, row).document
+    session.delete(row)
+    session.info[CHANGED] = True
+    audit.record(
+        session, actor=actor, action="delete", kind=IPSEC_NODE,
+        name=IPSEC_NODE_NAME, now=now, before=before,
+    )  # fmt: skip
+
+
 def load_config(session: Session, box: SecretBox) -> Config:
     """The stored configuration as one model, secrets opened."""
     return _config_from(_all_items(session, box))
@@ -214,12 +278,17 @@ def node_objects(session: Session, box: SecretBox, node: str) -> list[StoredObje
 
 def assemble(objects: list[StoredObject], node: Config | None = None) -> Config:
     """One configuration of ``objects`` plus the node's own sections (media,
-    IPsec node) from ``node``; raises pydantic's ValidationError."""
+    IPsec node) from ``node``, a stored ``ipsec`` section replacing the
+    file's; raises pydantic's ValidationError."""
     sections: dict[str, Any] = {section: [] for section in SECTIONS.values()}
-    for stored in objects:
-        sections[SECTIONS[stored.kind]].append(stored.item)
     if node is not None:
         sections.update(media=node.media, ipsec=node.ipsec)
+    for stored in objects:
+        if stored.kind == IPSEC_NODE:
+            # Set over the API, later than the file: it wins.
+            sections["ipsec"] = stored.item
+        else:
+            sections[SECTIONS[stored.kind]].append(stored.item)
     return Config.model_validate(sections)
 
 
@@ -386,11 +455,13 @@ def _items_of(config: Config) -> Iterator[tuple[str, Any]]:
 # Storage and secrets
 
 
-def _find(session: Session, kind: str, name: str) -> ConfigObject | None:
+def _find(
+    session: Session, kind: str, name: str, node: str = SHARED_NODE
+) -> ConfigObject | None:
     query = select(ConfigObject).where(
         ConfigObject.kind == _known(kind),
         ConfigObject.name == name,
-        ConfigObject.node == SHARED_NODE,
+        ConfigObject.node == node,
     )
     return session.scalars(query).one_or_none()
 
@@ -403,7 +474,9 @@ def _row(session: Session, kind: str, name: str) -> ConfigObject:
 
 
 def _all_items(session: Session, box: SecretBox) -> list[tuple[str, BaseModel]]:
-    rows = session.scalars(select(ConfigObject).order_by(ConfigObject.id))
+    # The objects of the configuration's lists; nodes' own sections apart.
+    query = select(ConfigObject).where(ConfigObject.kind.in_(list(SECTIONS)))
+    rows = session.scalars(query.order_by(ConfigObject.id))
     return [(row.kind, _open_item(session, box, row)) for row in rows]
 
 
