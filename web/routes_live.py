@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -190,7 +191,7 @@ _MODES = {
 }
 
 
-def _clock(request: Request) -> Any:
+def _clock(request: Request) -> datetime:
     state: AdminState = request.app.state.admin
     return state.clock()
 
