@@ -110,6 +110,11 @@ def test_serve_runs_the_api_applies_changes_streams_events_and_stops(
         disabled = api.post("/runtime/trunks/carrier/disable")
         change = stream.next("TrunkStateChanged")
         audit = api.get("/audit", params={"action": "disable"}).json()
+        refusals = [
+            api.post("/runtime/calls/no-such-call/hangup").status_code,
+            api.post("/runtime/tunnels/carrier/rekey").status_code,
+        ]
+        associations = api.get("/runtime/security-associations").json()
         sbc.wait_for("listening on udp:127.0.0.1", 5)
 
         returncode = sbc.stop()
@@ -126,6 +131,8 @@ def test_serve_runs_the_api_applies_changes_streams_events_and_stops(
     assert [(e["actor"], e["kind"], e["name"]) for e in audit["items"]] == [
         ("admin", "trunk", "carrier")
     ]
+    assert refusals == [404, 409]  # no such call; no IPsec runtime runs
+    assert associations == []
     assert returncode == 0
     assert stream.ended.is_set()
     log = sbc.log_text()
