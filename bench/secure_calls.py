@@ -179,7 +179,9 @@ async def serve_peer(me: str, node: str) -> None:
         usage = time.process_time()
         counts.sent = await _play_inside(trunks.data_plane, me, node, command)
         await asyncio.sleep(DRAIN)
-        _reply({**counts.result(), "cpu_seconds": time.process_time() - usage})
+        paths = trunks.data_plane.stats()["paths"]
+        _reply({**counts.result(), "cpu_seconds": time.process_time() - usage,
+                "paths": paths})  # fmt: skip
     await trunks.stop()
 
 
@@ -370,10 +372,17 @@ def _play(
             _write_json(peer, {"play": [pair[1] for pair in ports], "start_at": start_at,
                                "seconds": seconds})  # fmt: skip
         results = [_as_dict(job.get(seconds + 60)) for job in jobs]
+        # The peer's data-plane paths: what its encap socket sent and dropped.
+        peer_paths = {}
         if peer is not None:
             results.append(_read_json(peer))
+            peer_paths = results[-1].pop("paths")
         node_cpu_seconds = _cpu_seconds(node_pid) - cpu_before
-    return {**_totals(results, seconds), "node_cpu_seconds": node_cpu_seconds}
+    return {
+        **_totals(results, seconds),
+        "node_cpu_seconds": node_cpu_seconds,
+        "peer_paths": peer_paths,
+    }
 
 
 def _totals(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
