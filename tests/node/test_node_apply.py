@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+import subprocess
 
 import pytest
 from conftest import require_tool
@@ -247,3 +249,67 @@ def test_hang_up_ends_an_answered_call_on_both_legs(tmp_path):
     assert record.end_reason == "operator"
     assert callee[0] == 0, callee[1]  # the callee got its BYE and answered it
     assert caller[0] == 1, caller[1]  # SIPp: a call failed (on our BYE)
+
+
+def self_signed(directory) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 made by openssl (an independent tool)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec",
+            "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=sbc.test",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+async def options_over_tls(port: int, cafile: str) -> bytes:
+    context = ssl.create_default_context(cafile=cafile)
+    reader, writer = await asyncio.open_connection(
+        HOST, port, ssl=context, server_hostname=HOST
+    )
+    local = writer.get_extra_info("sockname")[1]
+    writer.write(
+        (
+            f"OPTIONS sip:{HOST}:{port};transport=tls SIP/2.0\r\n"
+            f"Via: SIP/2.0/TLS {HOST}:{local};branch=z9hG4bKtls1\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:probe@sbc.test>;tag=1\r\n"
+            f"To: <sip:{HOST}>\r\nCall-ID: tls-1\r\nCSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    return status_line
+
+
+def test_tls_listener_added_live_serves_its_own_certificate(tmp_path):
+    lab = Lab()
+    cert, key = self_signed(tmp_path)
+
+    async def scenario():
+        node = new_node(Records())
+        await node.start(config_of(lab.document()))
+        unreadable = lab.document()
+        unreadable["listeners"].append(
+            {"name": "tls", "transport": "tls", "address": HOST, "port": 0,
+             "tls_cert": cert, "tls_key": str(tmp_path / "missing.pem")}
+        )  # fmt: skip
+        refused = await node.apply(config_of(unreadable))
+        with_tls = lab.document()
+        with_tls["listeners"].append(unreadable["listeners"][1] | {"tls_key": key})
+        applied = await node.apply(config_of(with_tls))
+        port = node.endpoint.listening[-1].port
+        answer = await options_over_tls(port, cert)
+        await node.stop()
+        return refused, applied, answer
+
+    refused, applied, answer = asyncio.run(scenario())
+
+    assert not refused[("listener", "tls")].applied
+    assert "TLS certificate or key unusable" in refused[("listener", "tls")].reason
+    assert applied[("listener", "tls")] == Outcome(True)
+    assert answer.startswith(b"SIP/2.0 200 OK")
