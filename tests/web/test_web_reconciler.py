@@ -18,7 +18,7 @@ from sbc.cdr import CallRecord
 from sbc.io.settings import TransportSettings
 from sbc.node import Node, NodeSettings
 from web.app import AdminState
-from web.db import ConfigObject
+from web.db import ConfigObject, make_engine, make_sessions
 from web.reconciler import Reconciler
 from web.services import config
 
@@ -211,3 +211,31 @@ async def _until(predicate, timeout: float = 10.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+def test_poll_picks_up_a_change_made_by_another_process(state, database_url):
+    create(state, "listener", listener("lo"))
+    # Another process: its own engine and sessions on the same database.
+    other_engine = make_engine(database_url)
+    elsewhere = AdminState(make_sessions(other_engine), state.box)
+
+    async def scenario():
+        node = new_node()
+        await node.start()
+        reconciler = Reconciler(node, state.sessions, state.box, interval=0.2)
+        reconciler.watch()  # hears this process's commits only
+        task = asyncio.create_task(reconciler.run())
+        try:
+            await _until(lambda: rows(state)["lo"][0] == "applied")
+            await asyncio.to_thread(create, elsewhere, "trunk", trunk("carrier"))
+            await _until(lambda: rows(state).get("carrier", ("",))[0] == "applied")
+        finally:
+            task.cancel()
+            reconciler.unwatch()
+            await node.stop()
+        return [view.name for view in node.trunks()]
+
+    names = asyncio.run(scenario())
+    other_engine.dispose()
+
+    assert names == ["carrier"]
