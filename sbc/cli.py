@@ -107,7 +107,8 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="a static SIP listener besides those stored in the database (not "
         "with --config): udp:, tcp: or tls: then an IP address (IPv6 in "
         "brackets) and a port (0 picks a free one; default 5060, 5061 for "
-        "tls). Repeat for more. Without any, only stored listeners are opened.",
+        "tls). Repeat for more. When none is given and none is stored: "
+        "udp and tcp on 127.0.0.1:5060 and [::1]:5060.",
     )
     parser.add_argument(
         "--admin-listen",
@@ -199,7 +200,13 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_serve(args: argparse.Namespace) -> int:
     from sbc.node import NodeSettings
-    from sbc.serve import ServeError, ServeOptions, open_database, serve
+    from sbc.serve import (
+        ServeError,
+        ServeOptions,
+        open_database,
+        serve,
+        with_default_listeners,
+    )
 
     listen: tuple[ListenSpec, ...] = tuple(args.listen or ())
     uses_tls = any(spec.transport == "TLS" for spec in listen)
@@ -238,6 +245,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     except ServeError as exc:
         sys.stderr.write(f"sbc serve: {exc}\n")
         return 1
+    options = with_default_listeners(options, state)
     return _run_on_uvloop(serve(options, state))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
@@ -99,6 +100,30 @@ def open_database(options: ServeOptions) -> AdminState:
             f"(shown once, change it): {password}\n"
         )
     return state
+
+
+def with_default_listeners(options: ServeOptions, state: AdminState) -> ServeOptions:
+    """The loopback defaults (port 5060, UDP and TCP, IPv4 and IPv6) as static
+    listeners when nothing else would listen for SIP: no ``--listen``, no
+    ``--config`` and no listener stored for this node. Decided once, at start."""
+    from sqlalchemy import func, select
+
+    from sbc.io.settings import DEFAULT_LISTEN
+    from web.db import ConfigObject
+
+    if options.node.transport.listen or options.config is not None:
+        return options
+    nodes = ("", options.node_name)
+    query = select(func.count(ConfigObject.id)).where(
+        ConfigObject.kind == "listener", ConfigObject.node.in_(nodes)
+    )
+    with state.sessions.begin() as session:
+        if session.scalar(query):
+            return options
+    _log.info("no SIP listener stored: listening on the loopback defaults")
+    transport = dataclasses.replace(options.node.transport, listen=DEFAULT_LISTEN)
+    node = dataclasses.replace(options.node, transport=transport)
+    return dataclasses.replace(options, node=node)
 
 
 async def serve(options: ServeOptions, state: AdminState) -> int:

@@ -11,6 +11,7 @@ import json
 import queue
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,27 @@ def test_serve_admin_listen_off_and_busy_admin_port(tmp_path: Path) -> None:
 def _applied(api: httpx.Client, path: str) -> dict[str, Any] | None:
     answer = api.get(path).json()
     return answer if answer["state"] == "applied" else None
+
+
+def test_loopback_defaults_only_when_nothing_else_would_listen(state, tmp_path):
+    from sbc.io.settings import DEFAULT_LISTEN, ListenSpec, TransportSettings
+    from sbc.node import NodeSettings
+    from sbc.serve import ServeOptions, with_default_listeners
+    from web.services import config
+
+    bare = ServeOptions(tmp_path, NodeSettings(TransportSettings(listen=())))
+    given = ServeOptions(
+        tmp_path, NodeSettings(TransportSettings(listen=(ListenSpec("UDP", HOST, 0),)))
+    )
+    before = with_default_listeners(bare, state).node.transport.listen
+    with state.sessions.begin() as session:
+        config.create_object(
+            session, state.box, actor="test", kind="listener",
+            data={"name": "lo", "transport": "udp", "address": HOST, "port": 0},
+            now=datetime.now(UTC),
+        )  # fmt: skip
+    after = with_default_listeners(bare, state).node.transport.listen
+
+    assert before == DEFAULT_LISTEN
+    assert after == ()
+    assert with_default_listeners(given, state) is given
