@@ -3,7 +3,8 @@ same calls over a plain trunk: loss and CPU per call.
 
 Run: ``.venv/bin/python -m bench.secure_calls`` (root: IKE binds UDP 500 and
 4500); ``--calls 200,400,600`` picks the steps, ``--seconds`` their length,
-``--trunks secure,plain`` the subjects.
+``--trunks secure,plain,composed`` the subjects, ``--no-pin`` leaves the
+placement to the scheduler (where other pinned work shares CPU 0).
 
 The node under test is this project's media relay with the secure-trunk
 runtime (``SecureTrunks``: data plane and IKE daemon), pinned to CPU 0, on a
@@ -59,6 +60,15 @@ from media_relay import (  # noqa: E402
     _write_json,
 )
 from media_traffic import DRAIN, LATE_AFTER, PACKET_INTERVAL, SLICES, run_traffic  # noqa: E402
+
+PIN_VARIABLE = "SECURE_CALLS_PIN"
+"""``0`` in the environment (``--no-pin``, inherited by every role): no
+process is pinned, the scheduler places them all."""
+
+
+def _cpu(number: int) -> int | None:
+    return None if os.environ.get(PIN_VARIABLE) == "0" else number
+
 
 NODE_CPU = 0
 TRAFFIC_CPU = 1
@@ -163,7 +173,8 @@ async def serve_peer(me: str, node: str) -> None:
     from sbc.config.model import Config
     from sbc.secure import SecureTrunks
 
-    os.sched_setaffinity(0, {TRAFFIC_CPU})
+    if (cpu := _cpu(TRAFFIC_CPU)) is not None:
+        os.sched_setaffinity(0, {cpu})
     trunks = SecureTrunks()
     await trunks.start(Config.model_validate(trunk_config(me, node, starts=False)))
     counts = _Counts()
@@ -272,7 +283,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--nice", type=int, default=-15)
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="pin nothing (on a machine whose CPU 0 other pinned work shares)",
+    )
     options = parser.parse_args()
+    if options.no_pin:
+        os.environ[PIN_VARIABLE] = "0"
     if os.geteuid() != 0:
         raise SystemExit("run as root: IKE binds UDP 500 and 4500")
     _raise_file_limit()
@@ -304,7 +322,7 @@ def measure(secure: bool, calls: int, seconds: float) -> dict[str, Any]:
     caller = _bound_socket(pbx_address, 0)
     # The peer first: it only answers, so the node's first IKE_SA_INIT finds it.
     peer = _spawn("peer", peer_address, node_address, secure) if secure else None
-    node = _spawn("node", node_address, peer_address, secure, cpu=NODE_CPU)
+    node = _spawn("node", node_address, peer_address, secure, cpu=_cpu(NODE_CPU))
     try:
         _write_json(node, {"allocate": calls, "a": list(caller.getsockname())})
         ports = [tuple(pair) for pair in _read_json(node)]
@@ -357,7 +375,7 @@ def _play(
         cpu_before = _cpu_seconds(node_pid)
         jobs = [
             pool.apply_async(
-                run_traffic, (caller, a_ports, start_at, seconds, TRAFFIC_CPU)
+                run_traffic, (caller, a_ports, start_at, seconds, _cpu(TRAFFIC_CPU))
             )
         ]
         if peer is None:
@@ -365,7 +383,7 @@ def _play(
             b_ports = [(node_address, pair[1]) for pair in ports]
             jobs.append(
                 pool.apply_async(
-                    run_traffic, (callee, b_ports, start_at, seconds, TRAFFIC_CPU)
+                    run_traffic, (callee, b_ports, start_at, seconds, _cpu(TRAFFIC_CPU))
                 )
             )
         else:
@@ -439,14 +457,14 @@ def measure_composed(calls: int, seconds: float) -> dict[str, Any]:
             namespaces.a, namespaces.b, Path(directory), "AES_GCM_16_128"
         )
         try:
-            _pin(charons[0].process.pid, NODE_CPU)
-            _pin(charons[1].process.pid, TRAFFIC_CPU)
+            _pin(charons[0].process.pid, _cpu(NODE_CPU))
+            _pin(charons[1].process.pid, _cpu(TRAFFIC_CPU))
             rtpengine = namespaces.a.spawn(
                 ["rtpengine", "--config-file=none", "--table=-1",
                  f"--interface={LAN_A}", "--listen-ng=127.0.0.1:22223",
                  "--foreground", "--log-stderr", "--log-level=3", "--num-threads=1",
                  f"--port-min={COMPOSED_PORTS[0]}", f"--port-max={COMPOSED_PORTS[1]}"],
-                cpu=NODE_CPU, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cpu=_cpu(NODE_CPU), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             ng = namespaces.a.spawn(
                 [sys.executable, "-c", NG_SCRIPT, str(calls), LAN_A, str(PBX_PORT),
@@ -512,11 +530,13 @@ def play_traffic(me: str, destinations: str, start_at: float, seconds: float) ->
     host, port = me.rsplit(":", 1)
     sock = _bound_socket(host, int(port))
     targets = [(str(h), int(p)) for h, p in json.loads(destinations)]
-    result = run_traffic(sock, targets, start_at, seconds, TRAFFIC_CPU)
+    result = run_traffic(sock, targets, start_at, seconds, _cpu(TRAFFIC_CPU))
     print(json.dumps(_as_dict(result)), flush=True)
 
 
-def _pin(pid: int, cpu: int) -> None:
+def _pin(pid: int, cpu: int | None) -> None:
+    if cpu is None:
+        return
     subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)],
                    check=True, capture_output=True)  # fmt: skip
 
