@@ -33,9 +33,12 @@ STOP_TIMEOUT = 10.0
 class SbcProcess:
     """One ``sbc serve`` child; use as a context manager."""
 
-    def __init__(self, data_dir: Path, *arguments: str) -> None:
+    def __init__(
+        self, data_dir: Path, *arguments: str, start_timeout: float = START_TIMEOUT
+    ) -> None:
         self.data_dir = data_dir
         self.arguments = arguments
+        self.start_timeout = start_timeout
         self.listening: list[ListenSpec] = []
         self.admin_url: str | None = None
         """``http://127.0.0.1:PORT`` once the admin API listens."""
@@ -65,7 +68,7 @@ class SbcProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         threading.Thread(target=self._read_stderr, daemon=True).start()
-        self.wait_for("serving", START_TIMEOUT)
+        self.wait_for("serving", self.start_timeout)
 
     def wait_for(self, text: str, timeout: float) -> str:
         """The first stderr line containing ``text``; fails after ``timeout``."""

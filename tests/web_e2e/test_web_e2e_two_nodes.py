@@ -1,0 +1,156 @@
+"""The reconciler end to end: two ``sbc serve`` nodes built through their APIs.
+
+Node A keeps its configuration in PostgreSQL, node B in SQLite. Everything
+is created over the API (listeners, the IPsec profile, each node's own
+ipsec section, trunks, dial plans); the test then checks what runs, not
+what is stored: the objects' outcome states, the SAs in the live view, a
+SIPp call across both nodes. A changed profile renews the SAs with the new
+ESP proposal; a deleted trunk takes its SAs away on both nodes while a
+call on a plain trunk of node B goes on untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import require_root, require_tool
+from e2e_lab import ApiNode, NodeDatabases, TwoNodeLab, one_child_up, poll
+
+pytestmark = [pytest.mark.timeout(400), pytest.mark.peer("sipp"), pytest.mark.root]
+AES256 = {"esp_proposals": [{"encryption": "aes256gcm16"}]}
+
+
+@pytest.fixture
+def node_database(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    with NodeDatabases(tmp_path) as make:
+        yield make
+
+
+def child(views: list[dict[str, Any]]) -> dict[str, Any]:
+    ike = views[0]
+    assert len(ike["children"]) == 1
+    found: dict[str, Any] = ike["children"][0]
+    return found
+
+
+def spis(views: list[dict[str, Any]]) -> set[str]:
+    return {
+        spi
+        for ike in views
+        for sa in ike["children"]
+        for spi in (sa["inbound_spi"], sa["outbound_spi"])
+    }
+
+
+def test_two_nodes_built_through_the_api_carry_calls_follow_changes(
+    tmp_path: Path, node_database
+) -> None:
+    require_root("IKE binds UDP 500 and 4500")
+    require_tool("sipp", "sip-tester")
+    lab = TwoNodeLab(tmp_path / "run")
+    node_b = ApiNode("node-b", tmp_path / "b", node_database("sqlite"), lab.b)
+    node_a = ApiNode("node-a", tmp_path / "a", node_database("postgresql"), lab.a)
+    carrier = None
+    try:
+        node_b.start()
+        node_a.start()
+        lab.configure_b(node_b)
+        lab.configure_a(node_a)
+        carrier = lab.carrier()
+
+        # Everything stored runs, and the SAs are up on both sides.
+        objects_a = node_a.wait_applied()
+        objects_b = node_b.wait_applied()
+        views_a = node_a.wait_sas(one_child_up, 30, "SAs up")
+        views_b = node_b.wait_sas(one_child_up, 30, "SAs up")
+        lab.calls_pass("first-call")
+        counted_a = node_a.wait_sas(
+            lambda v: one_child_up(v) and child(v)["packets_out"] > 0, 10, "counted"
+        )
+        counted_b = node_b.sas()
+        records_b = node_b.cdrs()
+
+        # Another ESP proposal: the responder first, then the initiator.
+        node_b.replace(
+            "/ipsec-profiles/mesh", {**lab.profile, "start_action": "none", **AES256}
+        )
+        node_a.replace(
+            "/ipsec-profiles/mesh", {**lab.profile, "start_action": "start", **AES256}
+        )
+        old = spis(views_a)
+        renewed_a = node_a.wait_sas(
+            lambda v: one_child_up(v) and not spis(v) & old, 30, "SAs renewed"
+        )
+        renewed_b = node_b.wait_sas(
+            lambda v: one_child_up(v) and not spis(v) & old, 30, "SAs renewed"
+        )
+        lab.calls_pass("after-the-change")
+        node_a.wait_applied()
+        node_b.wait_applied()
+
+        # A long call on node B's plain path while the protected trunk goes.
+        long_call = lab.call("long-call", hold_ms=8000, via_b=True)
+        node_b.wait_sas(lambda v: True, 1, "views readable")
+        answered = _wait_answered(node_b, "pbx-b")
+        referenced = node_a.api.delete("/trunks/node-b")
+        lab.route(node_a, "pbx", None)
+        node_a.delete("/dial-plans/from-pbx")
+        node_a.delete("/trunks/node-b")
+        node_b.delete("/trunks/node-a")
+        gone_a = node_a.wait_sas(lambda v: v == [], 15, "SAs deleted")
+        gone_b = node_b.wait_sas(lambda v: v == [], 15, "SAs deleted")
+        during = node_b.get("/runtime/calls")
+        long_outcome = long_call.wait(60)
+        trunks_b = {t["name"] for t in node_b.get("/runtime/trunks")}
+        node_b.wait_applied()
+        records_after = node_b.cdrs()
+    finally:
+        if carrier is not None:
+            carrier.stop()
+        node_a.stop()
+        node_b.stop()
+
+    kinds_a = sorted({o["kind"] for o in objects_a})
+    assert kinds_a == ["dial_plan", "ipsec_node", "ipsec_profile", "listener", "trunk"]
+    assert len(objects_a) == 8 and len(objects_b) == 9
+    for views, trunk in ((views_a, "node-b"), (views_b, "node-a")):
+        ike, sa = views[0], child(views)
+        assert (ike["trunk"], ike["encryption"], ike["prf"]) == (
+            trunk, "ENCR_AES_GCM_16_128", "PRF_HMAC_SHA2_256"
+        )  # fmt: skip
+        assert (sa["encryption"], sa["mode"], sa["encapsulated"]) == (
+            "AES_GCM_16_128", "transport", True
+        )  # fmt: skip
+    assert views_a[0]["initiator"] and not views_b[0]["initiator"]
+    assert spis(views_a) == spis(views_b)
+    assert child(counted_a)["packets_in"] > 0 and child(counted_b)["packets_in"] > 0
+    assert [(r["a_trunk"], r["b_trunk"], r["disposition"]) for r in records_b] == [
+        ("node-a", "carrier", "answered")
+    ]
+    assert records_b[0]["algorithms"] is not None
+    for views in (renewed_a, renewed_b):
+        assert child(views)["encryption"] == "AES_GCM_16_256"
+    assert spis(renewed_a) == spis(renewed_b)
+    assert answered["state"] == "Answered"
+    assert referenced.status_code == 422
+    assert "from-pbx" in referenced.text
+    assert gone_a == [] and gone_b == []
+    assert [call["a_trunk"] for call in during] == ["pbx-b"]
+    assert (long_outcome.successful, long_outcome.failed) == (1, 0)
+    assert trunks_b == {"carrier", "pbx-b"}
+    last = records_after[0]
+    assert (last["a_trunk"], last["b_trunk"], last["disposition"]) == (
+        "pbx-b", "carrier", "answered"
+    )  # fmt: skip
+    assert last["duration"] >= 8
+
+
+def _wait_answered(node: ApiNode, trunk: str) -> dict[str, Any]:
+    def answered() -> dict[str, Any] | None:
+        calls = [c for c in node.get("/runtime/calls") if c["a_trunk"] == trunk]
+        return calls[0] if calls and calls[0]["state"] == "Answered" else None
+
+    return poll(answered, 15, f"{node.name}: a call from {trunk} answered")
