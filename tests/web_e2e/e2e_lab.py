@@ -235,6 +235,16 @@ def one_child_up(views: list[dict[str, Any]]) -> bool:
     )
 
 
+def spis(views: list[dict[str, Any]]) -> set[str]:
+    """Every CHILD_SA SPI of the views, both directions."""
+    return {
+        spi
+        for ike in views
+        for sa in ike["children"]
+        for spi in (sa["inbound_spi"], sa["outbound_spi"])
+    }
+
+
 @dataclass
 class TwoNodeLab:
     """The addresses and SIPp ports of one test's two nodes."""

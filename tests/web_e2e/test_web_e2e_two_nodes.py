@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import require_root, require_tool
-from e2e_lab import ApiNode, NodeDatabases, TwoNodeLab, one_child_up, poll
+from e2e_lab import ApiNode, NodeDatabases, TwoNodeLab, one_child_up, poll, spis
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.peer("sipp"), pytest.mark.root]
 AES256 = {"esp_proposals": [{"encryption": "aes256gcm16"}]}
@@ -34,15 +34,6 @@ def child(views: list[dict[str, Any]]) -> dict[str, Any]:
     assert len(ike["children"]) == 1
     found: dict[str, Any] = ike["children"][0]
     return found
-
-
-def spis(views: list[dict[str, Any]]) -> set[str]:
-    return {
-        spi
-        for ike in views
-        for sa in ike["children"]
-        for spi in (sa["inbound_spi"], sa["outbound_spi"])
-    }
 
 
 def test_two_nodes_built_through_the_api_carry_calls_follow_changes(
