@@ -14,7 +14,7 @@ PEER_PACKAGES := sip-tester tshark tcpdump iperf3 iproute2 iptables iputils-ping
 # Peers that only the benchmarks run beside ours.
 BENCH_PACKAGES := rtpengine-daemon kamailio valgrind
 
-.PHONY: run test lint types unit peers bench-peers install-packages bench clean python-venv
+.PHONY: run test lint types unit peers bench-peers install-packages bench demo clean python-venv
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(MAKE) --no-print-directory python-venv
@@ -62,6 +62,11 @@ unit: $(STAMP)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 test: peers $(STAMP) lint types unit
+
+# Two nodes joined by a secure trunk, SIPp on both ends (root);
+# DEMO_ARGS="--calls 10 --keylog" changes the run.
+demo: peers $(STAMP)
+	$(BIN)/python -m sbc.demo $(DEMO_ARGS)
 
 bench: $(STAMP) bench-peers
 	$(BIN)/python -m bench $(BENCH)
