@@ -51,11 +51,9 @@ def response_destination(via: Via, *, reliable: bool) -> Address:
         return maddr.strip("[]"), sent_by_port
     if received is None:
         return sent_by_host, sent_by_port
+    # A bare rport means the server failed to fill it: use sent-by.
     rport = via.rport
-    # A bare rport (True) means the server failed to fill it: use sent-by.
-    if rport is None or rport is True:
-        return received, sent_by_port
-    return received, int(rport)
+    return received, sent_by_port if rport is None else rport
 
 
 def request_transport(size: int, transport: str) -> str:

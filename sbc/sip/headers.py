@@ -184,12 +184,16 @@ class Via:
         return value
 
     @property
-    def rport(self) -> int | bool | None:
-        """The rport value, True when present without value (RFC 3581 §4)."""
-        if "rport" not in self.params:
-            return None
+    def rport(self) -> int | None:
+        """The port a server filled into rport (RFC 3581 §4), else None."""
         value = self.params.get("rport")
-        return True if value is None else int(value)
+        return None if value is None else int(value)
+
+    @property
+    def asks_rport(self) -> bool:
+        """Whether rport is present without a value: the client asks the
+        server to answer to the source port (RFC 3581 §3)."""
+        return "rport" in self.params and self.params.get("rport") is None
 
     @property
     def sent_by(self) -> tuple[str, int]:

@@ -914,12 +914,10 @@ def response_destination(
         host = _unbracket(received)
     else:
         host = source[0] if source is not None else via.host
-    rport = via.rport
-    if rport is True:
+    if via.asks_rport:
         return (host, source[1] if source is not None else sent_by_port)
-    if isinstance(rport, int):
-        return (host, rport)
-    return (host, sent_by_port)
+    rport = via.rport
+    return (host, sent_by_port if rport is None else rport)
 
 
 def _identity(request: Request) -> tuple[str, str | None]:

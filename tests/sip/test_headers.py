@@ -156,7 +156,7 @@ def test_parse_via_lws_everywhere():
         "SIP / 2.0 / TCP   host.example.com : 5070 ;  branch = z9hG4bK1 ; rport"
     )
 
-    assert (via.transport, via.host, via.port, via.branch, via.rport) == (
+    assert (via.transport, via.host, via.port, via.branch, via.asks_rport) == (
         "TCP",
         "host.example.com",
         5070,

@@ -49,7 +49,8 @@ def test_parse_request_typed_values():
     )
     assert [via.branch for via in request.via] == ["z9hG4bKinv1", "z9hG4bKinv0"]
     assert request.top_via.sent_by == ("192.0.2.10", 5060)
-    assert request.top_via.rport is True
+    assert request.top_via.asks_rport
+    assert request.top_via.rport is None
     assert request.via[1].transport == "TCP"
     assert (request.cseq.number, request.cseq.method) == (1, "INVITE")
     assert request.from_.display_name == "Alice"
