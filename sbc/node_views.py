@@ -102,14 +102,17 @@ class Subscription:
 
     def __init__(self, bus: EventBus, size: int) -> None:
         self._bus = bus
-        self._queue: asyncio.Queue[object] = asyncio.Queue(size)
+        self._size = size
+        # Unbounded for the end marker; events are kept to ``size`` by put.
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
         self.lost = 0
         """Events dropped because this subscriber fell behind."""
 
     def put(self, event: object) -> None:
-        if self._queue.full():
+        if self._queue.qsize() >= self._size:
             self._queue.get_nowait()
             self.lost += 1
+            self._bus.lost += 1
         self._queue.put_nowait(event)
 
     async def get(self, timeout: float | None = None) -> object | None:
@@ -133,7 +136,12 @@ class Subscription:
                 yield event
 
     def close(self) -> None:
+        """Unsubscribe; what is queued can still be read, then it ends."""
         self._bus.unsubscribe(self)
+        self.end()
+
+    def end(self) -> None:
+        self._queue.put_nowait(_CLOSED)
 
 
 _CLOSED = object()
@@ -144,11 +152,13 @@ class EventBus:
         self._subscriptions: set[Subscription] = set()
         self._closed = False
         self.published = 0
+        self.lost = 0
+        """Events dropped for subscribers that fell behind, since start."""
 
     def subscribe(self, size: int = 1000) -> Subscription:
         subscription = Subscription(self, size)
         if self._closed:
-            subscription.put(_CLOSED)
+            subscription.end()
         else:
             self._subscriptions.add(subscription)
         return subscription
@@ -165,12 +175,8 @@ class EventBus:
         """End every subscription (the node stops)."""
         self._closed = True
         for subscription in self._subscriptions:
-            subscription.put(_CLOSED)
+            subscription.end()
         self._subscriptions.clear()
-
-    @property
-    def lost(self) -> int:
-        return sum(s.lost for s in self._subscriptions)
 
 
 def event_name(event: object) -> str:
