@@ -64,6 +64,8 @@ class _Probe:
     endpoint: LocalEndpoint
     up: bool = True
     """Targets start up: a new trunk is usable until pings prove otherwise."""
+    heard: bool = False
+    """Whether any ping has had its outcome: the first answer is a verdict."""
     streak: int = 0
     """Outcomes in a row that disagree with ``up`` (misses while up)."""
     next_ping: float | None = None
@@ -98,6 +100,7 @@ class KeepaliveMonitor:
         self._by_key: dict[ClientTransactionKey, _Probe] = {}
         self._events: deque[KeepaliveEvent] = deque()
         self._from_tag = rng.randbytes(6).hex()
+        self._answered = False
 
     @property
     def down_targets(self) -> frozenset[TargetKey]:
@@ -186,8 +189,11 @@ class KeepaliveMonitor:
     ) -> None:
         del self._by_key[key]
         probe.pending = None
+        first, probe.heard = not probe.heard, True
         if answered == probe.up:
             probe.streak = 0
+            if first and answered:
+                self._first_answer(probe)
             return
         probe.streak += 1
         settings = self._settings
@@ -207,6 +213,15 @@ class KeepaliveMonitor:
             "up" if answered else "down",
         )
         self._update_trunk()
+
+    def _first_answer(self, probe: _Probe) -> None:
+        """A target assumed up proves it: TargetCameUp, and TrunkCameUp for
+        the trunk's first, so views show a verdict, not just the default."""
+        self._events.append(TargetCameUp(probe.key))
+        if not self._answered:
+            self._answered = True
+            self._events.append(TrunkCameUp(self._trunk))
+            _log.info("trunk %s: targets answer OPTIONS", self._trunk)
 
     def _update_trunk(self) -> None:
         down = bool(self._probes) and not any(probe.up for probe in self._probes)
