@@ -279,13 +279,17 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         help="check a configuration file and print every problem with its "
         "file, line and field; exit 0 when it is good, 1 when not",
     )
-    check.add_argument("file", type=Path, metavar="FILE")
+    check.add_argument(
+        "file", type=Path, metavar="FILE", help="a YAML configuration file"
+    )
     apply = actions.add_parser(
         "apply",
         help="check FILE, then make the stored configuration equal to it "
         "(objects not in FILE are deleted); every change is audited",
     )
-    apply.add_argument("file", type=Path, metavar="FILE")
+    apply.add_argument(
+        "file", type=Path, metavar="FILE", help="a YAML configuration file"
+    )
     _database_arguments(apply)
     export = actions.add_parser("export", help="print the stored configuration as YAML")
     export.add_argument(
@@ -402,7 +406,7 @@ def _user_arguments(parser: argparse.ArgumentParser) -> None:
         help="create an admin-plane user; the password is read from standard "
         "input with --password-stdin, else generated and printed once",
     )
-    add.add_argument("username", metavar="NAME")
+    add.add_argument("username", metavar="NAME", help="the new user's login name")
     add.add_argument(
         "--role",
         choices=("admin", "operator", "viewer"),
