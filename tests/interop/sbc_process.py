@@ -23,7 +23,7 @@ from pathlib import Path
 from sbc.io.settings import ListenSpec, parse_listen_spec
 
 SBC = Path(sys.executable).with_name("sbc")
-_LISTENING = re.compile(r"listening on (\S+)")
+_LISTENING = re.compile(r"listening on ((?:udp|tcp|tls):\S+)")
 _ADMIN_API = re.compile(r"admin API on (http://\S+)/api/v1/docs")
 _PASSWORD = re.compile(r"one-time password .*: (\S+)$")
 START_TIMEOUT = 15.0
