@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sbc.config import REVEAL_SECRETS, DialPlan, Listener, Trunk
 from sbc.config.ipsec import IpsecNode, IpsecProfile, MeshPeer
+from sbc.config.model import Media
 from web.crypto import SecretBox
 from web.db import Token, User
 from web.schemas import (
@@ -117,7 +118,8 @@ def create_app(state: AdminState) -> FastAPI:
     _auth_routes(router)
     for segment, kind, model in RESOURCES:
         _config_routes(router, segment, kind, model)
-    _node_section_routes(router)
+    for segment, kind, model in NODE_SECTIONS:
+        _node_section_routes(router, segment, kind, model)
     _user_routes(router)
     _token_routes(router)
     _audit_routes(router)
@@ -353,43 +355,68 @@ def _config_routes(
     )  # fmt: skip
 
 
-def _node_section_routes(router: APIRouter) -> None:
-    """This node's own ``ipsec`` section, stored under its node name."""
-    path, tag = "/node/ipsec", "node"
+NODE_SECTIONS: tuple[tuple[str, str, type[BaseModel]], ...] = (
+    ("ipsec", "ipsec_node", IpsecNode),
+    ("media", "media", Media),
+)
+"""URL segment under /node, service kind and model of this node's own sections."""
 
-    @router.get(path, tags=[tag], dependencies=[VIEWER], responses={404: {}})
-    def get_ipsec_node(request: Request, session: SessionDep) -> ObjectPublic:
-        view = config.get_ipsec_node(session, _admin(request).node_name)
-        return _object_public(view)
 
-    @router.put(path, tags=[tag], responses={201: {}, 422: {}})
-    def put_ipsec_node(
-        body: IpsecNode,
+def _node_section_routes(
+    router: APIRouter, segment: str, kind: str, model: type[BaseModel]
+) -> None:
+    """One of this node's own sections, stored under its node name."""
+    path, tag = f"/node/{segment}", "node"
+
+    def get_section(request: Request, session: SessionDep) -> ObjectPublic:
+        node = _admin(request).node_name
+        return _object_public(config.get_node_section(session, kind, node))
+
+    def put_section(
+        body: Annotated[Any, Body()],
         request: Request,
         response: Response,
         caller: Admin,
         session: SessionDep,
     ) -> ObjectPublic:
         """Create or replace it; it replaces a ``--config`` file's section."""
-        view, created = config.put_ipsec_node(
+        view, created = config.put_node_section(
             session,
             _admin(request).box,
             actor=caller.user.username,
+            kind=kind,
             node=_admin(request).node_name,
-            data=body.model_dump(mode="json"),
+            data=_revealed(body),
             now=_admin(request).clock(),
         )
         response.status_code = 201 if created else 200
         return _object_public(view)
 
-    @router.delete(path, tags=[tag], status_code=204, responses={404: {}})
-    def delete_ipsec_node(request: Request, caller: Admin, session: SessionDep) -> None:
-        config.delete_ipsec_node(
+    def delete_section(request: Request, caller: Admin, session: SessionDep) -> None:
+        config.delete_node_section(
             session,
             actor=caller.user.username,
+            kind=kind,
             node=_admin(request).node_name,
             now=_admin(request).clock(),
         )
+
+    put_section.__annotations__["body"] = Annotated[model, Body()]
+    router.add_api_route(
+        path, get_section, methods=["GET"], tags=[tag], dependencies=[VIEWER],
+        operation_id=f"get_{kind}", summary=f"Get this node's {segment} section",
+        responses={404: {}},
+    )  # fmt: skip
+    router.add_api_route(
+        path, put_section, methods=["PUT"], tags=[tag],
+        operation_id=f"put_{kind}", summary=f"Set this node's {segment} section",
+        responses={201: {}, 422: {}},
+    )  # fmt: skip
+    router.add_api_route(
+        path, delete_section, methods=["DELETE"], tags=[tag], status_code=204,
+        operation_id=f"delete_{kind}", summary=f"Forget this node's {segment} section",
+        responses={404: {}},
+    )  # fmt: skip
 
 
 def _update_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -213,12 +213,11 @@ def _differs(stored: StoredObject, outcome: OutcomeLike) -> bool:
 def _with_node_sections(
     objects: list[StoredObject], outcomes: Mapping[tuple[str, str], OutcomeLike]
 ) -> Mapping[tuple[str, str], OutcomeLike]:
-    """Outcomes with one for a stored ``ipsec`` section, which the node does
-    not name: it applies a configuration whole, so a changed section runs
-    when nothing was refused and does not when anything was."""
-    sections = [item for item in objects if item.kind == config_service.IPSEC_NODE]
-    if not sections:
-        return outcomes
+    """Outcomes with one for each stored node section the node names none
+    for (it names the media section only when refusing it): it applies a
+    configuration whole, so a changed section runs when nothing was refused
+    and does not when anything was."""
+    sections = [o for o in objects if o.kind in config_service.NODE_SECTIONS]
     refused = [
         f"{kind} {name!r}: {outcome.reason}"
         for (kind, name), outcome in outcomes.items()
@@ -227,9 +226,12 @@ def _with_node_sections(
     refused.sort(key=lambda text: ": not applied" in text)  # the cause first
     with_sections = dict(outcomes)
     for stored in sections:
+        key = (stored.kind, stored.name)
+        if key in outcomes:
+            continue
         running = not refused or not _pending(stored)
         reason = "" if running else f"not applied: {refused[0]}"
-        with_sections[(stored.kind, stored.name)] = _Outcome(running, reason)
+        with_sections[key] = _Outcome(running, reason)
     return with_sections
 
 

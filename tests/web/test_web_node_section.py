@@ -1,8 +1,9 @@
-"""The node's own ``ipsec`` section over the API (SQLite and PostgreSQL).
+"""The node's own sections over the API (SQLite and PostgreSQL).
 
-A protected trunk needs it; it is one object per node at /api/v1/node/ipsec,
-stored under the node's name, audited, left alone by ``config apply``, and
-joined by the reconciler to the rest (replacing a ``--config`` file's).
+A protected trunk needs ``ipsec``, media anchoring needs ``media``; each is
+one object per node at /api/v1/node/<section>, stored under the node's
+name, audited, left alone by ``config apply``, and joined by the reconciler
+to the rest (replacing a ``--config`` file's).
 """
 
 from __future__ import annotations
@@ -91,9 +92,10 @@ def test_sections_of_other_nodes_are_not_this_node_s(state: AdminState) -> None:
     with state.sessions.begin() as session:
         for node in ("node-a", "node-b"):
             data: dict[str, Any] = {**SECTION, "node": node}
-            config.put_ipsec_node(
-                session, state.box, actor="test", node=node, data=data, now=now
-            )
+            config.put_node_section(
+                session, state.box, actor="test", kind="ipsec_node", node=node,
+                data=data, now=now,
+            )  # fmt: skip
     with state.sessions.begin() as session:
         mine = config.node_objects(session, state.box, "node-b")
 
@@ -106,3 +108,24 @@ def test_sections_of_other_nodes_are_not_this_node_s(state: AdminState) -> None:
 def _assembled(state: AdminState, base: Config) -> Config:
     with state.sessions.begin() as session:
         return config.assemble(config.node_objects(session, state.box, ""), base)
+
+
+def test_media_section_stored_and_assembled(
+    state: AdminState, client, role_headers
+) -> None:
+    admin = role_headers[Role.ADMIN]
+    media = {"address": "192.0.2.1", "port_min": 30000, "port_max": 30999}
+
+    created = client.put("/api/v1/node/media", json=media, headers=admin)
+    empty_range = {**media, "port_max": 30000}
+    refused = client.put("/api/v1/node/media", json=empty_range, headers=admin)
+    assembled = _assembled(state, Config())
+    deleted = client.delete("/api/v1/node/media", headers=admin)
+
+    assert created.status_code == 201
+    assert (created.json()["kind"], created.json()["name"]) == ("media", "media")
+    assert refused.status_code == 422
+    assert str(assembled.media.address) == "192.0.2.1"
+    assert (assembled.media.port_min, assembled.media.port_max) == (30000, 30999)
+    assert deleted.status_code == 204
+    assert _assembled(state, Config()).media.address is None

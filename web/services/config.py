@@ -27,6 +27,7 @@ from sbc.config import (
     reference_problems,
 )
 from sbc.config.ipsec import IpsecNode, IpsecProfile, MeshPeer
+from sbc.config.model import Media
 from web.crypto import Sealed, SecretBox
 from web.db import ConfigObject, SecretValue
 
@@ -40,9 +41,10 @@ KINDS: dict[str, type[BaseModel]] = {
     "ipsec_profile": IpsecProfile,
     "mesh_peer": MeshPeer,
     "ipsec_node": IpsecNode,
+    "media": Media,
 }
 """Stored kinds and their models: the configuration's lists in their order,
-then the node's own ``ipsec`` section."""
+then the node's own sections."""
 
 SECTIONS = {
     "listener": "listeners",
@@ -53,10 +55,10 @@ SECTIONS = {
 }
 """The :class:`Config` field holding each kind."""
 
-IPSEC_NODE = "ipsec_node"
-"""Kind of a node's own ``ipsec`` section: one row per node, named
-:data:`IPSEC_NODE_NAME` and stored under the node's name (node-local)."""
-IPSEC_NODE_NAME = "ipsec"
+NODE_SECTIONS = {"ipsec_node": "ipsec", "media": "media"}
+"""Kinds of a node's own sections and the :class:`Config` field each fills:
+one row per node, named after the field and stored under the node's name
+(node-local)."""
 
 SHARED_NODE = ""
 
@@ -173,61 +175,65 @@ def delete_object(
     )
 
 
-def get_ipsec_node(session: Session, node: str) -> ObjectView:
-    """The ``ipsec`` section stored for ``node``; NotFound when none is."""
-    row = _find(session, IPSEC_NODE, IPSEC_NODE_NAME, node)
-    if row is None:
-        raise NotFound(f"no ipsec section stored for node {node!r}")
-    return _view(session, row)
+def get_node_section(session: Session, kind: str, node: str) -> ObjectView:
+    """``node``'s own section of ``kind``; NotFound when none is stored."""
+    return _view(session, _section_row(session, kind, node))
 
 
-def put_ipsec_node(
+def put_node_section(
     session: Session,
     box: SecretBox,
     *,
     actor: str,
+    kind: str,
     node: str,
     data: dict[str, Any],
     now: datetime,
 ) -> tuple[ObjectView, bool]:
-    """Store ``node``'s ``ipsec`` section whole; the view and whether it is new.
+    """Store ``node``'s section of ``kind`` whole; the view and whether it is new.
 
     Checked by its model only: what it must agree with (the address of
-    transport-mode listeners, the mesh listener) is checked by the node when
-    it applies, and a refusal shows as this object's ``failed`` state.
+    transport-mode listeners, the mesh listener, ipsec listeners outside the
+    media ports) is checked by the node when it applies, and a refusal
+    shows as this object's ``failed`` state.
     """
-    item = _validated(IPSEC_NODE, data)
-    row = _find(session, IPSEC_NODE, IPSEC_NODE_NAME, node)
+    item = _validated(kind, data)
+    name = NODE_SECTIONS[kind]
+    row = _find(session, kind, name, node)
     before = None if row is None else _view(session, row).document
     if row is None:
-        row = ConfigObject(
-            kind=IPSEC_NODE, name=IPSEC_NODE_NAME, node=node, updated_at=now
-        )
+        row = ConfigObject(kind=kind, name=name, node=node, updated_at=now)
     _store(session, box, row, item, now)
     view = _view(session, row)
     audit.record(
         session, actor=actor, action="create" if before is None else "update",
-        kind=IPSEC_NODE, name=IPSEC_NODE_NAME, now=now, before=before,
-        after=view.document,
+        kind=kind, name=name, now=now, before=before, after=view.document,
     )  # fmt: skip
     return view, before is None
 
 
-def delete_ipsec_node(
-    session: Session, *, actor: str, node: str, now: datetime
+def delete_node_section(
+    session: Session, *, actor: str, kind: str, node: str, now: datetime
 ) -> None:
-    """Forget ``node``'s stored ``ipsec`` section (the ``--config`` file's, if
-    any, applies again); NotFound when none is stored."""
-    row = _find(session, IPSEC_NODE, IPSEC_NODE_NAME, node)
-    if row is None:
-        raise NotFound(f"no ipsec section stored for node {node!r}")
+    """Forget ``node``'s stored section of ``kind`` (the ``--config`` file's,
+    if any, applies again); NotFound when none is stored."""
+    row = _section_row(session, kind, node)
     before = _view(session, row).document
     session.delete(row)
     session.info[CHANGED] = True
     audit.record(
-        session, actor=actor, action="delete", kind=IPSEC_NODE,
-        name=IPSEC_NODE_NAME, now=now, before=before,
+        session, actor=actor, action="delete", kind=kind, name=row.name, now=now,
+        before=before,
     )  # fmt: skip
+
+
+def _section_row(session: Session, kind: str, node: str) -> ConfigObject:
+    if kind not in NODE_SECTIONS:
+        raise NotFound(f"no node section {kind!r}")
+    row = _find(session, kind, NODE_SECTIONS[kind], node)
+    if row is None:
+        raise NotFound(f"no {NODE_SECTIONS[kind]} section stored for node {node!r}")
+    return row
 
 
 def load_config(session: Session, box: SecretBox) -> Config:
@@ -278,15 +284,15 @@ def node_objects(session: Session, box: SecretBox, node: str) -> list[StoredObje
 
 def assemble(objects: list[StoredObject], node: Config | None = None) -> Config:
     """One configuration of ``objects`` plus the node's own sections (media,
-    IPsec node) from ``node``, a stored ``ipsec`` section replacing the
-    file's; raises pydantic's ValidationError."""
+    IPsec node) from ``node``, a stored section replacing the file's;
+    raises pydantic's ValidationError."""
     sections: dict[str, Any] = {section: [] for section in SECTIONS.values()}
     if node is not None:
         sections.update(media=node.media, ipsec=node.ipsec)
     for stored in objects:
-        if stored.kind == IPSEC_NODE:
+        if stored.kind in NODE_SECTIONS:
             # Set over the API, later than the file: it wins.
-            sections["ipsec"] = stored.item
+            sections[NODE_SECTIONS[stored.kind]] = stored.item
         else:
             sections[SECTIONS[stored.kind]].append(stored.item)
     return Config.model_validate(sections)
