@@ -196,6 +196,14 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="lowest level logged (default: %(default)s); debug logs whole SIP "
         "messages with credentials redacted",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="log line format: text, or json (one JSON object per line with the "
+        "context fields; credentials redacted as in text). Default: "
+        "$SBC_LOG_FORMAT, else text",
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -223,7 +231,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         if config is None:
             return 2
     args.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    setup_logging(args.log_level.upper(), args.data_dir)
+    setup_logging(args.log_level.upper(), args.data_dir, args.log_format)
     transport = TransportSettings(
         listen=listen,
         tls_cert=args.tls_cert,
