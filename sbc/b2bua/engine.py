@@ -1669,13 +1669,14 @@ class B2bua:
             self._admission.release(call.a_ticket)
         self._bodies.release(call.a.call_id)
         record = _call_record(call, now)
-        _log.debug(
-            "call %s ended: %s %d, hung up by %s",
-            record.call_id,
-            record.disposition.value,
-            record.final_status,
-            record.hangup_side.value if record.hangup_side else "nobody",
-        )
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "call %s ended: %s %d, hung up by %s",
+                record.call_id,
+                record.disposition.value,
+                record.final_status,
+                record.hangup_side.value if record.hangup_side else "nobody",
+            )
         self._cdr.write(record)
 
     def _forget_legs(self, call: Call) -> None:
@@ -1787,7 +1788,11 @@ def glare_retry_delay(owns_call_id: bool, rng: RandomSource) -> float:
 
 def _set_phase(call: Call, phase: CallPhase) -> None:
     if call.phase is not phase:
-        _log.debug("call %s: %s -> %s", call.a.call_id, call.phase.value, phase.value)
+        # Guarded: the arguments cost more than the call when DEBUG is off.
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "call %s: %s -> %s", call.a.call_id, call.phase.value, phase.value
+            )
         call.phase = phase
 
 

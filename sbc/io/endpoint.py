@@ -416,7 +416,9 @@ class SipEndpoint:
             counters.drop(DropReason.ANSWERED_ERROR)
         else:
             counters.drop(DropReason.UNPARSEABLE_REQUEST)
-        _peer_log(source, transport).debug("dropped or answered: %s", error.reason)
+        # Guarded: a flood of bad datagrams must not build a logger each.
+        if _log.isEnabledFor(logging.DEBUG):
+            _peer_log(source, transport).debug("dropped or answered: %s", error.reason)
         if error.stream_unusable and connection is not None:
             counters.drop(DropReason.FRAMING_ERROR)
             connection.close()
