@@ -872,7 +872,28 @@ class B2bua:
             call.a.forward_ack_to = leg
         else:
             leg.ack = self._send_ack(leg, dialog, leg.invite.cseq.number, b"", "", now)
-        self._answer_a(call, response, now)
+        try:
+            self._answer_a(call, response, now)
+        except SipError as exc:
+            self._answer_refused(call, leg, exc, now)
+
+    def _answer_refused(self, call: Call, leg: Leg, exc: SipError, now: float) -> None:
+        """The callee's 2xx cannot go to the caller (the body hook refused its
+        SDP, e.g. no codec of the offer): a UAC cannot refuse a 2xx but by ACK
+        and BYE (RFC 3261 §13.2.2.4), and the caller gets the refusal's status."""
+        _log.info("call %s: answer from %s refused: %s", call.a.call_id, leg.trunk, exc)
+        if leg.ack is None and leg.dialog is not None:
+            # A delayed offer waited for the caller's ACK to carry the answer.
+            call.a.forward_ack_to = None
+            cseq = leg.invite.cseq.number
+            leg.ack = self._send_ack(leg, leg.dialog, cseq, b"", "", now)
+        if call.end_reason is None:
+            call.end_reason = f"answer refused: {exc}"
+        if call.hangup_side is None:
+            call.hangup_side = HangupSide.SBC
+        self._fail_a(call, exc.status_code, None, now)
+        self._hang_up(leg, now)
+        self._maybe_finish(call, now)
 
     def _may_answer(self, call: Call, leg: Leg) -> bool:
         return (

@@ -37,7 +37,9 @@ class BodyHook(Protocol):
     `rewrite` gets the body as received on the `source` leg and returns the
     body to send on the other leg. For a request it may raise a SipError
     (488 for an unusable offer, say): the request is then refused with that
-    status. For responses and ACKs it must not raise.
+    status. For the callee's first 2xx it may raise too: that dialog is then
+    ended with ACK and BYE and the caller gets the status. For other
+    responses and ACKs it must not raise.
     """
 
     def rewrite(

@@ -125,6 +125,31 @@ def test_offer_refused_by_body_hook_ends_the_call_with_its_status():
     lab.assert_clean()
 
 
+class AnswerRefusingBodies(RefusingBodies):
+    """Passes offers, refuses answers, as the media anchor refuses one that
+    keeps no codec of the offer."""
+
+    def rewrite(self, call_id, source, body, content_type):
+        if source is Side.B:
+            raise SipError("the answer keeps no codec of the offer", status_code=488)
+        return body
+
+
+def test_answer_refused_by_body_hook_byes_the_callee_and_refuses_the_caller():
+    bodies = AnswerRefusingBodies()
+    lab = Lab(bodies=bodies)
+    call = answer_call(lab)
+
+    assert call.final is not None and call.final.status == 488
+    assert [r.request.method for r in lab.callee.requests] == ["INVITE", "BYE"]
+    assert [ack.method for ack in lab.callee.acks] == ["ACK"]
+    [record] = lab.sbc.records
+    assert (record.final_status, record.hangup_side) == (488, HangupSide.SBC)
+    assert record.end_reason == "answer refused: the answer keeps no codec of the offer"
+    assert bodies.released == [call.invite.call_id]
+    lab.assert_clean()
+
+
 def test_body_hook_sees_each_crossing_body_with_its_source_leg():
     class Recording:
         def __init__(self):
