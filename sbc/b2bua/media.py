@@ -172,8 +172,8 @@ class MediaAnchor:
                 return self._answer(media, description)
             return self._offer(media, source, description)
         except SdpError as exc:
-            # Requests are refused with this status (488 or 400); for an
-            # answer in a response the engine has no refusal path.
+            # Requests are refused with this status (488 or 400); a refused
+            # answer in the callee's 2xx ends that leg with ACK and BYE.
             _log.debug("call %s: SDP from leg %s refused: %s", call_id, source, exc)
             if not media.answered and media.pending is None:
                 # The first offer failed: the call will be refused, and the
