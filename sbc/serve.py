@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import socket
@@ -143,6 +144,7 @@ async def serve(options: ServeOptions, state: AdminState) -> int:
         reconciler = await _start_node(options, state, node)
         async with _admin_api(options, state) as api:
             reconciling = loop.create_task(reconciler.run())
+            _settle_garbage_collection()
             _log.info("sbc %s serving; SIGINT or SIGTERM stops it", __version__)
             await _until_stopped(stop, api)
             _log.info("stopping")
@@ -159,6 +161,20 @@ async def serve(options: ServeOptions, state: AdminState) -> int:
     _log_counters(node)
     _log.info("stopped")
     return 0
+
+
+def _settle_garbage_collection() -> None:
+    """Keep the collector off what start-up made and lives for good.
+
+    The web stack, the engines and their tables never die; frozen, they
+    are no longer walked by every full collection. A young generation of
+    20,000 objects lets a call's short-lived objects die young in bulk
+    instead of triggering a collection every 700 allocations (under load
+    the collector took about a fifth of the node's CPU).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
 
 
 class _CallRecords:
