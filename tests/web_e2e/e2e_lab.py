@@ -29,12 +29,21 @@ import httpx
 import pytest
 from interop.sbc_process import SbcProcess
 
-from sbc.demo import Sipp, SippOutcome
+from sbc.demo import PCAP_AUDIO, UAC_SCENARIO, Sipp, SippOutcome
 
 T = TypeVar("T")
 SCENARIOS = Path(__file__).parents[1] / "interop" / "scenarios"
 CARRIER_SCENARIO = SCENARIOS / "carrier_options_and_calls.xml"
 DIALLED = "2125550100"
+PCMU = "m=audio [media_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000"
+BOTH_LAWS = (
+    "m=audio [media_port] RTP/AVP 0 8\n      a=rtpmap:0 PCMU/8000\n"
+    "      a=rtpmap:8 PCMA/8000"
+)
+"""The carrier's answer: SIPp's built-in UAC offers μ-law, the audio
+calls A-law; the node keeps what each offer had."""
+PBX_MEDIA_PORT, CARRIER_MEDIA_PORT = 6000, 6100
+"""SIPp's RTP ports, on the lab's own SIPp address."""
 PSK = "e2e only: a key for the admin plane's two-node test"
 START_TIMEOUT = 60.0
 """A start on a loaded machine: migrations, first apply, IKE sockets."""
@@ -180,10 +189,10 @@ class ApiNode:
         assert answer.status_code == 204, (path, answer.status_code, answer.text)
 
     def objects(self) -> list[dict[str, Any]]:
-        """Every stored object this node runs, its own ipsec section included."""
+        """Every stored object this node runs, its own sections included."""
         stored = [item for path in RESOURCES for item in self.get(f"/{path}")]
-        section = self.api.get("/node/ipsec")
-        return stored + ([section.json()] if section.status_code == 200 else [])
+        sections = [self.api.get(f"/node/{name}") for name in ("ipsec", "media")]
+        return stored + [item.json() for item in sections if item.status_code == 200]
 
     def wait_applied(self, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Every object ``applied`` at its latest revision; fails naming the
@@ -275,6 +284,7 @@ class TwoNodeLab:
             "/node/ipsec",
             {"node": "node-a", "address": a, "identity": "node-a.e2e.example"},
         )
+        node.replace("/node/media", media(a))
         node.create("/listeners", listener("pbx-udp", a, 5060))
         node.create("/listeners", {**listener("to-node-b", a, 5062), "ipsec": True})
         node.create("/ipsec-profiles", {**self.profile, "start_action": "start"})
@@ -301,6 +311,7 @@ class TwoNodeLab:
             "/node/ipsec",
             {"node": "node-b", "address": b, "identity": "node-b.e2e.example"},
         )
+        node.replace("/node/media", media(b))
         node.create("/listeners", {**listener("to-node-a", b, 5062), "ipsec": True})
         node.create("/listeners", listener("carrier-udp", b, 5060))
         node.create("/listeners", listener("pbx-b-udp", b, 5064))
@@ -331,11 +342,32 @@ class TwoNodeLab:
     # SIPp
 
     def carrier(self, name: str = "carrier") -> Sipp:
-        return Sipp(self.work / name, [
-            "sipp", "-sf", str(CARRIER_SCENARIO), "-i", self.peers,
-            "-p", str(self.carrier_port), "-nostdin", "-trace_stat", "-stf",
-            "stat.csv",
+        """SIPp answering OPTIONS and calls (μ-law or A-law), echoing RTP."""
+        directory = self.work / name
+        directory.mkdir(parents=True, exist_ok=True)
+        scenario = directory / "carrier.xml"
+        scenario.write_text(
+            CARRIER_SCENARIO.read_text().replace(PCMU, BOTH_LAWS), encoding="utf-8"
+        )
+        return Sipp(directory, [
+            "sipp", "-sf", str(scenario), "-i", self.peers,
+            "-p", str(self.carrier_port), "-mi", self.peers,
+            "-mp", str(CARRIER_MEDIA_PORT), "-rtp_echo", "-nostdin",
         ])  # fmt: skip
+
+    def call_with_audio(self, name: str) -> SippOutcome:
+        """One call from the PBX to node A playing seven seconds of A-law."""
+        directory = self.work / name
+        directory.mkdir(parents=True, exist_ok=True)
+        scenario = directory / "pbx.xml"
+        text = UAC_SCENARIO.replace("@PCAP@", str(PCAP_AUDIO))
+        scenario.write_text(text.replace("@PAUSE@", "7500"), encoding="utf-8")
+        return Sipp(directory, [
+            "sipp", "-sf", str(scenario), "-s", DIALLED, "-i", self.peers,
+            "-p", str(self.pbx_port), "-mi", self.peers,
+            "-mp", str(PBX_MEDIA_PORT), "-m", "1", "-nostdin", "-timeout", "60s",
+            "-timeout_error", "-trace_stat", "-stf", "stat.csv", f"{self.a}:5060",
+        ]).wait(90)  # fmt: skip
 
     def call(self, name: str, *, calls: int = 1, hold_ms: int = 0,
              via_b: bool = False) -> Sipp:  # fmt: skip
@@ -355,6 +387,11 @@ class TwoNodeLab:
         outcome = self.call(name, calls=calls).wait(120)
         assert (outcome.successful, outcome.failed) == (calls, 0), (name, outcome)
         return outcome
+
+
+def media(address: str) -> dict[str, Any]:
+    """Media anchored on the node's address; its relay ports clear of SIP's."""
+    return {"address": address, "port_min": 20000, "port_max": 20999}
 
 
 def listener(name: str, address: str, port: int) -> dict[str, Any]:

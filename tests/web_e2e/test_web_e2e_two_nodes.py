@@ -19,7 +19,10 @@ import pytest
 from conftest import require_root, require_tool
 from e2e_lab import ApiNode, NodeDatabases, TwoNodeLab, one_child_up, poll, spis
 
+from sbc.demo import MediaCheck
+
 pytestmark = [pytest.mark.timeout(400), pytest.mark.peer("sipp"), pytest.mark.root]
+PCAP_PACKETS = 236
 AES256 = {"esp_proposals": [{"encryption": "aes256gcm16"}]}
 
 
@@ -57,12 +60,11 @@ def test_two_nodes_built_through_the_api_carry_calls_follow_changes(
         objects_b = node_b.wait_applied()
         views_a = node_a.wait_sas(one_child_up, 30, "SAs up")
         views_b = node_b.wait_sas(one_child_up, 30, "SAs up")
-        lab.calls_pass("first-call")
-        counted_a = node_a.wait_sas(
-            lambda v: one_child_up(v) and child(v)["packets_out"] > 0, 10, "counted"
-        )
+        audio = lab.call_with_audio("first-call")
+        counted_a = node_a.sas()
         counted_b = node_b.sas()
-        records_b = node_b.cdrs()
+        records_a = poll(lambda: node_a.cdrs() or None, 10, "A's record")
+        records_b = poll(lambda: node_b.cdrs() or None, 10, "B's record")
 
         # Another ESP proposal: the responder first, then the initiator.
         node_b.replace(
@@ -105,8 +107,10 @@ def test_two_nodes_built_through_the_api_carry_calls_follow_changes(
         node_b.stop()
 
     kinds_a = sorted({o["kind"] for o in objects_a})
-    assert kinds_a == ["dial_plan", "ipsec_node", "ipsec_profile", "listener", "trunk"]
-    assert len(objects_a) == 8 and len(objects_b) == 9
+    assert kinds_a == [
+        "dial_plan", "ipsec_node", "ipsec_profile", "listener", "media", "trunk"
+    ]  # fmt: skip
+    assert len(objects_a) == 9 and len(objects_b) == 10
     for views, trunk in ((views_a, "node-b"), (views_b, "node-a")):
         ike, sa = views[0], child(views)
         assert (ike["trunk"], ike["encryption"], ike["prf"]) == (
@@ -117,7 +121,13 @@ def test_two_nodes_built_through_the_api_carry_calls_follow_changes(
         )  # fmt: skip
     assert views_a[0]["initiator"] and not views_b[0]["initiator"]
     assert spis(views_a) == spis(views_b)
-    assert child(counted_a)["packets_in"] > 0 and child(counted_b)["packets_in"] > 0
+    assert (audio.successful, audio.failed) == (1, 0)
+    # SIPp's A-law pcap is 236 RTP packets; each way they all rode the SAs.
+    for counted in (counted_a, counted_b):
+        assert child(counted)["packets_in"] >= PCAP_PACKETS
+        assert child(counted)["packets_out"] >= PCAP_PACKETS
+    for records in (records_a, records_b):
+        assert MediaCheck.of(records).both_ways == 1
     assert [(r["a_trunk"], r["b_trunk"], r["disposition"]) for r in records_b] == [
         ("node-a", "carrier", "answered")
     ]
