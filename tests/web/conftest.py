@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pg_admin import PG_SERVER, pg_admin_connect
 
 from web.app import AdminState, create_app
 from web.crypto import load_or_create_key_file
@@ -22,20 +23,7 @@ from web.db import make_engine, make_sessions, upgrade
 from web.services import users
 from web.services.users import Role
 
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 PASSWORDS = {role: f"{role.value}-password-long" for role in Role}
-
-
-def _pg_admin_connect():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        return psycopg.connect(
-            "host=127.0.0.1 port=5432 user=postgres dbname=test",
-            autocommit=True,
-            connect_timeout=5,
-        )
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 unreachable: {exc}")
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -44,13 +32,13 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
         yield "sqlite"
         return
     name = f"sbc_web_test_{os.getpid()}"
-    with _pg_admin_connect() as connection:
+    with pg_admin_connect() as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
         connection.execute(f'CREATE DATABASE "{name}"')
     try:
         yield f"{PG_SERVER}/{name}"
     finally:
-        with _pg_admin_connect() as connection:
+        with pg_admin_connect() as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -21,13 +21,13 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import pytest
+from conftest import require_root, require_tool
 from interop.sbc_process import SbcProcess
+from pg_admin import PG_SERVER, pg_admin_connect
 
 from sbc.demo import PCAP_AUDIO, UAC_SCENARIO, Sipp, SippOutcome
 
@@ -53,7 +53,6 @@ FAST_DPD = {
 }
 """A dead peer is declared in about 4 s instead of a minute and more."""
 RESOURCES = ("listeners", "ipsec-profiles", "trunks", "dial-plans")
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 _database_numbers = itertools.count(1)
 
 
@@ -71,7 +70,7 @@ class NodeDatabases:
 
     def __exit__(self, *exc_info: object) -> None:
         if self.created:
-            with _pg_admin() as connection:
+            with pg_admin_connect() as connection:
                 for name in self.created:
                     connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -81,23 +80,11 @@ class NodeDatabases:
         if backend == "sqlite":
             return f"sqlite:///{self.directory / f'node{number}.sqlite'}"
         name = f"sbc_e2e_{os.getpid()}_{number}"
-        with _pg_admin() as connection:
+        with pg_admin_connect() as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
             connection.execute(f'CREATE DATABASE "{name}"')
         self.created.append(name)
         return f"{PG_SERVER}/{name}"
-
-
-def _pg_admin() -> Any:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        return psycopg.connect(
-            "host=127.0.0.1 port=5432 user=postgres dbname=test",
-            autocommit=True,
-            connect_timeout=5,
-        )
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 unreachable: {exc}")
 
 
 def lab_addresses() -> tuple[str, str, str]:
@@ -254,26 +241,43 @@ def spis(views: list[dict[str, Any]]) -> set[str]:
     }
 
 
-@dataclass
 class TwoNodeLab:
-    """The addresses and SIPp ports of one test's two nodes."""
+    """One test's two nodes (each on its own database URL), their addresses
+    and the SIPp ports; as a context manager it starts both nodes, builds
+    their configuration through the APIs and runs the carrier, and stops
+    all of it on leaving."""
 
-    work: Path
-    a: str = ""
-    b: str = ""
-    peers: str = ""
-    pbx_port: int = 0
-    carrier_port: int = 0
-    pbx_b_port: int = 0
-    profile: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
+    def __init__(self, tmp_path: Path, database_a: str, database_b: str) -> None:
+        require_root("IKE binds UDP 500 and 4500")
+        require_tool("sipp", "sip-tester")
+        self.work = tmp_path / "run"
         self.a, self.b, self.peers = lab_addresses()
         self.pbx_port, self.carrier_port, self.pbx_b_port = (
             free_udp_port(self.peers) for _ in range(3)
         )
         self.profile = {"name": "mesh", "auth": "psk", "psk": PSK,
                         "mode": "transport", **FAST_DPD}  # fmt: skip
+        self.node_a = ApiNode("node-a", tmp_path / "a", database_a, self.a)
+        self.node_b = ApiNode("node-b", tmp_path / "b", database_b, self.b)
+        self._carrier: Sipp | None = None
+
+    def __enter__(self) -> TwoNodeLab:
+        try:
+            self.node_b.start()
+            self.node_a.start()
+            self.configure_b(self.node_b)
+            self.configure_a(self.node_a)
+            self._carrier = self.carrier()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._carrier is not None:
+            self._carrier.stop()
+        self.node_a.stop()
+        self.node_b.stop()
 
     # Configuration through the API
 

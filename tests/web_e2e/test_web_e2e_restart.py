@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import require_root, require_tool
 from e2e_lab import (
     ApiNode,
     NodeDatabases,
@@ -84,18 +83,9 @@ class Writer(threading.Thread):
 def test_kill_9_during_calls_and_writes_loses_nothing_committed(
     tmp_path: Path, node_database, backend: str
 ) -> None:
-    require_root("IKE binds UDP 500 and 4500")
-    require_tool("sipp", "sip-tester")
-    lab = TwoNodeLab(tmp_path / "run")
-    node_a = ApiNode("node-a", tmp_path / "a", node_database(backend), lab.a)
-    node_b = ApiNode("node-b", tmp_path / "b", node_database(backend), lab.b)
-    carrier = None
-    try:
-        node_b.start()
-        node_a.start()
-        lab.configure_b(node_b)
-        lab.configure_a(node_a)
-        carrier = lab.carrier()
+    databases = node_database(backend), node_database(backend)
+    with TwoNodeLab(tmp_path, *databases) as lab:
+        node_a, node_b = lab.node_a, lab.node_b
         node_a.wait_applied()
         node_b.wait_applied()
         node_a.wait_sas(one_child_up, 30, "SAs up")
@@ -141,11 +131,6 @@ def test_kill_9_during_calls_and_writes_loses_nothing_committed(
             lambda: r if len(r := node_a.cdrs()) == FINISHED_CALLS + 2 else None,
             15, "records of the calls after the restarts",
         )  # fmt: skip
-    finally:
-        if carrier is not None:
-            carrier.stop()
-        node_a.stop()
-        node_b.stop()
 
     assert config_after == config_before
     assert all(o["state"] == "applied" for o in applied_a)
