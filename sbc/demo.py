@@ -512,6 +512,7 @@ class CaptureCheck:
 
     frames: int
     ike: int
+    """IKE messages, and NAT-T keepalives on the IKE port pair."""
     esp: int
     icmp: int
     """ICMP errors quoting IKE or ESP (a peer not listening yet)."""
@@ -527,17 +528,17 @@ class CaptureCheck:
 
 
 def check_capture(pcap: Path, dropped: int = 0) -> CaptureCheck:
-    """Classify every frame: IKE (UDP 500 or 4500 with the non-ESP marker),
-    ESP in UDP 4500, ICMP about either, or in clear. tshark's heuristic
-    SIP and RTP dissectors are on, so a stray call is named as such."""
-    rows = _tshark_rows(
-        pcap, ["frame.protocols", "udp.srcport", "udp.dstport", "esp.spi"], []
-    )
+    """Classify every frame: IKE (UDP 500 or 4500 with the non-ESP marker,
+    and the NAT-keepalive octet on 4500), ESP in UDP 4500, ICMP about
+    either, or in clear. tshark's heuristic SIP and RTP dissectors are on,
+    so a stray call is named as such."""
+    fields = ["frame.protocols", "udp.srcport", "udp.dstport", "esp.spi"]
+    rows = _tshark_rows(pcap, [*fields, "udpencap.nat_keepalive"], [])
     counts: Counter[str] = Counter()
     spis: Counter[str] = Counter()
     clear: list[str] = []
-    for stack, source, destination, spi in rows:
-        kind = _frame_kind(stack, source, destination)
+    for stack, source, destination, spi, keepalive in rows:
+        kind = _frame_kind(stack, source, destination, bool(keepalive))
         counts[kind] += 1
         if kind == "clear":
             clear.append(stack)
@@ -550,10 +551,16 @@ def check_capture(pcap: Path, dropped: int = 0) -> CaptureCheck:
     )  # fmt: skip
 
 
-def _frame_kind(stack: str, source: str, destination: str) -> str:
+def _frame_kind(
+    stack: str, source: str, destination: str, nat_keepalive: bool = False
+) -> str:
     layers = stack.split(":")
     if "sip" in layers or "rtp" in layers or "rtcp" in layers:
         return "clear"
+    if nat_keepalive and layers[-1:] == ["udpencap"] and source == destination:
+        # RFC 3948 §2.3: one 0xFF octet that keeps the NAT-T port pair open;
+        # the IKE daemon sends it when the pair idles, so it counts with IKE.
+        return "ike" if source == "4500" else "clear"
     if layers[-1:] == ["isakmp"] and "icmp" not in layers:
         ports = {source.split(",")[0], destination.split(",")[0]}
         return "ike" if ports <= {"500", "4500"} else "clear"
