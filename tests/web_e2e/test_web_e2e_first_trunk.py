@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import require_tool
 from e2e_lab import (
     CARRIER_SCENARIO,
     DIALLED,
@@ -26,6 +25,7 @@ from e2e_lab import (
     free_udp_port,
     lab_addresses,
     poll,
+    requirements,
 )
 from interop.sbc_process import SbcProcess
 
@@ -45,7 +45,7 @@ def node_database(tmp_path: Path) -> Iterator[Callable[[str], str]]:
 def test_new_user_creates_a_trunk_sees_it_up_and_places_a_call(
     tmp_path: Path, node_database, backend: str
 ) -> None:
-    require_tool("sipp", "sip-tester")
+    requirements(root=False)
     sbc_address, _, peers = lab_addresses()
     carrier_port, pbx_port = free_udp_port(peers), free_udp_port(peers)
     data_dir = tmp_path / "data"
