@@ -11,12 +11,13 @@ call on a plain trunk of node B goes on untouched.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_lab import ApiNode, NodeDatabases, TwoNodeLab, one_child_up, poll, spis
+from e2e_lab import PSK, ApiNode, NodeDatabases, TwoNodeLab, one_child_up, poll, spis
 
 from sbc.demo import MediaCheck
 
@@ -96,6 +97,12 @@ def test_two_nodes_built_through_the_api_carry_calls_follow_changes(
         "dial_plan", "ipsec_node", "ipsec_profile", "listener", "media", "trunk"
     ]  # fmt: skip
     assert len(objects_a) == 9 and len(objects_b) == 10
+    # The PSK went in through the API; it never comes out, nor into a log.
+    for node, objects in ((lab.node_a, objects_a), (lab.node_b, objects_b)):
+        [profile] = [o for o in objects if o["kind"] == "ipsec_profile"]
+        assert profile["document"]["psk_set"] is True
+        assert PSK not in json.dumps(objects)
+        assert PSK not in (node.data_dir / "sbc.log").read_text(encoding="utf-8")
     for views, trunk in ((views_a, "node-b"), (views_b, "node-a")):
         ike, sa = views[0], child(views)
         assert (ike["trunk"], ike["encryption"], ike["prf"]) == (
