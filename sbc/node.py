@@ -413,8 +413,7 @@ class Node:
             else:
                 await self.secure.apply(config)
         except (OSError, ValueError) as exc:
-            profile = config.ipsec_profiles[0].name if config.ipsec_profiles else ""
-            raise ApplyRefused(("ipsec_profile", profile), str(exc)) from None
+            raise ApplyRefused(_runtime_refused(config), str(exc)) from None
 
     async def _drop_secure(self) -> None:
         """Undo a first start of the secure runtime whose apply failed."""
@@ -880,11 +879,23 @@ def _refused(
     return outcomes
 
 
+def _runtime_refused(config: Config) -> ObjectKey:
+    """The object a failure of the IPsec runtime is reported on."""
+    if config.ipsec_profiles:
+        return "ipsec_profile", config.ipsec_profiles[0].name
+    return _secure_object(config) or MEDIA_KEY
+
+
 def _secure_object(config: Config) -> ObjectKey | None:
-    """The first object that needs the IPsec runtime (a profile alone does not)."""
+    """The first object that needs the IPsec runtime (a profile alone does
+    not): a protected trunk, a mesh peer, or an ipsec listener (a binding in
+    its data plane, created over the API before the trunk that uses it)."""
     for trunk in config.trunks:
         if trunk.ipsec_profile is not None:
             return "trunk", trunk.name
     for peer in config.mesh_peers:
         return "mesh_peer", peer.name
+    for listener in config.listeners:
+        if listener.ipsec:
+            return "listener", listener.name
     return None

@@ -330,6 +330,8 @@ class TwoNodeLab:
         )
         node.replace("/node/media", media(b))
         node.create("/listeners", {**listener("to-node-a", b, 5062), "ipsec": True})
+        # An ipsec listener before any protected trunk: it starts the runtime.
+        node.wait_applied()
         node.create("/listeners", listener("carrier-udp", b, 5060))
         node.create("/listeners", listener("pbx-b-udp", b, 5064))
         node.create("/ipsec-profiles", {**self.profile, "start_action": "none"})
