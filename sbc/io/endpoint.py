@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import socket
 import ssl
@@ -69,6 +70,12 @@ _REQUEST_EVENTS = (RequestReceived, AckReceived, CancelReceived)
 # Peers remembered to answer from the UDP socket they used (symmetric UDP);
 # bounded so that spoofed sources cannot grow it without limit.
 _MAX_REMEMBERED_PEERS = 65536
+# The sent-by of a request's top Via over UDP (the first Via line; our
+# own requests write it in this canonical form).
+_TOP_UDP_VIA = re.compile(
+    rb"\r\n(?:via|v)[ \t]*:[ \t]*SIP/2\.0/UDP[ \t]+(\[[^\]\r\n]*\]|[^\s;:]+)(?::(\d+))?",
+    re.IGNORECASE,
+)
 
 
 def _new_tag() -> str:
@@ -521,7 +528,7 @@ class SipEndpoint:
         if channel is not None:
             self._send_channel(channel, data, destination)
             return
-        listener = self._udp_by_peer.get(destination)
+        listener = self._udp_named_by_via(data) or self._udp_by_peer.get(destination)
         if listener is None:
             if not is_ip_literal(host):
                 self._spawn(self._resolve_and_send(data, destination))
@@ -574,7 +581,7 @@ class SipEndpoint:
         if channel is not None:
             self._send_channel(channel, data, resolved)
             return
-        listener = self._udp_for(resolved[0])
+        listener = self._udp_named_by_via(data) or self._udp_for(resolved[0])
         if listener is None:
             self._transport_failed(
                 destination, "UDP", "no UDP listener for that family"
@@ -707,6 +714,25 @@ class SipEndpoint:
                 raise ChannelUnavailable(f"{host}: no IPsec listener on {where}")
             pinned[host] = channel
         return pinned
+
+    def _udp_named_by_via(self, data: bytes) -> UdpListener | None:
+        """The UDP listener a request's top Via names, if one does.
+
+        A request leaves from the socket its Via advertises (a trunk's own
+        listener), so that the peer sees one address for us; a response
+        leaves from the socket its request came in on (symmetric UDP).
+        """
+        if len(self._udp) < 2 or data.startswith(b"SIP/2.0 "):
+            return None
+        head = data[: data.find(b"\r\n\r\n")]
+        match = _TOP_UDP_VIA.search(head)
+        if match is None:
+            return None
+        host = match[1].strip(b"[]").decode("ascii", "replace")
+        port = int(match[2]) if match[2] else 5060
+        by_host = {u.local[0]: u for u in self._udp if u.local[1] == port}
+        wildcard = "::" if ":" in host else "0.0.0.0"
+        return by_host.get(host) or by_host.get(wildcard)
 
     def _udp_for(self, host: str) -> UdpListener | None:
         ipv6 = ":" in host
