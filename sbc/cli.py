@@ -97,7 +97,8 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="a configuration file (docs/configuration.md), checked at start and "
         "stored in the database as `sbc config apply` does; the node then runs "
-        "what the database holds (its media and ipsec sections come from FILE)",
+        "what the database holds (its media and ipsec sections from FILE, "
+        "unless stored at /api/v1/node/media and /api/v1/node/ipsec)",
     )
     parser.add_argument(
         "--listen",
