@@ -723,7 +723,11 @@ class IkeDaemon:
         )
         if sa is None:
             return
+        # What the IKE_SA itself drops (integrity, window, state) joins the
+        # daemon's counts, which outlive it and feed the metrics.
+        dropped_before = Counter(sa.engine.drops)
         sa.engine.receive_datagram(data, self.loop.time())
+        self.drops.update(sa.engine.drops - dropped_before)
         request = None if header.is_response else (header.message_id, remote, floated)
         self._after_step(sa, request)
 
