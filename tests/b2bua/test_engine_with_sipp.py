@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
+from peer_tools import require_tool
 
 from sbc.b2bua import B2bua, B2buaSettings
 from sbc.cdr import CallRecord, Disposition

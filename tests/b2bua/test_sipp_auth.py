@@ -14,7 +14,7 @@ import random
 import subprocess
 
 import pytest
-from conftest import require_tool
+from peer_tools import require_tool
 from test_engine_with_sipp import (
     HOST,
     SCENARIOS,

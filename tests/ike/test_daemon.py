@@ -14,7 +14,7 @@ import socket
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
-from conftest import require_root
+from peer_tools import require_root
 
 from ipsec.dataplane import DataPlane
 from ipsec.esp import Encryption, Integrity, Mode, Protocol, SAConfig

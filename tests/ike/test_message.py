@@ -4,9 +4,9 @@ import subprocess
 from dataclasses import replace
 
 import pytest
-from conftest import require_tool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from peer_tools import require_tool
 from scapy.all import IP, UDP, Raw, wrpcap
 
 from ipsec.ike.constants import (

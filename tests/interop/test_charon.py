@@ -23,9 +23,9 @@ from ipaddress import IPv4Address, ip_interface, ip_network
 
 import pytest
 from charon import Charon, CharonConnection, netns_entered
-from conftest import require_root, require_tool
 from netns import Lab, Namespace, stop, unique_name, veth_lab
 from netns import run as run_command
+from peer_tools import require_root, require_tool
 
 from ipsec.dataplane import DataPlane, TunDevice
 from ipsec.esp.keylog import EspKeyLog

@@ -18,11 +18,11 @@ from ipaddress import IPv4Address
 
 import pytest
 from charon import Charon, CharonConnection
-from conftest import require_root, require_tool
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from ike.test_certificates import Authority
 from netns import Lab, veth_lab
+from peer_tools import require_root, require_tool
 from test_charon import (
     CHARON_ADDRESS,
     CHARON_ID,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import require_tool
+from peer_tools import require_tool
 from sbc_process import SBC, SbcProcess
 
 SCENARIOS = Path(__file__).with_name("scenarios")

@@ -24,7 +24,7 @@ from pathlib import Path
 import pylibsrtp
 import pytest
 import yaml
-from conftest import require_root, require_tool
+from peer_tools import require_root, require_tool
 from sbc_process import SbcProcess
 from test_sipp_b2bua import (
     Lab,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
+from peer_tools import require_tool
 from sbc_process import SbcProcess
 
 SCENARIOS = Path(__file__).with_name("scenarios")

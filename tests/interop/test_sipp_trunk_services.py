@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import require_tool
+from peer_tools import require_tool
 from sbc_process import SbcProcess
 from test_sipp_b2bua import (
     SippRun,

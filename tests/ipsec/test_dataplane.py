@@ -11,7 +11,7 @@ from ipaddress import ip_address
 
 import pytest
 import uvloop
-from conftest import require_root
+from peer_tools import require_root
 from scapy.layers.inet import IP, UDP
 from scapy.layers.ipsec import ESP, SecurityAssociation
 

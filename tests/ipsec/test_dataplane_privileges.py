@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import require_root, require_tool
+from peer_tools import require_root, require_tool
 
 RAW_SOCKET = """
 import asyncio

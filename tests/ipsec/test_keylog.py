@@ -8,7 +8,7 @@ import subprocess
 from ipaddress import ip_address
 
 import pytest
-from conftest import require_tool
+from peer_tools import require_tool
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw

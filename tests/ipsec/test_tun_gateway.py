@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import require_root, require_tool
 from netns import Lab, Namespace, stop, veth_lab
+from peer_tools import require_root, require_tool
 
 LAN_A, LAN_B = "10.1.0.1", "10.2.0.1"
 SUBNET_A, SUBNET_B = "10.1.0.0/24", "10.2.0.0/24"

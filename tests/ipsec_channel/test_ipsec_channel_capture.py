@@ -27,7 +27,7 @@ from channel_helpers import (
     run,
     sdp,
 )
-from conftest import require_root, require_tool
+from peer_tools import require_root, require_tool
 
 from ipsec.esp import Mode
 from ipsec.esp.keylog import EspKeyLog

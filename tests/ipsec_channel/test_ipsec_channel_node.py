@@ -23,7 +23,7 @@ from channel_helpers import (
     rtp_packet,
     sdp,
 )
-from conftest import require_root
+from peer_tools import require_root
 
 from sbc.cdr import CallRecord
 from sbc.config.model import Config

@@ -13,7 +13,6 @@ import ssl
 import subprocess
 
 import pytest
-from conftest import require_tool
 from node_harness import (
     HOST,
     Lab,
@@ -27,6 +26,7 @@ from node_harness import (
     start_call,
     wait_until,
 )
+from peer_tools import require_tool
 
 from sbc.cdr import Disposition, HangupSide
 from sbc.io.settings import ListenSpec

@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import require_tool
+from peer_tools import require_tool
 from scapy.all import IP, UDP, Ether, Raw, wrpcap
 
 from sbc.sdp import (

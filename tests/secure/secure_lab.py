@@ -8,7 +8,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator
 
-from conftest import require_root
+from peer_tools import require_root
 
 from sbc.config.model import Config
 from sbc.secure.runtime import SecureTrunks

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import require_root, require_tool
+from peer_tools import require_root, require_tool
 
 from sbc.config import check_config_file
 from sbc.demo import EXAMPLES, DemoSettings

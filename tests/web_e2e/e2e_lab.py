@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import shutil
 import signal
 import socket
 import time
@@ -26,8 +25,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import pytest
 from interop.sbc_process import SbcProcess
+from peer_tools import require_root, require_tool
 from pg_admin import PG_SERVER, pg_admin_connect
 
 from sbc.demo import PCAP_AUDIO, UAC_SCENARIO, Sipp, SippOutcome
@@ -90,15 +89,10 @@ class NodeDatabases:
 
 def requirements(*, root: bool) -> None:
     """SIPp, and root when IKE binds UDP 500 and 4500, or a skip (which
-    tests/conftest.py turns into a failure under SBC_STRICT=1).
-
-    Not ``conftest.require_tool``: once tests/web is collected, the name
-    ``conftest`` is tests/web/conftest.py, which has no such function.
-    """
-    if root and os.geteuid() != 0:
-        pytest.skip("needs root: IKE binds UDP 500 and 4500")
-    if shutil.which("sipp") is None:
-        pytest.skip("sipp not installed (Debian package sip-tester)")
+    tests/conftest.py turns into a failure under SBC_STRICT=1)."""
+    if root:
+        require_root("IKE binds UDP 500 and 4500")
+    require_tool("sipp", "sip-tester")
 
 
 def lab_addresses() -> tuple[str, str, str]:
