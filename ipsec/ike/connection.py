@@ -119,6 +119,10 @@ class ConnectionDefinition:
     """Largest IP datagram of an IKE fragment; None: 576 (IPv4), 1280 (IPv6)."""
     certificates: CertificateAuthentication | None = None
     """Our certificate and key, and the CAs the peer's must chain to."""
+    send_initial_contact: bool = True
+    """Put INITIAL_CONTACT in our first IKE_AUTH (RFC 7296 §2.4): the peer
+    then drops every other IKE_SA it holds with our identities. Initiators
+    that share one identity turn it off, or they would evict each other."""
     close_action: CloseAction = CloseAction.NONE
     reauth_time: float | None = None
     """Reauthenticate this long (less up to ``rand_time``) after the IKE_SA
@@ -157,6 +161,7 @@ class ConnectionDefinition:
             fragmentation=self.fragmentation,
             fragment_size=self.fragment_size,
             certificates=self.certificates,
+            send_initial_contact=self.send_initial_contact,
         )
 
     def accepts(self, local: IPAddress, remote: IPAddress) -> bool:

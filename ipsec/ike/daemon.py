@@ -1026,7 +1026,9 @@ class IkeDaemon:
         That is the connection's CHILD_SA on another IKE_SA with the same
         peer: the IKE_SA being reauthenticated, by us or by the peer. The
         new inbound SA joins its lineage so that the data plane admits both
-        until the old IKE_SA goes (make-before-break).
+        until the old IKE_SA goes (make-before-break). The same peer means
+        the same identity from the same address: peers that share one
+        identity (one PSK for many initiators) stay apart.
         """
         if sa.reauth_of is not None:
             others = [sa.reauth_of]
@@ -1037,6 +1039,7 @@ class IkeDaemon:
                 if other is not sa
                 and other.connection.name == sa.connection.name
                 and other.remote_id == sa.remote_id
+                and other.remote[0] == sa.remote[0]
             ]
         name = sa.connection.child.name
         for other in others:

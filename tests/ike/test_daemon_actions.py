@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ipsec.ike.connection import StartAction
 from ipsec.ike.daemon import (
     ChildSaInstalled,
     ChildSaRemoved,
@@ -11,7 +12,16 @@ from ipsec.ike.daemon import (
     IkeSaRekeyed,
 )
 
-from .test_daemon import Node, echo_round_trip, pair, run, until
+from .test_daemon import (
+    A_ID,
+    B_ID,
+    Node,
+    connection,
+    echo_round_trip,
+    pair,
+    run,
+    until,
+)
 
 
 @pytest.mark.parametrize("side", ["initiator", "responder"])
@@ -95,5 +105,46 @@ def test_unload_deletes_the_sas_on_both_sides_and_forgets_the_connection():
         finally:
             a.close()
             b.close()
+
+    run(scenario())
+
+
+def test_peers_sharing_one_identity_do_not_share_a_lineage():
+    # One responder connection (no remote address) for many initiators
+    # that present the same identity: each one's CHILD_SA stands alone, so
+    # the inbound check of one never admits what another's policy allows.
+    async def scenario():
+        b = Node("127.0.0.2")
+        first, second = Node("127.0.0.1"), Node("127.0.0.3")
+        try:
+            b.daemon.load(
+                connection(
+                    "any", "127.0.0.2", None, B_ID, A_ID,
+                    local_net="10.2.0.0/24", remote_net="10.0.0.0/8",
+                )
+            )  # fmt: skip
+            for node, net in ((first, "10.1.0.0/24"), (second, "10.3.0.0/24")):
+                node.daemon.load(
+                    connection(
+                        "to-b", node.daemon.address.compressed, "127.0.0.2",
+                        A_ID, B_ID, local_net=net, remote_net="10.2.0.0/24",
+                        remote_port=b.daemon.ike_port,
+                        remote_nat_t_port=b.daemon.nat_t_port,
+                        start_action=StartAction.START, encap=True,
+                        send_initial_contact=False,
+                    )
+                )  # fmt: skip
+                await until(lambda node=node: node.of(ChildSaInstalled))
+            await until(lambda: len(b.of(ChildSaInstalled)) == 2)
+
+            one, two = b.of(ChildSaInstalled)
+            assert one.rekeyed_spi is None and two.rekeyed_spi is None
+            lineages = {
+                b.dataplane._inbound[event.inbound_spi].lineage for event in (one, two)
+            }
+            assert lineages == {one.inbound_spi, two.inbound_spi}
+        finally:
+            for node in (first, second, b):
+                node.close()
 
     run(scenario())
