@@ -147,8 +147,15 @@ class SecurityPolicyDatabase:
         return policy
 
     def remove(self, policy: Policy) -> None:
-        self._policies.remove(policy)
-        self._cache.clear()
+        """Remove the entry ``add`` returned (ValueError if it is not here)."""
+        # By identity: comparing frozen policies field by field made each
+        # removal cost a walk of equality checks over the whole table.
+        for index, entry in enumerate(self._policies):
+            if entry is policy:
+                del self._policies[index]
+                self._cache.clear()
+                return
+        raise ValueError("policy not in the SPD")
 
     def remove_spi(self, spi: int) -> int:
         """Remove every policy naming ``spi``; return how many there were."""
