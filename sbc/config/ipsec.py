@@ -20,9 +20,9 @@ from cryptography import x509
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from .types import IPAddressField, IPNetworkField, Name, Secret, Text
+from .types import NOT_BOOL, IPAddressField, IPNetworkField, Name, Secret, Text
 
-Port = Annotated[int, Field(ge=0, le=65535)]
+Port = Annotated[int, NOT_BOOL, Field(ge=0, le=65535)]
 
 
 def _check_pem(value: object) -> str:
@@ -249,7 +249,7 @@ class MeshPeer(_Model):
     """Where the peer's mesh listener is: its IKE ``address`` in transport
     mode (unset means that), an address inside ``inner_networks`` in tunnel
     mode."""
-    sip_port: int = Field(default=5060, ge=1, le=65535)
+    sip_port: Annotated[int, NOT_BOOL, Field(ge=1, le=65535)] = 5060
     inner_networks: list[IPNetworkField] = Field(default_factory=list)
     """Tunnel mode: the peer's inner networks (its SIP and media addresses);
     the traffic selectors on its side."""

@@ -34,6 +34,7 @@ from sbc.sip.uri import SipUri, parse_uri
 
 from .ipsec import IdentityType, IpsecNode, IpsecProfile, MeshPeer, check_identity
 from .types import (
+    NOT_BOOL,
     FailoverCode,
     HeaderName,
     HeaderNameList,
@@ -50,10 +51,10 @@ from .types import (
     check_template,
 )
 
-Port = Annotated[int, Field(ge=0, le=65535)]
-TargetPort = Annotated[int, Field(ge=1, le=65535)]
-Priority = Annotated[int, Field(ge=0, le=65535)]
-Weight = Annotated[int, Field(ge=0, le=65535)]
+Port = Annotated[int, NOT_BOOL, Field(ge=0, le=65535)]
+TargetPort = Annotated[int, NOT_BOOL, Field(ge=1, le=65535)]
+Priority = Annotated[int, NOT_BOOL, Field(ge=0, le=65535)]
+Weight = Annotated[int, NOT_BOOL, Field(ge=0, le=65535)]
 
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 """RFC 3261 §19.1.2 default ports by transport."""

@@ -58,6 +58,18 @@ def _require_str(value: Any) -> str:
     raise _fail("string_type", "must be a text value")
 
 
+def _refuse_bool(value: Any) -> Any:
+    # Pydantic reads JSON true/false as 1/0 for an int field; a port or a
+    # count given as a boolean is a mistake, not port 1.
+    if isinstance(value, bool):
+        raise _fail("int_type", "must be a number, not true/false")
+    return value
+
+
+NOT_BOOL = BeforeValidator(_refuse_bool)
+"""Put in an integer field's ``Annotated``: refuses true/false."""
+
+
 def _check_name(value: Any) -> str:
     text = _require_str(value)
     if not _NAME_RE.fullmatch(text):
