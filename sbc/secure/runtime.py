@@ -39,6 +39,7 @@ from sbc.config.ipsec import IpsecNode
 from sbc.config.model import Config
 
 from .derive import NodeSectionMissing, TrunkConnection, protected_connections
+from .exchange_counts import ExchangeCounts
 from .state import ProtectionTracker, SecureTrunkStateChanged
 
 _log = logging.getLogger("sbc.secure")
@@ -138,6 +139,7 @@ class SecureTrunks:
         self._flush_pending = False
         self._ike_seen: dict[tuple[bytes, bytes], _Seen] = {}
         self._child_seen: dict[int, _Seen] = {}
+        self._counts = ExchangeCounts()
 
     # -- lifecycle -------------------------------------------------------
 
@@ -354,6 +356,7 @@ class SecureTrunks:
             "established": sum(sa.established for sa in sas),
             "child_sas": sum(len(sa.children) for sa in sas),
             "drops": dict(daemon.drops),
+            **self._counts.snapshot(),
         }
         return {"ike": ike, "ipsec": plane.stats()}
 
@@ -452,6 +455,7 @@ class SecureTrunks:
             )
             seen = _Seen(now, algorithms, event.encapsulated)
             self._child_seen[event.inbound_spi] = seen
+        self._counts.on_daemon_event(event)
         self._forget_gone(event)
         self._follow_up(event)
         self._tracker.on_daemon_event(event)

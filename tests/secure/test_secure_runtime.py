@@ -227,6 +227,9 @@ def test_wrong_psk_reports_auth_failed():
             state = a.secure.trunk_state("to-b")
             assert state.state is TrunkState.DOWN and state.reason == "auth failed"
             assert not a.of(ChildSaInstalled)
+            ike = a.secure.snapshot()["ike"]
+            assert ike["failures"] == {"AUTHENTICATION_FAILED": 1}
+            assert "IKE_AUTH" not in ike["exchanges"]
 
     run(scenario())
 
@@ -393,5 +396,12 @@ def test_rekey_action_replaces_the_child_sa_and_keeps_the_ike_sa():
             assert (after.spi_i, after.spi_r) == (before.spi_i, before.spi_r)
             assert echoed == b"after the rekey action"
             assert is_up(a, "to-b")
+            counts = a.secure.snapshot()["ike"]
+            assert counts["exchanges"] == {
+                "IKE_SA_INIT": 1,
+                "IKE_AUTH": 1,
+                "CREATE_CHILD_SA": 1,
+            }
+            assert counts["failures"] == {}
 
     run(scenario())
