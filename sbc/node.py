@@ -413,7 +413,8 @@ class Node:
             else:
                 await self.secure.apply(config)
         except (OSError, ValueError) as exc:
-            raise ApplyRefused(_runtime_refused(config), str(exc)) from None
+            refused = _runtime_refused(config, self.config)
+            raise ApplyRefused(refused, str(exc)) from None
 
     async def _drop_secure(self) -> None:
         """Undo a first start of the secure runtime whose apply failed."""
@@ -879,10 +880,14 @@ def _refused(
     return outcomes
 
 
-def _runtime_refused(config: Config) -> ObjectKey:
-    """The object a failure of the IPsec runtime is reported on."""
+def _runtime_refused(config: Config, running: Config) -> ObjectKey:
+    """The object a failure of the IPsec runtime is reported on: the first
+    profile new or changed since ``running`` (the likely culprit), else the
+    first profile."""
     if config.ipsec_profiles:
-        return "ipsec_profile", config.ipsec_profiles[0].name
+        before = {profile.name: profile for profile in running.ipsec_profiles}
+        changed = [p for p in config.ipsec_profiles if before.get(p.name) != p]
+        return "ipsec_profile", (changed or config.ipsec_profiles)[0].name
     return _secure_object(config) or MEDIA_KEY
 
 
