@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sbc.config import REVEAL_SECRETS, DialPlan, Listener, Trunk
 from sbc.config.ipsec import IpsecNode, IpsecProfile, MeshPeer
 from sbc.config.model import Media
+from web.body_limit import BodyLimit
 from web.crypto import SecretBox
 from web.db import Token, User
 from web.schemas import (
@@ -104,6 +105,7 @@ def create_app(state: AdminState) -> FastAPI:
         redoc_url=None,
     )
     app.state.admin = state
+    app.add_middleware(BodyLimit)
     if state.cors_origins:
         app.add_middleware(
             CORSMiddleware,
