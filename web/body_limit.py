@@ -20,8 +20,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-MAX_BODY_BYTES = 1 << 20
-"""1 MiB: far above the largest object (an IPsec profile with PEM chains)."""
+MAX_BODY_BYTES = 4 << 20
+"""4 MiB: room for a dial plan of tens of thousands of routes."""
 
 
 class BodyLimit:
