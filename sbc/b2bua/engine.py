@@ -441,7 +441,9 @@ class B2bua:
             self._record_refusal(request, exc.status_code, now)
 
     def _options_answer(self, request: Request) -> Response:
-        # RFC 3261 §11.2: the capabilities of the SBC itself.
+        # RFC 3261 §11.2: the capabilities of the SBC itself, unless the
+        # request requires an extension the SBC lacks (§8.2.2.3: 420).
+        _require_supported(request)
         tag = self._token() if request.to_tag is None else None
         response = make_response(request, 200, to_tag=tag)
         response.headers.add("Allow", ", ".join(ALLOW))
@@ -511,9 +513,7 @@ class B2bua:
             raise BadRequest("Bad Request: From tag required")
         if request.max_forwards == 0:
             raise TooManyHops("Too Many Hops")
-        unknown = [tag for tag in request.require if tag not in SUPPORTED]
-        if unknown:
-            raise BadExtension("Bad Extension", unsupported=unknown)
+        _require_supported(request)
 
     def _classify(self, event: RequestReceived, listener: str, now: float) -> str:
         request = event.request
@@ -1915,3 +1915,11 @@ def _trunk_endpoints(
             if endpoint is not None:
                 chosen.setdefault((trunk.name, endpoint.transport.upper()), endpoint)
     return chosen
+
+
+def _require_supported(request: Request) -> None:
+    """420 with Unsupported for a Require naming an extension the SBC
+    lacks (RFC 3261 §8.2.2.3)."""
+    unknown = [tag for tag in request.require if tag not in SUPPORTED]
+    if unknown:
+        raise BadExtension("Bad Extension", unsupported=unknown)

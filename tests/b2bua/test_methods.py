@@ -27,6 +27,18 @@ def test_options_out_of_dialog_answered_locally():
     assert "OPTIONS" not in lab.callee.methods()
 
 
+def test_options_requiring_an_unknown_extension_gets_420_with_unsupported():
+    lab = Lab()
+    call = lab.caller.invite()
+    call.invite.headers.set("Require", "timer, x-unknown-feature")
+    options = lab.caller.resend_as(call, method="OPTIONS", call_id="ping@192.0.2.10")
+    lab.run()
+
+    assert options.final is not None and options.final.status == 420
+    assert options.final.headers.get("Unsupported") == "x-unknown-feature"
+    assert "OPTIONS" not in lab.callee.methods()
+
+
 @pytest.mark.parametrize("method", ["MESSAGE", "NOTIFY", "SUBSCRIBE", "REGISTER"])
 def test_peer_methods_refused_with_405_and_allow(method):
     lab = Lab()
