@@ -438,22 +438,32 @@ class SipEndpoint:
         transport: str,
         connection: StreamConnection | None,
     ) -> bool:
-        """Send the error response; False when even that cannot be built."""
+        """Send the error response; False when even that cannot be built.
+
+        A top Via too broken to read (an IPv6 zone index, say) is echoed as
+        it came and the answer goes back to the source address, the only
+        return path left (RFC 3261 §18.2.2 falls back to it with rport).
+        """
         try:
-            via = stamp_request(request, source)
+            via: Via | None = stamp_request(request, source)
+        except SipParseError:
+            via = None
+        try:
             response = make_response(
                 request, error.status_code, error.reason, to_tag=_new_tag()
             )
         except SipParseError:
-            # The To header (or the Via) is itself malformed: there is
-            # nothing well formed to echo back.
+            # The To header is itself malformed: nothing well formed to echo.
             return False
         data = response.to_bytes()
         if connection is not None:
             self._messages.sent(data, source, transport)
             connection.send(data)
         else:
-            self._send(data, response_destination(via, reliable=False), transport)
+            destination = (
+                source if via is None else response_destination(via, reliable=False)
+            )
+            self._send(data, destination, transport)
         return True
 
     # Driving the engines

@@ -215,6 +215,27 @@ def test_c03_conflicting_content_length_over_udp_not_processed():
     run(scenario())
 
 
+def test_c04_h_zone_index_in_via_answered_400_to_the_source():
+    # C04 (h): a top Via naming an IPv6 address with a zone index cannot be
+    # read; the 400 goes back to where the datagram came from.
+    async def scenario():
+        async with serving("udp:127.0.0.1") as endpoint:
+            peer = await UdpPeer.open()
+            via = "SIP/2.0/UDP [fe80::1%4];branch=z9hG4bKc04h"
+            data = request_bytes("OPTIONS", via=via)
+
+            peer.send(data, bound(endpoint, "UDP"))
+            response = await peer.receive_response()
+
+            assert response.status == 400
+            assert response.headers.get("Via") == via
+            assert endpoint.counters["UDP"].drops[DropReason.ANSWERED_ERROR] == 1
+            assert endpoint.sip_counters.requests == 0
+            peer.close()
+
+    run(scenario())
+
+
 def test_c03_huge_cseq_answered_400():
     async def scenario():
         async with serving("udp:127.0.0.1") as endpoint:
