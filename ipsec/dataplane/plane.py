@@ -144,6 +144,8 @@ class _Inbound:
     """The inbound SPI of the first SA of this CHILD_SA: rekeys inherit it."""
     routes: dict[bytes, _Route | None] = field(default_factory=dict)
     """IPv4 UDP flows (source, destination, ports as packed) to handlers."""
+    routes_generation: int = 0
+    """The plane's generation ``routes`` was filled in: older means stale."""
 
 
 class DataPlane:
@@ -177,6 +179,7 @@ class DataPlane:
         self._time = loop.time
         self._reserved_spis: set[int] = set()
         self._flows: dict[FlowKey, _Outbound | PathDrop] = {}
+        self._generation = 0
         self._admissions: dict[tuple[int, FlowKey], bool] = {}
         self._handlers: dict[tuple[bytes, int], DatagramHandler] = {}
         self._encap: dict[str, UdpEncapSocket] = {}
@@ -576,6 +579,9 @@ class DataPlane:
                 and 8 <= length <= total - 20
             ):
                 flow = packet[12:24]
+                if entry.routes_generation != self._generation:
+                    entry.routes.clear()
+                    entry.routes_generation = self._generation
                 route = entry.routes.get(flow, _UNKNOWN)
                 if route is _UNKNOWN:
                     route = self._route(entry, flow)
@@ -782,8 +788,9 @@ class DataPlane:
     def _forget_flows(self) -> None:
         self._flows.clear()
         self._admissions.clear()
-        for entry in self._inbound.values():
-            entry.routes.clear()
+        # Each inbound SA drops its route cache when it next sees a packet:
+        # clearing all of them here cost every setup a walk over every SA.
+        self._generation += 1
 
     def _check_lifetimes(self) -> None:
         now = self.loop.time()
