@@ -63,12 +63,14 @@ class UtcDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=UTC)  # read as UTC, never as local
         return value.astimezone(UTC)
 
-    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
+    def process_result_value(
+        self, value: datetime | None, dialect: Any
+    ) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
-        return value.astimezone(UTC)  # type: ignore[no-any-return]
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
